@@ -1,0 +1,6 @@
+//! Portcullis: a standalone ingress/egress edge gateway on Pingora that serves Istio networking YAML.
+//!
+//! Data flows one way: `config` (load, validate) → `compile` (an immutable `Snapshot`) →
+//! `runtime` (Pingora services reading the current snapshot) → `observe` (logs, metrics, admin).
+
+pub mod tls;

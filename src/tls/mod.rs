@@ -1,0 +1,1 @@
+//! TLS: certificate loading, SNI selection, the ClientHello peek, upstream origination settings.
