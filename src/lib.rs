@@ -3,4 +3,5 @@
 //! Data flows one way: `config` (load, validate) → `compile` (an immutable `Snapshot`) →
 //! `runtime` (Pingora services reading the current snapshot) → `observe` (logs, metrics, admin).
 
+pub mod config;
 pub mod tls;

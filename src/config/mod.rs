@@ -1,0 +1,14 @@
+//! Configuration: Istio YAML on disk → typed [`Resources`] → [`Diagnostics`].
+//!
+//! `types` is the serde model, `load` reads a directory, `validate` applies Istio's webhook and
+//! analyzer rules, `host` holds the host-name rules everything else shares.
+
+pub mod diag;
+pub mod host;
+pub mod load;
+pub mod source;
+pub mod types;
+pub mod validate;
+
+pub use diag::{Diagnostic, Diagnostics, Severity};
+pub use load::{load_dir, load_files, Resource, Resources};
