@@ -1,0 +1,6 @@
+//! The single integration-test binary. Feature test modules are declared here; all of them
+//! share `support` (see `support/mod.rs`).
+
+mod support;
+
+mod support_selftest;

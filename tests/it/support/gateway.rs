@@ -1,0 +1,391 @@
+//! The real `portcullis` binary as a child process.
+//!
+//! [`Gateway::start`] spawns `portcullis run --config <dir> [--certs <dir>] --admin
+//! 127.0.0.1:<free port> [--labels ..] [--port-map ..] <extra_args>`, captures stdout+stderr
+//! line by line (echoed to the test's stderr as `[gw <pid>] ...`, shown by the test harness on
+//! failure) and waits until `GET /healthz/ready` on the admin port answers 200.
+//!
+//! All waiting is polling with short intervals up to a deadline. Everything here is blocking
+//! (std only), usable from sync tests and from `multi_thread` tokio tests.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::ports::free_port;
+
+/// Poll interval for every wait in this module.
+const POLL: Duration = Duration::from_millis(20);
+/// How long [`Gateway::start`] waits for readiness.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Options for [`Gateway::start`]. `GatewayOpts::new(dir)` or struct update syntax with
+/// `..Default::default()`.
+#[derive(Clone, Debug)]
+pub struct GatewayOpts {
+    pub config_dir: PathBuf,
+    pub certs_dir: Option<PathBuf>,
+    /// `--labels K=V,..`
+    pub labels: Option<String>,
+    /// `--port-map FROM:TO,..` (map the YAML's 80/443/... to ports from `free_port()`).
+    pub port_map: Option<String>,
+    /// Appended verbatim after the other arguments.
+    pub extra_args: Vec<String>,
+    /// Extra environment for the child (`RUST_LOG` here overrides the default `info`).
+    pub env: Vec<(String, String)>,
+    /// Wait for `/healthz/ready` == 200 (default true). With `false`, `start` returns right
+    /// after spawning (for tests expecting a startup failure: use `wait_exit`).
+    pub wait_ready: bool,
+}
+
+impl Default for GatewayOpts {
+    fn default() -> Self {
+        GatewayOpts {
+            config_dir: PathBuf::new(),
+            certs_dir: None,
+            labels: None,
+            port_map: None,
+            extra_args: Vec::new(),
+            env: Vec::new(),
+            wait_ready: true,
+        }
+    }
+}
+
+impl GatewayOpts {
+    /// Defaults with `config_dir`.
+    pub fn new(config_dir: impl Into<PathBuf>) -> Self {
+        GatewayOpts {
+            config_dir: config_dir.into(),
+            ..Default::default()
+        }
+    }
+}
+
+/// `--port-map` value from `(from, to)` pairs: `port_map(&[(80, p1), (443, p2)])` →
+/// `"80:p1,443:p2"`.
+pub fn port_map(pairs: &[(u16, u16)]) -> String {
+    pairs
+        .iter()
+        .map(|(f, t)| format!("{f}:{t}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A running gateway process. Drop sends SIGKILL if it is still running.
+#[derive(Debug)]
+pub struct Gateway {
+    child: Child,
+    pid: u32,
+    admin: SocketAddr,
+    logs: Arc<Mutex<Vec<String>>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+    exit: Option<ExitStatus>,
+}
+
+/// Removes ANSI colour escapes (`ESC [ ... letter`).
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' && chars.peek() == Some(&'[') {
+            chars.next();
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn spawn_reader(
+    pid: u32,
+    stream: impl Read + Send + 'static,
+    logs: Arc<Mutex<Vec<String>>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(stream);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match r.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let line =
+                        strip_ansi(String::from_utf8_lossy(&buf).trim_end_matches(['\r', '\n']));
+                    eprintln!("[gw {pid}] {line}");
+                    logs.lock().unwrap().push(line);
+                }
+            }
+        }
+    })
+}
+
+/// Blocking `GET path` on `addr` with `Connection: close`; returns `(status, body)`.
+pub fn http_get_blocking(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.set_write_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nUser-Agent: portcullis-it\r\n\r\n"
+    )?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad response: {text:?}")))?;
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    Ok((
+        status,
+        if chunked {
+            dechunk(body)
+        } else {
+            body.to_string()
+        },
+    ))
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.split(';').next().unwrap().trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].strip_prefix("\r\n").unwrap_or(&rest[n..]);
+    }
+    out
+}
+
+impl Gateway {
+    /// Spawns the gateway and (unless `wait_ready == false`) waits up to 30 s for
+    /// `/healthz/ready` == 200. Panics with the captured logs if the process exits first or the
+    /// deadline passes.
+    pub fn start(opts: GatewayOpts) -> Gateway {
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        cmd.arg("run").arg("--config").arg(&opts.config_dir);
+        if let Some(c) = &opts.certs_dir {
+            cmd.arg("--certs").arg(c);
+        }
+        cmd.arg("--admin").arg(admin.to_string());
+        if let Some(l) = &opts.labels {
+            cmd.arg("--labels").arg(l);
+        }
+        if let Some(p) = &opts.port_map {
+            cmd.arg("--port-map").arg(p);
+        }
+        cmd.args(&opts.extra_args);
+        if !opts.env.iter().any(|(k, _)| k == "RUST_LOG") {
+            cmd.env("RUST_LOG", "info");
+        }
+        cmd.env("NO_COLOR", "1");
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {:?}: {e}", cmd));
+        let pid = child.id();
+        eprintln!("[gw {pid}] spawned: {cmd:?}");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let readers = vec![
+            spawn_reader(pid, child.stdout.take().unwrap(), logs.clone()),
+            spawn_reader(pid, child.stderr.take().unwrap(), logs.clone()),
+        ];
+        let mut gw = Gateway {
+            child,
+            pid,
+            admin,
+            logs,
+            readers,
+            exit: None,
+        };
+        if opts.wait_ready {
+            gw.wait_ready(READY_TIMEOUT);
+        }
+        gw
+    }
+
+    /// Polls `/healthz/ready` until 200; panics (with logs) on early exit or after `timeout`.
+    pub fn wait_ready(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut last;
+        loop {
+            if let Some(status) = self.try_exit_status() {
+                self.join_readers();
+                panic!(
+                    "gateway exited before becoming ready: {status}\n--- logs ---\n{}",
+                    self.logs().join("\n")
+                );
+            }
+            match http_get_blocking(self.admin, "/healthz/ready") {
+                Ok((200, _)) => return,
+                Ok((code, body)) => last = format!("status {code}: {body}"),
+                Err(e) => last = e.to_string(),
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                self.join_readers();
+                panic!(
+                    "gateway not ready within {timeout:?} (last: {last})\n--- logs ---\n{}",
+                    self.logs().join("\n")
+                );
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    fn join_readers(&mut self) {
+        // The pipes close when the process exits; readers then finish promptly.
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+    }
+
+    fn try_exit_status(&mut self) -> Option<ExitStatus> {
+        if self.exit.is_none() {
+            self.exit = self.child.try_wait().ok().flatten();
+        }
+        self.exit
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The admin listener address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+    }
+
+    /// `http://127.0.0.1:<admin><path>`.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin, path)
+    }
+
+    /// Blocking GET on the admin port; returns `(status, body)`; panics if unreachable.
+    pub fn admin_get(&self, path: &str) -> (u16, String) {
+        http_get_blocking(self.admin, path).unwrap_or_else(|e| {
+            panic!(
+                "admin GET {path}: {e}\n--- logs ---\n{}",
+                self.logs().join("\n")
+            )
+        })
+    }
+
+    /// All captured output lines so far (stdout and stderr interleaved in arrival order,
+    /// ANSI colours stripped).
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// Number of lines captured so far: pass to [`wait_for_log_after`](Self::wait_for_log_after)
+    /// to only match lines logged after this point.
+    pub fn log_mark(&self) -> usize {
+        self.logs.lock().unwrap().len()
+    }
+
+    /// Whether any captured line contains `substr`.
+    pub fn logs_contain(&self, substr: &str) -> bool {
+        self.logs.lock().unwrap().iter().any(|l| l.contains(substr))
+    }
+
+    /// Waits until some line (including earlier ones) contains `substr`; returns it.
+    /// Panics with all logs after `timeout`.
+    pub fn wait_for_log(&self, substr: &str, timeout: Duration) -> String {
+        self.wait_for_log_after(0, substr, timeout)
+    }
+
+    /// Like [`wait_for_log`](Self::wait_for_log) but only lines with index >= `mark`.
+    pub fn wait_for_log_after(&self, mark: usize, substr: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            {
+                let logs = self.logs.lock().unwrap();
+                if let Some(l) = logs.iter().skip(mark).find(|l| l.contains(substr)) {
+                    return l.clone();
+                }
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "no log line containing {substr:?} within {timeout:?}\n--- logs ---\n{}",
+                    self.logs().join("\n")
+                );
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// Sends a signal by name (`"TERM"`, `"HUP"`, `"KILL"`, ...) with `kill(1)`.
+    pub fn signal(&self, name: &str) {
+        let st = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(st.success(), "kill -{name} {} failed: {st}", self.pid);
+    }
+
+    /// SIGTERM (graceful shutdown / drain).
+    pub fn sigterm(&self) {
+        self.signal("TERM")
+    }
+
+    /// SIGHUP (reload).
+    pub fn sighup(&self) {
+        self.signal("HUP")
+    }
+
+    /// Whether the process has exited (non-blocking).
+    pub fn has_exited(&mut self) -> bool {
+        self.try_exit_status().is_some()
+    }
+
+    /// Waits for the process to exit; panics with logs after `timeout`. All output is captured
+    /// when this returns.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.try_exit_status() {
+                self.join_readers();
+                return st;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "gateway did not exit within {timeout:?}\n--- logs ---\n{}",
+                    self.logs().join("\n")
+                );
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if self.try_exit_status().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
