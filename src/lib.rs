@@ -3,5 +3,8 @@
 //! Data flows one way: `config` (load, validate) → `compile` (an immutable `Snapshot`) →
 //! `runtime` (Pingora services reading the current snapshot) → `observe` (logs, metrics, admin).
 
+pub mod compile;
 pub mod config;
+pub mod dns;
+pub mod observe;
 pub mod tls;

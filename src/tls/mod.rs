@@ -1,3 +1,7 @@
-//! TLS: certificate loading, SNI selection, the ClientHello peek, upstream origination settings.
+//! TLS: certificate loading, the ClientHello peek, server-side settings per filter chain, and
+//! upstream origination settings.
 
+pub mod certs;
 pub mod client_hello;
+pub mod server;
+pub mod upstream;

@@ -1,0 +1,208 @@
+//! Compile: valid [`Resources`] → one immutable [`Snapshot`] for this instance. Everything that
+//! can be decided from config is decided here, once per reload: listeners and their route
+//! tables, host indexes, compiled matchers, clusters with their policy, TLS acceptors.
+
+pub mod action;
+pub mod cluster;
+pub mod listener;
+pub mod matcher;
+pub mod registry;
+pub mod route;
+pub mod vhost;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::config::diag::{Diagnostic, Diagnostics};
+use crate::config::load::Resources;
+use crate::observe::stats::StatsRegistry;
+use cluster::{Cluster, ClusterBuilder};
+use listener::{Listener, ListenerKind};
+use registry::Registry;
+
+/// Which door this instance is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// istio-ingressgateway: unknown hosts get 404.
+    Ingress,
+    /// istio-egressgateway: forward proxy and CONNECT, and only registered hosts go out.
+    Egress,
+}
+
+/// What happens to hosts no ServiceEntry lists (meshConfig.outboundTrafficPolicy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OutboundPolicy {
+    #[value(name = "REGISTRY_ONLY")]
+    RegistryOnly,
+    #[value(name = "ALLOW_ANY")]
+    AllowAny,
+}
+
+/// The instance a snapshot is compiled for.
+#[derive(Debug, Clone, Serialize)]
+pub struct Instance {
+    pub labels: BTreeMap<String, String>,
+    /// Gateway port → port actually listened on (what a Kubernetes Service would map).
+    pub port_map: BTreeMap<u16, u16>,
+    pub bind: IpAddr,
+    pub certs_dir: PathBuf,
+    pub role: Role,
+    pub outbound_policy: OutboundPolicy,
+}
+
+impl Default for Instance {
+    fn default() -> Self {
+        Instance {
+            labels: BTreeMap::from([("istio".to_string(), "ingressgateway".to_string())]),
+            port_map: BTreeMap::new(),
+            bind: IpAddr::from([0, 0, 0, 0]),
+            certs_dir: PathBuf::from("certs"),
+            role: Role::Ingress,
+            outbound_policy: OutboundPolicy::RegistryOnly,
+        }
+    }
+}
+
+/// Everything the data path serves from, swapped atomically as a whole.
+#[derive(Debug, Serialize)]
+pub struct Snapshot {
+    pub instance: Instance,
+    pub listeners: BTreeMap<SocketAddr, Arc<Listener>>,
+    pub clusters: BTreeMap<String, Arc<Cluster>>,
+    #[serde(skip)]
+    pub registry: Registry,
+    /// Implicit routes of an egress gateway: registered (host pattern, port) → cluster.
+    #[serde(skip)]
+    pub egress_clusters: HashMap<(String, u16), Arc<Cluster>>,
+    /// Egress ALLOW_ANY: resolve whatever host was asked for.
+    #[serde(skip)]
+    pub passthrough: Arc<Cluster>,
+    pub summary: Summary,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Summary {
+    pub gateways: usize,
+    pub virtual_services: usize,
+    pub service_entries: usize,
+    pub destination_rules: usize,
+    pub files: usize,
+    pub virtual_hosts: usize,
+    pub routes: usize,
+}
+
+impl Snapshot {
+    /// The listener a connection arrived on: the exact address, else the wildcard bind.
+    pub fn listener(&self, local: SocketAddr) -> Option<&Arc<Listener>> {
+        self.listeners.get(&local).or_else(|| {
+            let any = match local.ip() {
+                IpAddr::V4(_) => IpAddr::from([0, 0, 0, 0]),
+                IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                    Some(_) => IpAddr::from([0, 0, 0, 0]),
+                    None => IpAddr::from([0u16; 8]),
+                },
+            };
+            self.listeners.get(&SocketAddr::new(any, local.port()))
+        })
+    }
+
+    /// The cluster an egress request for `host:port` goes to when no route names it: a
+    /// registered host's own cluster, or the passthrough cluster under ALLOW_ANY.
+    pub fn egress_cluster(&self, host: &str, port: u16) -> Option<&Arc<Cluster>> {
+        let registered = self.registry.lookup(host, "default")?;
+        self.egress_clusters.get(&(registered.host.clone(), port))
+    }
+}
+
+/// Compiles a snapshot. Errors (a certificate that does not load, a destination that cannot be
+/// built) mean no snapshot; warnings come back either way.
+pub fn compile(resources: &Resources, instance: &Instance, stats: &StatsRegistry) -> Result<(Snapshot, Diagnostics), Diagnostics> {
+    let mut diags: Vec<Diagnostic> = Vec::new();
+    let registry = Registry::build(resources);
+    let mut clusters = ClusterBuilder::new(resources, &registry, &instance.certs_dir, stats);
+    let listeners = listener::build_listeners(resources, instance, &mut clusters, &mut diags);
+
+    let mut egress_clusters = HashMap::new();
+    if instance.role == Role::Egress {
+        for reg in registry.hosts() {
+            for port in &reg.ports {
+                match clusters.destination(&reg.host, Some(port.number), None, &reg.namespace, port.number) {
+                    Ok(c) => {
+                        egress_clusters.insert((reg.host.clone(), port.number), c);
+                    }
+                    Err(e) => reg.entry.reporter(&mut diags).error("spec.ports", e),
+                }
+            }
+        }
+    }
+    let passthrough = match clusters.destination("*", Some(0), None, "default", 0) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            diags.push(Diagnostic {
+                severity: crate::config::Severity::Error,
+                origin: None,
+                object: None,
+                path: String::new(),
+                message: format!("passthrough cluster: {e}"),
+            });
+            None
+        }
+    };
+    let clusters: BTreeMap<String, Arc<Cluster>> = clusters
+        .into_clusters()
+        .into_values()
+        .map(|c| (c.name.clone(), c))
+        .collect();
+
+    let mut diags = Diagnostics(diags);
+    diags.sort();
+    let Some(passthrough) = passthrough.filter(|_| !diags.has_errors()) else {
+        return Err(diags);
+    };
+    let (mut virtual_hosts, mut routes) = (0, 0);
+    for l in listeners.values() {
+        let tables: Vec<&vhost::RouteTable> = match &l.kind {
+            ListenerKind::Http { routes } => vec![routes],
+            ListenerKind::Tls(chains) => chains
+                .chains
+                .iter()
+                .filter_map(|c| match &c.action {
+                    listener::ChainAction::TerminateHttp { routes, .. } => Some(&**routes),
+                    _ => None,
+                })
+                .collect(),
+            ListenerKind::Tcp { .. } => vec![],
+        };
+        for t in tables {
+            virtual_hosts += t.virtual_hosts.len();
+            routes += t.virtual_hosts.iter().map(|v| v.routes.len()).sum::<usize>();
+        }
+    }
+    let summary = Summary {
+        gateways: resources.gateways.len(),
+        virtual_services: resources.virtual_services.len(),
+        service_entries: resources.service_entries.len(),
+        destination_rules: resources.destination_rules.len(),
+        files: resources.files.len(),
+        virtual_hosts,
+        routes,
+    };
+    Ok((
+        Snapshot {
+            instance: instance.clone(),
+            listeners,
+            clusters,
+            registry,
+            egress_clusters,
+            passthrough,
+            summary,
+        },
+        diags,
+    ))
+}

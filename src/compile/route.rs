@@ -1,0 +1,401 @@
+//! HTTP routes: a VirtualService `http` rule, for one gateway server, compiled into ordered
+//! routes (one per match block, as Envoy does) with their actions.
+
+use std::collections::BTreeMap;
+use bytes::Bytes;
+use serde::Serialize;
+
+use super::action::{
+    re2_substitution, Action, Cors, DirectResponse, Fault, Forward, HeaderOps, PathRewrite, Redirect, RedirectPath,
+    RedirectPort, RetryPolicy, Rewrite, WeightedCluster,
+};
+use super::cluster::ClusterBuilder;
+use super::matcher::{RequestMatch, RequestView};
+use crate::config::load::Resource;
+use crate::config::types::{HttpMatchRequest, HttpRoute, RedirectPortSelection, VirtualService};
+
+/// One Envoy route: a match block and what to do with requests that match it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Route {
+    /// `%ROUTE_NAME%`: the rule name, `rule.match` when the block is named too.
+    pub name: String,
+    /// Where it came from: `VirtualService ns/name http[2]`.
+    pub source: String,
+    /// The match block as written (for `routes` and `/config_dump`).
+    #[serde(rename = "match", skip_serializing_if = "Option::is_none")]
+    pub match_spec: Option<HttpMatchRequest>,
+    #[serde(skip)]
+    pub matcher: RequestMatch,
+    pub action: Action,
+    #[serde(skip_serializing_if = "HeaderOps::is_empty")]
+    pub request_headers: HeaderOps,
+    #[serde(skip_serializing_if = "HeaderOps::is_empty")]
+    pub response_headers: HeaderOps,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fault: Option<Fault>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cors: Option<Cors>,
+}
+
+impl Route {
+    pub fn matches(&self, req: &RequestView<'_>) -> bool {
+        self.matcher.matches(req)
+    }
+
+    pub fn is_catch_all(&self) -> bool {
+        self.matcher.is_catch_all()
+    }
+}
+
+/// The first route that matches, in order.
+pub fn first_match<'r>(routes: &'r [Route], req: &RequestView<'_>) -> Option<&'r Route> {
+    routes.iter().find(|r| r.matches(req))
+}
+
+/// Everything route compilation needs to know about the server it compiles for.
+pub struct ServerContext<'a> {
+    /// `namespace/name` of the Gateway.
+    pub gateway: &'a str,
+    /// The port the Gateway declares (before `--port-map`): Istio compares `match.port` with it
+    /// and uses it as the default destination port.
+    pub gateway_port: u16,
+    /// This instance's labels, for `sourceLabels` on a gateway.
+    pub instance_labels: &'a BTreeMap<String, String>,
+}
+
+/// Resolves a VirtualService's gateway reference (`name`, `ns/name`, `./name`, legacy
+/// `name.ns.svc.cluster.local`) to `namespace/name`.
+pub fn resolve_gateway_ref(reference: &str, vs_namespace: &str) -> String {
+    if reference == "mesh" {
+        return "mesh".into();
+    }
+    match reference.split_once('/') {
+        Some((".", name)) => format!("{vs_namespace}/{name}"),
+        Some((ns, name)) => format!("{ns}/{name}"),
+        None => match reference.split('.').collect::<Vec<_>>().as_slice() {
+            [name, ns, "svc", ..] => format!("{ns}/{name}"),
+            _ => format!("{vs_namespace}/{reference}"),
+        },
+    }
+}
+
+/// Whether the VirtualService is bound to `gateway` (`namespace/name`). An empty `gateways`
+/// list means `mesh` only: never served by a gateway.
+pub fn vs_binds_gateway(vs: &Resource<VirtualService>, gateway: &str) -> bool {
+    vs.spec
+        .gateways
+        .iter()
+        .any(|g| resolve_gateway_ref(g, &vs.meta.namespace) == gateway)
+}
+
+/// Compiles the `http` rules of `vs` for one server. Generation stops after the first
+/// catch-all block (what follows can never match), as Istio does.
+pub fn compile_http_routes(
+    vs: &Resource<VirtualService>,
+    server: &ServerContext<'_>,
+    clusters: &mut ClusterBuilder<'_>,
+    delegates: &dyn Fn(&str, &str) -> Option<Resource<VirtualService>>,
+    errors: &mut Vec<String>,
+) -> Vec<Route> {
+    let mut out = Vec::new();
+    for (i, rule) in vs.spec.http.iter().enumerate() {
+        let source = format!("VirtualService {} http[{i}]", vs.key());
+        if let Some(d) = &rule.delegate {
+            let ns = d.namespace.clone().unwrap_or_else(|| vs.meta.namespace.clone());
+            match delegates(&ns, &d.name) {
+                Some(child) => {
+                    if compile_delegate(vs, rule, &child, server, clusters, delegates, errors, &mut out) {
+                        return out;
+                    }
+                }
+                None => errors.push(format!("{source}: delegate VirtualService {ns}/{} does not exist", d.name)),
+            }
+            continue;
+        }
+        let blocks: Vec<Option<&HttpMatchRequest>> = if rule.matches.is_empty() {
+            vec![None]
+        } else {
+            rule.matches.iter().map(Some).collect()
+        };
+        for block in blocks {
+            if !block_applies(block, vs, server) {
+                continue;
+            }
+            match compile_route(rule, block, &source, &vs.meta.namespace, server, clusters) {
+                Ok(route) => {
+                    let catch_all = route.is_catch_all();
+                    out.push(route);
+                    if catch_all {
+                        return out;
+                    }
+                }
+                Err(e) => errors.push(format!("{source}: {e}")),
+            }
+        }
+    }
+    out
+}
+
+/// Istio delegation: each rule of the delegate VirtualService, its match merged with the root
+/// rule's block. Returns true when a catch-all ended generation.
+#[allow(clippy::too_many_arguments)]
+fn compile_delegate(
+    root: &Resource<VirtualService>,
+    root_rule: &HttpRoute,
+    child: &Resource<VirtualService>,
+    server: &ServerContext<'_>,
+    clusters: &mut ClusterBuilder<'_>,
+    _delegates: &dyn Fn(&str, &str) -> Option<Resource<VirtualService>>,
+    errors: &mut Vec<String>,
+    out: &mut Vec<Route>,
+) -> bool {
+    let root_blocks: Vec<HttpMatchRequest> = if root_rule.matches.is_empty() {
+        vec![HttpMatchRequest::default()]
+    } else {
+        root_rule.matches.clone()
+    };
+    for (i, rule) in child.spec.http.iter().enumerate() {
+        let source = format!("VirtualService {} http[{i}] (delegate of {})", child.key(), root.key());
+        let child_blocks: Vec<HttpMatchRequest> = if rule.matches.is_empty() {
+            vec![HttpMatchRequest::default()]
+        } else {
+            rule.matches.clone()
+        };
+        for rb in &root_blocks {
+            if !block_applies(Some(rb), root, server) {
+                continue;
+            }
+            for cb in &child_blocks {
+                let merged = merge_match(rb, cb);
+                match compile_route(rule, Some(&merged), &source, &child.meta.namespace, server, clusters) {
+                    Ok(route) => {
+                        let catch_all = route.is_catch_all();
+                        out.push(route);
+                        if catch_all {
+                            return true;
+                        }
+                    }
+                    Err(e) => errors.push(format!("{source}: {e}")),
+                }
+            }
+        }
+    }
+    false
+}
+
+/// The delegate's conditions refine the root's (the delegate's uri, if any, wins: Istio
+/// requires it to be within the root's).
+fn merge_match(root: &HttpMatchRequest, child: &HttpMatchRequest) -> HttpMatchRequest {
+    let mut m = root.clone();
+    if child.uri.is_some() {
+        m.uri = child.uri.clone();
+        m.ignore_uri_case = child.ignore_uri_case;
+    }
+    m.scheme = child.scheme.clone().or(m.scheme);
+    m.method = child.method.clone().or(m.method);
+    m.authority = child.authority.clone().or(m.authority);
+    m.headers.extend(child.headers.clone());
+    m.without_headers.extend(child.without_headers.clone());
+    m.query_params.extend(child.query_params.clone());
+    m.port = child.port.or(m.port);
+    m.name = match (&root.name, &child.name) {
+        (Some(r), Some(c)) => Some(format!("{r}-{c}")),
+        (r, c) => c.clone().or(r.clone()),
+    };
+    m
+}
+
+/// `match.gateways`, `match.port` and `sourceLabels` decide at build time whether a block is
+/// generated for this server at all.
+fn block_applies(block: Option<&HttpMatchRequest>, vs: &Resource<VirtualService>, server: &ServerContext<'_>) -> bool {
+    let Some(b) = block else {
+        return true;
+    };
+    if !b.gateways.is_empty() {
+        let ours = b
+            .gateways
+            .iter()
+            .any(|g| resolve_gateway_ref(g, &vs.meta.namespace) == server.gateway);
+        if !ours {
+            return false;
+        }
+    } else if !b.source_labels.is_empty()
+        && !b
+            .source_labels
+            .iter()
+            .all(|(k, v)| server.instance_labels.get(k) == Some(v))
+    {
+        return false;
+    }
+    b.port.is_none_or(|p| p == u32::from(server.gateway_port))
+}
+
+fn route_name(rule: &HttpRoute, block: Option<&HttpMatchRequest>) -> String {
+    let match_name = block.and_then(|b| b.name.as_deref()).filter(|n| !n.is_empty());
+    match (rule.name.as_deref().filter(|n| !n.is_empty()), match_name) {
+        (Some(r), Some(m)) => format!("{r}.{m}"),
+        (Some(r), None) => r.to_string(),
+        (None, Some(m)) => m.to_string(),
+        (None, None) => String::new(),
+    }
+}
+
+fn compile_route(
+    rule: &HttpRoute,
+    block: Option<&HttpMatchRequest>,
+    source: &str,
+    namespace: &str,
+    server: &ServerContext<'_>,
+    clusters: &mut ClusterBuilder<'_>,
+) -> Result<Route, String> {
+    let matcher = match block {
+        Some(b) => RequestMatch::compile(b)?,
+        None => RequestMatch::default(),
+    };
+    let headers = rule.headers.as_ref();
+    let (request_headers, authority_from_headers) = HeaderOps::compile(headers.and_then(|h| h.request.as_ref()))?;
+    let (response_headers, _) = HeaderOps::compile(headers.and_then(|h| h.response.as_ref()))?;
+    let uri_match = block.and_then(|b| b.uri.as_ref());
+
+    let action = if let Some(r) = &rule.redirect {
+        let path = match (&r.uri, &r.prefix_rewrite) {
+            (Some(u), _) => Some(RedirectPath::Full(u.clone())),
+            (None, Some(p)) => Some(RedirectPath::PrefixRewrite {
+                prefix: uri_match.and_then(|u| u.prefix.clone()).unwrap_or_else(|| "/".into()),
+                replacement: p.clone(),
+            }),
+            (None, None) => None,
+        };
+        let port = match (r.port, r.derive_port) {
+            (Some(p), _) => RedirectPort::Fixed(u16::try_from(p).map_err(|_| format!("redirect port {p} out of range"))?),
+            (None, Some(RedirectPortSelection::FromProtocolDefault)) => RedirectPort::ProtocolDefault,
+            // Istio bakes the listener port in.
+            (None, Some(RedirectPortSelection::FromRequestPort)) => RedirectPort::Fixed(server.gateway_port),
+            (None, None) => RedirectPort::Keep,
+        };
+        Action::Redirect(Redirect {
+            path,
+            authority: r.authority.clone(),
+            scheme: r.scheme.clone(),
+            port,
+            code: r.redirect_code.map_or(301, |c| c as u16),
+        })
+    } else if let Some(d) = &rule.direct_response {
+        let body = match &d.body {
+            Some(b) => match (&b.string, &b.bytes) {
+                (Some(s), _) => Bytes::from(s.clone()),
+                (None, Some(b64)) => {
+                    use base64::Engine;
+                    Bytes::from(
+                        base64::engine::general_purpose::STANDARD
+                            .decode(b64)
+                            .map_err(|e| format!("directResponse.body.bytes: {e}"))?,
+                    )
+                }
+                (None, None) => Bytes::new(),
+            },
+            None => Bytes::new(),
+        };
+        Action::DirectResponse(DirectResponse {
+            status: d.status as u16,
+            body,
+        })
+    } else {
+        let mut destinations = Vec::new();
+        for d in &rule.route {
+            let Some(dest) = &d.destination else { continue };
+            let port = dest.port.map(|p| p.number).filter(|p| *p != 0);
+            let port = port
+                .map(u16::try_from)
+                .transpose()
+                .map_err(|_| "destination port out of range".to_string())?;
+            let cluster = clusters.destination(&dest.host, port, dest.subset.as_deref(), namespace, server.gateway_port)?;
+            let dh = d.headers.as_ref();
+            let (req_ops, _) = HeaderOps::compile(dh.and_then(|h| h.request.as_ref()))?;
+            let (resp_ops, _) = HeaderOps::compile(dh.and_then(|h| h.response.as_ref()))?;
+            destinations.push(WeightedCluster {
+                cluster,
+                weight: d.weight.max(0) as u32,
+                request_headers: req_ops,
+                response_headers: resp_ops,
+            });
+        }
+        if destinations.is_empty() {
+            return Err("no destination to route to".into());
+        }
+        let rw = rule.rewrite.as_ref();
+        let path = match rw {
+            Some(rw) if rw.uri.is_some() => {
+                let replacement = rw.uri.clone().unwrap_or_default();
+                Some(match uri_match {
+                    Some(u) if u.prefix.is_some() => PathRewrite::Prefix {
+                        prefix: u.prefix.clone().unwrap_or_default(),
+                        replacement,
+                    },
+                    Some(_) => PathRewrite::Full(replacement),
+                    // No uri condition: Istio matches prefix "/" and rewrites that prefix.
+                    None => PathRewrite::Prefix {
+                        prefix: "/".into(),
+                        replacement,
+                    },
+                })
+            }
+            Some(rw) => match &rw.uri_regex_rewrite {
+                Some(rr) => Some(PathRewrite::Regex {
+                    pattern: regex::Regex::new(&rr.pattern).map_err(|e| format!("uriRegexRewrite.match: {e}"))?,
+                    replacement: re2_substitution(&rr.rewrite),
+                }),
+                None => None,
+            },
+            None => None,
+        };
+        let authority = rw.and_then(|r| r.authority.clone()).or(authority_from_headers);
+        let timeout = rule.timeout.map(|t| t.get()).filter(|t| !t.is_zero());
+        Action::Forward(Forward::new(
+            destinations,
+            Rewrite { path, authority },
+            timeout,
+            RetryPolicy::compile(rule.retries.as_ref()),
+        ))
+    };
+
+    Ok(Route {
+        name: route_name(rule, block),
+        source: source.to_string(),
+        match_spec: block.cloned(),
+        matcher,
+        action,
+        request_headers,
+        response_headers,
+        fault: rule.fault.as_ref().and_then(Fault::compile),
+        cors: rule.cors_policy.as_ref().map(Cors::compile).transpose()?,
+    })
+}
+
+/// Orders the routes of several VirtualServices on one host: by creation time, then name,
+/// then namespace (Istio's order), each keeping its own order; catch-alls go last.
+pub fn merge_virtual_host_routes(mut parts: Vec<(VsOrder, Vec<Route>)>) -> Vec<Route> {
+    parts.sort_by(|a, b| a.0.cmp(&b.0));
+    let all: Vec<Route> = parts.into_iter().flat_map(|(_, r)| r).collect();
+    let (mut specific, catch_all): (Vec<Route>, Vec<Route>) = all.into_iter().partition(|r| !r.is_catch_all());
+    specific.extend(catch_all);
+    specific
+}
+
+/// Sort key of a VirtualService among those merged onto one host.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct VsOrder {
+    pub creation_timestamp: String,
+    pub name: String,
+    pub namespace: String,
+}
+
+impl VsOrder {
+    pub fn of(vs: &Resource<VirtualService>) -> VsOrder {
+        VsOrder {
+            creation_timestamp: vs.meta.creation_timestamp.clone().unwrap_or_default(),
+            name: vs.meta.name.clone(),
+            namespace: vs.meta.namespace.clone(),
+        }
+    }
+}

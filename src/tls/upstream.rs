@@ -1,0 +1,121 @@
+//! TLS the gateway originates towards upstreams (DestinationRule `trafficPolicy.tls`), prepared
+//! once per compile: CA bundle, client certificate, SNI, SAN checks, and the pool key part.
+
+use std::hash::{Hash, Hasher};
+use std::path::Path;
+use std::sync::Arc;
+
+use openssl::x509::X509;
+use pingora::utils::tls::CertKey;
+
+use super::certs::{load_certificates, resolve_credential, CertChain};
+use crate::config::types::{ClientTls, ClientTlsMode};
+
+/// Compiled origination settings for one cluster.
+#[derive(Clone)]
+pub struct OriginationTls {
+    /// `None`: use the destination host (or, for wildcard registry entries, the request host).
+    pub sni: Option<String>,
+    pub verify: bool,
+    /// `None`: the system trust store.
+    pub ca: Option<Arc<Box<[X509]>>>,
+    pub client_cert: Option<Arc<CertKey>>,
+    /// Names accepted in the upstream certificate besides the SNI (DR `subjectAltNames`).
+    pub subject_alt_names: Vec<String>,
+    /// Distinguishes pools of connections made with different CA/client cert/SNI settings.
+    pub policy_key: u64,
+    pub mode: ClientTlsMode,
+}
+
+impl std::fmt::Debug for OriginationTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OriginationTls")
+            .field("mode", &self.mode)
+            .field("sni", &self.sni)
+            .field("verify", &self.verify)
+            .field("custom_ca", &self.ca.is_some())
+            .field("client_cert", &self.client_cert.is_some())
+            .field("subject_alt_names", &self.subject_alt_names)
+            .finish()
+    }
+}
+
+impl serde::Serialize for OriginationTls {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("OriginationTls", 6)?;
+        st.serialize_field("mode", &self.mode)?;
+        st.serialize_field("sni", &self.sni)?;
+        st.serialize_field("verify", &self.verify)?;
+        st.serialize_field("custom_ca", &self.ca.is_some())?;
+        st.serialize_field("client_certificate", &self.client_cert.is_some())?;
+        st.serialize_field("subject_alt_names", &self.subject_alt_names)?;
+        st.end()
+    }
+}
+
+impl OriginationTls {
+    /// `Ok(None)` for `DISABLE` (or no TLS settings).
+    pub fn compile(tls: &ClientTls, certs_dir: &Path, se_sans: &[String]) -> Result<Option<OriginationTls>, String> {
+        let mode = tls.mode;
+        if matches!(mode, ClientTlsMode::Disable) {
+            return Ok(None);
+        }
+        if matches!(mode, ClientTlsMode::IstioMutual) {
+            return Err("ISTIO_MUTUAL needs Istio's mesh certificates; use SIMPLE or MUTUAL".into());
+        }
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        let credential = match &tls.credential_name {
+            Some(name) => Some(resolve_credential(certs_dir, name)?),
+            None => None,
+        };
+        let ca_path = tls
+            .ca_certificates
+            .as_deref()
+            .filter(|p| !p.is_empty() && *p != "system")
+            .map(std::path::PathBuf::from)
+            .or_else(|| credential.as_ref().and_then(|c| c.ca.clone()));
+        let ca = match &ca_path {
+            Some(path) => {
+                let certs = load_certificates(path)?;
+                for c in &certs {
+                    c.to_der().unwrap_or_default().hash(&mut hasher);
+                }
+                Some(Arc::new(certs.into_boxed_slice()))
+            }
+            None => None,
+        };
+        let client_cert = if matches!(mode, ClientTlsMode::Mutual) {
+            let (cert, key) = match (&tls.client_certificate, &tls.private_key, &credential) {
+                (Some(c), Some(k), _) => (c.into(), k.into()),
+                (_, _, Some(cred)) => (cred.cert.clone(), cred.key.clone()),
+                _ => return Err("MUTUAL origination needs clientCertificate and privateKey, or credentialName".into()),
+            };
+            let chain = CertChain::load(&cert, &key)?;
+            chain.leaf.to_der().unwrap_or_default().hash(&mut hasher);
+            let mut certs = vec![chain.leaf];
+            certs.extend(chain.intermediates);
+            Some(Arc::new(CertKey::new(certs, chain.key)))
+        } else {
+            None
+        };
+        let verify = !tls.insecure_skip_verify.unwrap_or(false);
+        let subject_alt_names = if tls.subject_alt_names.is_empty() {
+            se_sans.to_vec()
+        } else {
+            tls.subject_alt_names.clone()
+        };
+        tls.sni.hash(&mut hasher);
+        verify.hash(&mut hasher);
+        subject_alt_names.hash(&mut hasher);
+        Ok(Some(OriginationTls {
+            sni: tls.sni.clone().filter(|s| !s.is_empty()),
+            verify,
+            ca,
+            client_cert,
+            subject_alt_names,
+            policy_key: hasher.finish(),
+            mode,
+        }))
+    }
+}
