@@ -3,8 +3,11 @@
 //! Data flows one way: `config` (load, validate) → `compile` (an immutable `Snapshot`) →
 //! `runtime` (Pingora services reading the current snapshot) → `observe` (logs, metrics, admin).
 
+pub mod cli;
 pub mod compile;
 pub mod config;
 pub mod dns;
 pub mod observe;
+pub mod reload;
+pub mod runtime;
 pub mod tls;

@@ -42,6 +42,10 @@ pub struct ClusterKey {
 
 impl ClusterKey {
     pub fn name(&self) -> String {
+        if self.host == "*" {
+            // Istio's name for "whatever host was asked for" (ALLOW_ANY).
+            return "PassthroughCluster".into();
+        }
         format!(
             "outbound|{}|{}|{}",
             self.port,

@@ -4,6 +4,7 @@
 
 pub mod action;
 pub mod cluster;
+pub mod describe;
 pub mod listener;
 pub mod matcher;
 pub mod registry;

@@ -148,7 +148,11 @@ impl RouteTable {
 
     /// The virtual host for a normalised request host.
     pub fn find(&self, host: &str) -> Option<&VirtualHost> {
-        self.index.lookup(host).map(|&i| &self.virtual_hosts[i])
+        self.find_index(host).map(|i| &self.virtual_hosts[i])
+    }
+
+    pub fn find_index(&self, host: &str) -> Option<usize> {
+        self.index.lookup(host).copied()
     }
 
     /// Whether any virtual host of this table serves `host` (used for the 421 check).

@@ -1,0 +1,237 @@
+//! The command line: `run`, `check`, `routes`. Thin: parse, call into the library, exit code.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::compile::{compile, Instance, OutboundPolicy, Role};
+use crate::config::load::load_dir;
+use crate::config::validate::validate;
+use crate::observe::access_log::LogFormat;
+use crate::observe::stats::StatsRegistry;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "portcullis",
+    version,
+    about = "An ingress/egress edge gateway that serves Istio networking YAML from a directory",
+    long_about = "Portcullis reads Gateway, VirtualService, ServiceEntry and DestinationRule YAML \
+(networking.istio.io v1alpha3, v1beta1, v1) from a directory and serves traffic by it, \
+as istio-ingressgateway or istio-egressgateway would. Edit a file and it follows; no \
+Kubernetes, no control plane."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve traffic by the config directory, reloading when it changes.
+    Run(RunArgs),
+    /// Validate the config directory and print every problem (exit 0 valid, 1 errors, 2 usage).
+    Check(CheckArgs),
+    /// Print the compiled routing: listeners, virtual hosts, routes and clusters.
+    Routes(RoutesArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ConfigArgs {
+    /// Directory of Istio YAML, read recursively (*.yaml, *.yml).
+    #[arg(long, default_value = "gateways", value_name = "DIR")]
+    pub config: PathBuf,
+    /// Directory of credentials: `credentialName: NAME` reads NAME/tls.crt, NAME/tls.key, NAME/ca.crt.
+    #[arg(long, default_value = "certs", value_name = "DIR")]
+    pub certs: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct InstanceArgs {
+    /// This instance's labels; Gateways whose `selector` they satisfy are served.
+    #[arg(long, default_value = "istio=ingressgateway", value_name = "K=V,..", value_parser = parse_labels)]
+    pub labels: BTreeMap<String, String>,
+    /// Listen on another port than the Gateway says, as the Kubernetes Service in front of
+    /// istio-ingressgateway does: `80:8080,443:8443`.
+    #[arg(long, default_value = "", value_name = "FROM:TO,..", value_parser = parse_port_map)]
+    pub port_map: BTreeMap<u16, u16>,
+    /// Address for servers without a `bind`.
+    #[arg(long, default_value = "0.0.0.0", value_name = "ADDR")]
+    pub bind: IpAddr,
+    /// ingress or egress; default: egress when the labels say istio=egressgateway.
+    #[arg(long, value_enum)]
+    pub role: Option<Role>,
+    /// Egress: what happens to hosts no ServiceEntry lists.
+    #[arg(long, value_enum, default_value = "REGISTRY_ONLY")]
+    pub outbound_policy: OutboundPolicy,
+}
+
+impl InstanceArgs {
+    pub fn instance(&self, certs_dir: PathBuf) -> Instance {
+        let role = self.role.unwrap_or_else(|| {
+            if self.labels.get("istio").map(String::as_str) == Some("egressgateway") {
+                Role::Egress
+            } else {
+                Role::Ingress
+            }
+        });
+        Instance {
+            labels: self.labels.clone(),
+            port_map: self.port_map.clone(),
+            bind: self.bind,
+            certs_dir,
+            role,
+            outbound_policy: self.outbound_policy,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    #[command(flatten)]
+    pub instance: InstanceArgs,
+    /// Admin listener: /healthz/ready, /config_dump, /stats, /metrics.
+    #[arg(long, default_value = "127.0.0.1:15000", value_name = "ADDR")]
+    pub admin: SocketAddr,
+    /// Access log format on stdout.
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Seconds in-flight requests get to finish on SIGTERM (and when a reload removes a port).
+    #[arg(long, default_value = "10", value_name = "SECS", value_parser = parse_secs)]
+    pub drain_timeout: Duration,
+    /// Watch --config and --certs and reload on change (SIGHUP always reloads).
+    #[arg(long, default_value = "true", action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub watch: bool,
+    /// Worker threads (default: one per CPU).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Egress CONNECT: require the tunnelled ClientHello's SNI to equal the CONNECT host.
+    #[arg(long, default_value = "true", action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub connect_sni_check: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RoutesArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    #[command(flatten)]
+    pub instance: InstanceArgs,
+    /// The compiled snapshot as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut out = BTreeMap::new();
+    for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("`{pair}` is not KEY=VALUE"))?;
+        out.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    Ok(out)
+}
+
+fn parse_port_map(s: &str) -> Result<BTreeMap<u16, u16>, String> {
+    let mut out = BTreeMap::new();
+    for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (from, to) = pair.split_once(':').ok_or_else(|| format!("`{pair}` is not FROM:TO"))?;
+        let port = |p: &str| p.trim().parse::<u16>().map_err(|_| format!("`{p}` is not a port number"));
+        out.insert(port(from)?, port(to)?);
+    }
+    Ok(out)
+}
+
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|v| *v >= 0.0 && v.is_finite())
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| format!("`{s}` is not a number of seconds"))
+}
+
+/// Parses the command line and runs the command; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => crate::runtime::server::run(args),
+        Command::Check(args) => check(&args),
+        Command::Routes(args) => routes(&args),
+    }
+}
+
+/// `check`: load, validate, and compile every Gateway (as if this instance served them all),
+/// so certificate files are checked too.
+pub fn check(args: &CheckArgs) -> i32 {
+    let (resources, mut diags) = load_dir(&args.config.config);
+    diags.0.extend(validate(&resources));
+    if !diags.has_errors() {
+        let instance = Instance {
+            certs_dir: args.config.certs.clone(),
+            ..Instance::default()
+        };
+        // Serve every Gateway regardless of selector: check them all.
+        let mut all = resources.clone();
+        for gw in &mut all.gateways {
+            gw.spec.selector.clear();
+        }
+        let result = compile(&all, &instance, &StatsRegistry::default());
+        match result {
+            Ok((_, compile_diags)) => diags.0.extend(compile_diags.0),
+            Err(compile_diags) => diags.0.extend(compile_diags.0),
+        }
+    }
+    diags.sort();
+    dedup(&mut diags);
+    print!("{diags}");
+    let errors = diags.error_count();
+    let warnings = diags.0.len() - errors;
+    println!(
+        "{}: {} resources in {} files; {errors} error(s), {warnings} warning(s)",
+        args.config.config.display(),
+        resources.len(),
+        resources.files.len()
+    );
+    i32::from(errors > 0)
+}
+
+fn dedup(diags: &mut crate::config::Diagnostics) {
+    let mut seen = std::collections::HashSet::new();
+    diags.0.retain(|d| seen.insert(d.to_string()));
+}
+
+/// `routes`: what this instance would serve, for a person to check by eye (or `--json`).
+pub fn routes(args: &RoutesArgs) -> i32 {
+    let source = crate::reload::ConfigSource {
+        config_dir: args.config.config.clone(),
+        instance: args.instance.instance(args.config.certs.clone()),
+    };
+    match crate::reload::load_and_compile(&source, &Arc::new(StatsRegistry::default())) {
+        Ok(loaded) => {
+            for w in loaded.warnings.warnings() {
+                eprintln!("{w}");
+            }
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&loaded.snapshot).unwrap_or_default());
+            } else {
+                print!("{}", crate::compile::describe::describe(&loaded.snapshot));
+            }
+            0
+        }
+        Err(diags) => {
+            eprint!("{diags}");
+            1
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! Reload: watch the config and certs directories, rebuild a complete snapshot off the request
+//! path, and swap it in atomically. All or nothing: if anything is invalid, the last good
+//! snapshot keeps serving and the error is logged exactly as `check` prints it.
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use notify::{EventKind, RecursiveMode, Watcher};
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tracing::{error, info, warn};
+
+use crate::compile::{compile, Instance, Snapshot};
+use crate::config::diag::Diagnostics;
+use crate::config::load::{load_dir, Resources};
+use crate::config::validate::validate;
+use crate::observe::stats::StatsRegistry;
+use crate::runtime::listeners::Listeners;
+use crate::runtime::State;
+
+/// Bursts of file events closer than this make one reload.
+pub const DEBOUNCE: Duration = Duration::from_millis(200);
+/// Polling interval when file notifications are unavailable.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Where the config comes from and who it is compiled for.
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    pub config_dir: PathBuf,
+    pub instance: Instance,
+}
+
+/// A complete, valid, compiled configuration.
+pub struct Loaded {
+    pub snapshot: Snapshot,
+    pub warnings: Diagnostics,
+    pub files_hash: String,
+    pub fingerprints: BTreeMap<String, u64>,
+}
+
+/// Load, validate and compile: exactly what `check` does, plus the compile for this instance.
+pub fn load_and_compile(source: &ConfigSource, stats: &StatsRegistry) -> Result<Loaded, Diagnostics> {
+    let (resources, mut diags) = load_dir(&source.config_dir);
+    diags.0.extend(validate(&resources));
+    diags.sort();
+    if diags.has_errors() {
+        return Err(diags);
+    }
+    let (snapshot, compile_diags) = compile(&resources, &source.instance, stats)?;
+    let mut warnings = diags;
+    warnings.0.extend(compile_diags.0);
+    Ok(Loaded {
+        snapshot,
+        warnings,
+        files_hash: files_hash(&resources),
+        fingerprints: fingerprints(&resources),
+    })
+}
+
+/// A short hash of every loaded file's path and content.
+pub fn files_hash(resources: &Resources) -> String {
+    let mut h = openssl::sha::Sha256::new();
+    for f in &resources.files {
+        h.update(f.display.as_bytes());
+        h.update(&[0]);
+        h.update(f.text.as_bytes());
+        h.update(&[0]);
+    }
+    crate::tls::server::hex(&h.finish()[..8])
+}
+
+/// `Kind namespace/name` → hash of its spec, to report what a reload changed.
+fn fingerprints(resources: &Resources) -> BTreeMap<String, u64> {
+    fn fp<T: std::fmt::Debug>(out: &mut BTreeMap<String, u64>, kind: &str, key: String, spec: &T) {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        format!("{spec:?}").hash(&mut h);
+        out.insert(format!("{kind} {key}"), h.finish());
+    }
+    let mut out = BTreeMap::new();
+    for r in &resources.gateways {
+        fp(&mut out, "Gateway", r.key(), &r.spec);
+    }
+    for r in &resources.virtual_services {
+        fp(&mut out, "VirtualService", r.key(), &r.spec);
+    }
+    for r in &resources.service_entries {
+        fp(&mut out, "ServiceEntry", r.key(), &r.spec);
+    }
+    for r in &resources.destination_rules {
+        fp(&mut out, "DestinationRule", r.key(), &r.spec);
+    }
+    out
+}
+
+#[derive(Debug, Default, Serialize, Clone, PartialEq, Eq)]
+pub struct ChangeSet {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub modified: Vec<String>,
+}
+
+impl ChangeSet {
+    pub fn between(old: &BTreeMap<String, u64>, new: &BTreeMap<String, u64>) -> ChangeSet {
+        let mut c = ChangeSet::default();
+        for (k, v) in new {
+            match old.get(k) {
+                None => c.added.push(k.clone()),
+                Some(o) if o != v => c.modified.push(k.clone()),
+                _ => {}
+            }
+        }
+        c.removed = old.keys().filter(|k| !new.contains_key(*k)).cloned().collect();
+        c
+    }
+
+    fn summary(&self) -> String {
+        if self.added.is_empty() && self.removed.is_empty() && self.modified.is_empty() {
+            return "no resource changed".into();
+        }
+        let list = |v: &[String]| {
+            if v.len() <= 5 {
+                v.join(", ")
+            } else {
+                format!("{}, … ({} in all)", v[..5].join(", "), v.len())
+            }
+        };
+        let mut parts = Vec::new();
+        if !self.added.is_empty() {
+            parts.push(format!("added {}: {}", self.added.len(), list(&self.added)));
+        }
+        if !self.removed.is_empty() {
+            parts.push(format!("removed {}: {}", self.removed.len(), list(&self.removed)));
+        }
+        if !self.modified.is_empty() {
+            parts.push(format!("modified {}: {}", self.modified.len(), list(&self.modified)));
+        }
+        parts.join("; ")
+    }
+}
+
+/// What the admin endpoint reports about configuration loading.
+#[derive(Debug, Default, Serialize)]
+pub struct ReloadStatus {
+    pub generation: u64,
+    pub files_hash: String,
+    pub last_result: String,
+    pub last_error: Option<String>,
+    pub last_reload_unix_ms: u64,
+    pub last_duration_ms: u64,
+    pub last_changes: ChangeSet,
+    pub reloads_ok: u64,
+    pub reloads_failed: u64,
+    #[serde(skip)]
+    pub fingerprints: BTreeMap<String, u64>,
+}
+
+impl ReloadStatus {
+    pub fn initial(loaded: &Loaded) -> ReloadStatus {
+        ReloadStatus {
+            generation: 1,
+            files_hash: loaded.files_hash.clone(),
+            last_result: "ok".into(),
+            last_reload_unix_ms: unix_ms(),
+            fingerprints: loaded.fingerprints.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+pub struct Reloader {
+    pub source: ConfigSource,
+    pub state: Arc<State>,
+    pub listeners: Arc<Listeners>,
+}
+
+impl Reloader {
+    /// Rebuilds and swaps; never panics, never leaves a half-applied config.
+    pub async fn reload(&self, reason: &str) {
+        let start = Instant::now();
+        let source = self.source.clone();
+        let stats = self.state.stats.clone();
+        let built = tokio::task::spawn_blocking(move || load_and_compile(&source, &stats)).await;
+        let result = match built {
+            Ok(Ok(loaded)) => match self.listeners.prepare(&loaded.snapshot) {
+                Ok(prepared) => Ok((loaded, prepared)),
+                Err(e) => Err(e),
+            },
+            Ok(Err(diags)) => Err(format!("{} error(s):\n{diags}", diags.error_count())),
+            Err(e) => Err(format!("config build task failed: {e}")),
+        };
+        let elapsed = start.elapsed();
+        let mut status = self.state.reload.lock().unwrap_or_else(|e| e.into_inner());
+        status.last_reload_unix_ms = unix_ms();
+        status.last_duration_ms = elapsed.as_millis() as u64;
+        match result {
+            Ok((loaded, prepared)) => {
+                for w in loaded.warnings.warnings() {
+                    warn!("{w}");
+                }
+                let changes = ChangeSet::between(&status.fingerprints, &loaded.fingerprints);
+                let snapshot = Arc::new(loaded.snapshot);
+                self.state.snapshot.store(snapshot.clone());
+                self.listeners.commit(prepared, &snapshot);
+                self.state.stats.prune();
+                status.generation += 1;
+                status.files_hash = loaded.files_hash;
+                status.fingerprints = loaded.fingerprints;
+                status.last_result = "ok".into();
+                status.last_error = None;
+                status.reloads_ok += 1;
+                info!(
+                    "reload ok ({reason}): generation {} in {} ms, files {}: {}",
+                    status.generation,
+                    elapsed.as_millis(),
+                    status.files_hash,
+                    changes.summary()
+                );
+                status.last_changes = changes;
+                self.state.metrics.reloads.with_label_values(&["ok"]).inc();
+                self.state.metrics.config_generation.set(status.generation as i64);
+            }
+            Err(e) => {
+                status.last_result = "error".into();
+                status.last_error = Some(e.clone());
+                status.reloads_failed += 1;
+                error!(
+                    "reload failed ({reason}) in {} ms; still serving generation {}: {e}",
+                    elapsed.as_millis(),
+                    status.generation
+                );
+                self.state.metrics.reloads.with_label_values(&["error"]).inc();
+            }
+        }
+    }
+
+    /// Watches the config and certs directories; falls back to polling if the platform's
+    /// notifications are unavailable (e.g. inotify limits). Returns the trigger channel so
+    /// SIGHUP can force a reload through the same debounce.
+    pub fn watch(self: Arc<Self>, enabled: bool) -> mpsc::Sender<&'static str> {
+        let (tx, mut rx) = mpsc::channel::<&'static str>(64);
+        let mut watcher_guard: Option<Box<dyn Watcher + Send>> = None;
+        if enabled {
+            let dirs: Vec<PathBuf> = [self.source.config_dir.clone(), self.source.instance.certs_dir.clone()]
+                .into_iter()
+                .filter(|d| d.exists())
+                .collect();
+            watcher_guard = start_watcher(&dirs, tx.clone());
+        }
+        tokio::spawn(async move {
+            let _keep_watching = watcher_guard;
+            while let Some(mut reason) = rx.recv().await {
+                // Debounce: one rebuild per burst of events.
+                let deadline = Instant::now() + Duration::from_secs(2);
+                while let Ok(Some(r)) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {
+                    if r == "SIGHUP" {
+                        reason = r;
+                    }
+                    if Instant::now() > deadline {
+                        break;
+                    }
+                }
+                self.reload(reason).await;
+            }
+        });
+        tx
+    }
+}
+
+fn relevant(event: &notify::Result<notify::Event>) -> bool {
+    match event {
+        Ok(e) => !matches!(e.kind, EventKind::Access(_)),
+        Err(_) => true,
+    }
+}
+
+fn start_watcher(dirs: &[PathBuf], tx: mpsc::Sender<&'static str>) -> Option<Box<dyn Watcher + Send>> {
+    let handler = {
+        let tx = tx.clone();
+        move |event: notify::Result<notify::Event>| {
+            if relevant(&event) {
+                let _ = tx.try_send("file change");
+            }
+        }
+    };
+    let attempt = notify::recommended_watcher(handler).and_then(|mut w| {
+        for d in dirs {
+            w.watch(d, RecursiveMode::Recursive)?;
+        }
+        Ok(w)
+    });
+    match attempt {
+        Ok(w) => {
+            info!(dirs = ?dirs, "watching for changes");
+            Some(Box::new(w))
+        }
+        Err(e) => {
+            warn!(
+                "file notifications unavailable ({e}); polling {} every {:?} instead",
+                display_dirs(dirs),
+                POLL_INTERVAL
+            );
+            let handler = move |event: notify::Result<notify::Event>| {
+                if relevant(&event) {
+                    let _ = tx.try_send("file change (poll)");
+                }
+            };
+            let config = notify::Config::default().with_poll_interval(POLL_INTERVAL);
+            let mut poll = notify::PollWatcher::new(handler, config).ok()?;
+            for d in dirs {
+                if let Err(e) = poll.watch(d, RecursiveMode::Recursive) {
+                    error!("cannot poll {}: {e}; changes will only apply on SIGHUP", d.display());
+                }
+            }
+            Some(Box::new(poll))
+        }
+    }
+}
+
+fn display_dirs(dirs: &[PathBuf]) -> String {
+    dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
+}
+

@@ -1,0 +1,127 @@
+//! Per-request state, carried through the Pingora phases. The snapshot taken at the start of
+//! the request is kept for its whole life, retries included.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use super::reply::LocalReply;
+use super::routing::Addressing;
+use super::upstream::Admission;
+use crate::compile::action::{Action, Forward, RetryPolicy, WeightedCluster};
+use crate::compile::cluster::Cluster;
+use crate::compile::route::Route;
+use crate::compile::vhost::RouteTable;
+use crate::compile::Snapshot;
+use crate::tls::server::DownstreamTls;
+
+/// The route a request matched (the table is kept alive by the request).
+pub struct Routed {
+    pub table: Arc<RouteTable>,
+    pub vhost: usize,
+    pub route: usize,
+}
+
+impl Routed {
+    pub fn route(&self) -> &Route {
+        &self.table.virtual_hosts[self.vhost].routes[self.route]
+    }
+}
+
+/// The cluster the request is sent to.
+pub struct Target {
+    pub cluster: Arc<Cluster>,
+    /// Index into the route's weighted destinations (for destination-level headers).
+    pub destination: Option<usize>,
+}
+
+pub struct RequestCtx {
+    pub snapshot: Option<Arc<Snapshot>>,
+    pub start: Instant,
+    pub start_time: SystemTime,
+    pub downstream_tls: Option<DownstreamTls>,
+    pub scheme: &'static str,
+    /// Host/:authority (or the absolute-form authority) as sent.
+    pub authority: String,
+    /// Lower-cased, without port.
+    pub host: String,
+    pub port: u16,
+    pub addressing: Addressing,
+    pub request_id: String,
+    pub routed: Option<Routed>,
+    pub target: Option<Target>,
+    pub admission: Option<Admission>,
+    /// What the gateway answered itself (or why the upstream failed), for the log.
+    pub reply: Option<LocalReply>,
+    pub attempts: u32,
+    pub tried: Vec<SocketAddr>,
+    pub upstream_addr: Option<SocketAddr>,
+    pub upstream_start: Option<Instant>,
+    pub upstream_service_time: Option<u64>,
+    pub upstream_failure: Option<String>,
+    pub deadline: Option<Instant>,
+    /// Origin to echo in CORS response headers.
+    pub cors_origin: Option<String>,
+    /// Close the upstream connection after this request (`maxRequestsPerConnection`).
+    pub close_upstream: bool,
+}
+
+impl Default for RequestCtx {
+    fn default() -> Self {
+        RequestCtx {
+            snapshot: None,
+            start: Instant::now(),
+            start_time: SystemTime::now(),
+            downstream_tls: None,
+            scheme: "http",
+            authority: String::new(),
+            host: String::new(),
+            port: 0,
+            addressing: Addressing::Host,
+            request_id: String::new(),
+            routed: None,
+            target: None,
+            admission: None,
+            reply: None,
+            attempts: 0,
+            tried: Vec::new(),
+            upstream_addr: None,
+            upstream_start: None,
+            upstream_service_time: None,
+            upstream_failure: None,
+            deadline: None,
+            cors_origin: None,
+            close_upstream: false,
+        }
+    }
+}
+
+static DEFAULT_RETRY: once_cell::sync::Lazy<RetryPolicy> = once_cell::sync::Lazy::new(RetryPolicy::default);
+
+impl RequestCtx {
+    pub fn route(&self) -> Option<&Route> {
+        self.routed.as_ref().map(Routed::route)
+    }
+
+    pub fn forward(&self) -> Option<&Forward> {
+        match &self.route()?.action {
+            Action::Forward(f) => Some(f),
+            _ => None,
+        }
+    }
+
+    pub fn destination(&self) -> Option<&WeightedCluster> {
+        let i = self.target.as_ref()?.destination?;
+        self.forward()?.destinations.get(i)
+    }
+
+    /// The retry policy in force (Istio's default for implicit egress routes).
+    pub fn retry_policy(&self) -> &RetryPolicy {
+        self.forward().map_or(&DEFAULT_RETRY, |f| &f.retry)
+    }
+
+    /// May another attempt be made? `attempts` counts tries made so far.
+    pub fn may_retry(&self) -> bool {
+        self.attempts <= self.retry_policy().attempts && self.deadline.is_none_or(|d| Instant::now() < d)
+    }
+}

@@ -1,0 +1,333 @@
+//! The listener set: Portcullis owns its accept loops (Pingora fixes its listeners at start-up),
+//! so a reload can open new Gateway ports and close removed ones without touching the others.
+//! Each accepted connection is dispatched by the listener's kind: plain HTTP (and CONNECT on an
+//! egress gateway), TLS by SNI (terminate or pass through), or TCP.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pingora::apps::ServerApp;
+use pingora::protocols::l4::stream::Stream as L4Stream;
+use pingora::protocols::tls::server::handshake_with_callback;
+use pingora::protocols::{GetSocketDigest, SocketDigest, Stream};
+use pingora_proxy::HttpProxy;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use super::proxy::Edge;
+use super::tunnel::{self, ConnInfo};
+use super::State;
+use crate::compile::listener::{ChainAction, ListenerKind};
+use crate::compile::{Role, Snapshot};
+use crate::tls::client_hello::{peek_client_hello, Parse, MAX_CLIENT_HELLO};
+use crate::tls::server::ChainHandshake;
+
+/// How long a client may take to send its first bytes (ClientHello, or the CONNECT line).
+const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(30);
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+struct Running {
+    accept: tokio::task::JoinHandle<()>,
+    /// `true` tells connections to finish their current request and close (Pingora's
+    /// shutdown watch: no more keep-alive, h2 GOAWAY).
+    drain: watch::Sender<bool>,
+    /// `true` ends whatever is still open after the drain timeout.
+    kill: watch::Sender<bool>,
+}
+
+/// Sockets bound for a new snapshot but not yet accepting.
+pub struct Prepared {
+    bound: Vec<(SocketAddr, TcpListener)>,
+}
+
+pub struct Listeners {
+    state: Arc<State>,
+    http: Arc<HttpProxy<Edge>>,
+    running: Mutex<BTreeMap<SocketAddr, Running>>,
+    /// Open downstream connections, across all listeners.
+    pub connections: Arc<AtomicUsize>,
+}
+
+/// Decrements the connection count when a connection task ends.
+struct ConnectionGuard(Arc<AtomicUsize>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+/// Wraps an accepted socket the way Pingora's own listeners do.
+fn pingora_stream(tcp: TcpStream) -> L4Stream {
+    use std::os::unix::io::AsRawFd;
+    let fd = tcp.as_raw_fd();
+    let mut stream = L4Stream::from(tcp);
+    let _ = stream.set_nodelay();
+    stream.set_socket_digest(SocketDigest::from_raw_fd(fd));
+    stream
+}
+
+async fn until_true(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow_and_update() {
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl Listeners {
+    pub fn new(state: Arc<State>, http: Arc<HttpProxy<Edge>>) -> Self {
+        Listeners {
+            state,
+            http,
+            running: Mutex::new(BTreeMap::new()),
+            connections: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Binds the addresses `snapshot` needs that are not open yet. Nothing changes if any
+    /// bind fails, so a reload that cannot listen is refused as a whole.
+    pub fn prepare(&self, snapshot: &Snapshot) -> Result<Prepared, String> {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let mut bound = Vec::new();
+        for addr in snapshot.listeners.keys() {
+            if running.contains_key(addr) {
+                continue;
+            }
+            match bind(*addr) {
+                Ok(l) => bound.push((*addr, l)),
+                Err(e) => return Err(format!("cannot listen on {addr}: {e}")),
+            }
+        }
+        Ok(Prepared { bound })
+    }
+
+    /// After the snapshot is swapped in: start the new accept loops, stop the removed ones
+    /// (their connections finish in-flight requests, then close).
+    pub fn commit(&self, prepared: Prepared, snapshot: &Snapshot) {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        for (addr, listener) in prepared.bound {
+            info!(%addr, "listening");
+            running.insert(addr, self.start(addr, listener));
+        }
+        let removed: Vec<SocketAddr> = running
+            .keys()
+            .filter(|a| !snapshot.listeners.contains_key(a))
+            .copied()
+            .collect();
+        for addr in removed {
+            if let Some(r) = running.remove(&addr) {
+                info!(%addr, "listener removed; draining its connections");
+                self.stop(r, self.state.options.drain_timeout);
+            }
+        }
+    }
+
+    fn stop(&self, r: Running, grace: Duration) {
+        r.accept.abort();
+        let _ = r.drain.send(true);
+        let kill = r.kill;
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            let _ = kill.send(true);
+        });
+    }
+
+    /// Stops accepting everywhere and asks every connection to finish (SIGTERM).
+    pub async fn shutdown(&self) {
+        let all: Vec<Running> = {
+            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            std::mem::take(&mut *running).into_values().collect()
+        };
+        for r in all {
+            self.stop(r, self.state.options.drain_timeout);
+        }
+        // Wakes keep-alive connections idling in Pingora so they close now.
+        self.http.cleanup().await;
+    }
+
+    pub fn addresses(&self) -> Vec<SocketAddr> {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .copied()
+            .collect()
+    }
+
+    fn start(&self, addr: SocketAddr, listener: TcpListener) -> Running {
+        let (drain, drain_rx) = watch::channel(false);
+        let (kill, kill_rx) = watch::channel(false);
+        let state = self.state.clone();
+        let http = self.http.clone();
+        let connections = self.connections.clone();
+        let accept = tokio::spawn(async move {
+            loop {
+                let (tcp, client) = match listener.accept().await {
+                    Ok(v) => v,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        warn!(%addr, "accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                connections.fetch_add(1, Relaxed);
+                let guard = ConnectionGuard(connections.clone());
+                let (state, http, drain, kill) = (state.clone(), http.clone(), drain_rx.clone(), kill_rx.clone());
+                tokio::spawn(async move {
+                    let _guard = guard;
+                    tokio::select! {
+                        _ = serve(state, http, addr, tcp, client, drain) => {}
+                        _ = until_true(kill) => debug!(%client, "connection closed after the drain timeout"),
+                    }
+                });
+            }
+        });
+        Running { accept, drain, kill }
+    }
+}
+
+async fn serve(
+    state: Arc<State>,
+    http: Arc<HttpProxy<Edge>>,
+    addr: SocketAddr,
+    tcp: TcpStream,
+    client: SocketAddr,
+    drain: watch::Receiver<bool>,
+) {
+    let snapshot = state.snapshot.load_full();
+    let Some(listener) = snapshot.listeners.get(&addr).cloned() else { return };
+    let local = tcp.local_addr().unwrap_or(addr);
+    let mut stream = pingora_stream(tcp);
+    match &listener.kind {
+        ListenerKind::Http { .. } => {
+            if snapshot.instance.role == Role::Egress {
+                match starts_with_connect(&mut stream).await {
+                    Some(true) => {
+                        tunnel::connect_tunnel(state, Box::new(stream), ConnInfo::new(client, local)).await;
+                        return;
+                    }
+                    Some(false) => {}
+                    None => return,
+                }
+            }
+            serve_http(&http, Box::new(stream), &drain).await;
+        }
+        ListenerKind::Tcp { route } => {
+            if let Some(route) = route {
+                tunnel::proxy_route(&state, route, stream, ConnInfo::new(client, local)).await;
+            }
+        }
+        ListenerKind::Tls(chains) => {
+            let mut hello = Vec::new();
+            let parsed = tokio::time::timeout(
+                FIRST_BYTES_TIMEOUT,
+                peek_client_hello(&mut stream, &mut hello, MAX_CLIENT_HELLO),
+            )
+            .await;
+            stream.rewind(&hello);
+            let sni = match parsed {
+                Ok(Ok(Parse::Complete(h))) => h.server_name,
+                Ok(Ok(Parse::NotTls(why))) => {
+                    debug!(%client, %local, "not a TLS ClientHello ({why}); closing");
+                    return;
+                }
+                _ => return,
+            };
+            let mut info = ConnInfo::new(client, local);
+            info.sni = sni.clone();
+            let Some(chain) = chains.select(sni.as_deref()) else {
+                state.unknown_sni(sni.as_deref(), local);
+                // Fails the handshake with an `unrecognized_name` alert.
+                let _ = tokio::time::timeout(
+                    TLS_HANDSHAKE_TIMEOUT,
+                    pingora::protocols::tls::server::handshake(&state.reject_sni, stream),
+                )
+                .await;
+                return;
+            };
+            match &chain.action {
+                ChainAction::Passthrough { route } => tunnel::proxy_route(&state, route, stream, info).await,
+                ChainAction::TerminateHttp { tls, routes } => {
+                    let callbacks = ChainHandshake {
+                        certificates: tls.certificates.clone(),
+                        route_table: routes.name.as_str().into(),
+                    };
+                    let hs = tokio::time::timeout(
+                        TLS_HANDSHAKE_TIMEOUT,
+                        handshake_with_callback(&tls.acceptor, stream, &callbacks),
+                    )
+                    .await;
+                    match hs {
+                        Ok(Ok(tls_stream)) => serve_http(&http, Box::new(tls_stream), &drain).await,
+                        Ok(Err(e)) => debug!(%client, sni = ?sni, "TLS handshake failed: {e}"),
+                        Err(_) => debug!(%client, "TLS handshake timed out"),
+                    }
+                }
+                ChainAction::TerminateTcp { tls, route } => {
+                    let callbacks = ChainHandshake {
+                        certificates: tls.certificates.clone(),
+                        route_table: chain.name.as_str().into(),
+                    };
+                    let hs = tokio::time::timeout(
+                        TLS_HANDSHAKE_TIMEOUT,
+                        handshake_with_callback(&tls.acceptor, stream, &callbacks),
+                    )
+                    .await;
+                    if let (Ok(Ok(tls_stream)), Some(route)) = (hs, route) {
+                        tunnel::proxy_route(&state, route, tls_stream, info).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn serve_http(http: &Arc<HttpProxy<Edge>>, stream: Stream, drain: &watch::Receiver<bool>) {
+    let mut next = http.process_new(stream, drain).await;
+    while let Some(s) = next {
+        next = http.process_new(s, drain).await;
+    }
+}
+
+/// Peeks (without consuming) whether the client opened with a CONNECT request. `None`: the
+/// client sent nothing usable in time (a partial read cannot be replayed: drop it).
+async fn starts_with_connect(stream: &mut L4Stream) -> Option<bool> {
+    use pingora::protocols::Peek;
+    let mut buf = [0u8; 8];
+    match tokio::time::timeout(FIRST_BYTES_TIMEOUT, stream.try_peek(&mut buf)).await {
+        Ok(Ok(true)) => Some(&buf == b"CONNECT "),
+        _ => None,
+    }
+}
+
+/// Serves a fixed app (the admin listener) until the process exits.
+pub async fn serve_app<A: ServerApp + Send + Sync + 'static>(listener: TcpListener, app: Arc<A>) {
+    let (_never, shutdown) = watch::channel(false);
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let (app, shutdown) = (app.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let mut next = app.process_new(Box::new(pingora_stream(tcp)), &shutdown).await;
+            while let Some(s) = next {
+                next = app.process_new(s, &shutdown).await;
+            }
+        });
+    }
+}

@@ -1,0 +1,92 @@
+//! Runtime: the Pingora side. One `ArcSwap<Snapshot>` is read by every connection and
+//! request; the listener set, the proxy and the admin listener are built here, and SIGTERM
+//! drains them.
+
+pub mod context;
+pub mod headers;
+pub mod listeners;
+pub mod proxy;
+pub mod reply;
+pub mod routing;
+pub mod server;
+pub mod tunnel;
+pub mod upstream;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use openssl::ssl::SslAcceptor;
+use pingora::connectors::TransportConnector;
+
+use crate::compile::Snapshot;
+use crate::dns::DnsCache;
+use crate::observe::access_log::AccessLog;
+use crate::observe::metrics::Metrics;
+use crate::observe::stats::StatsRegistry;
+use crate::reload::ReloadStatus;
+
+/// Settings of the running process that are not part of the config snapshot.
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    /// How long in-flight requests may take to finish on shutdown or listener removal.
+    pub drain_timeout: Duration,
+    /// Require the ClientHello SNI of a CONNECT tunnel to equal the CONNECT host.
+    pub connect_sni_check: bool,
+}
+
+/// Everything shared by the data path.
+pub struct State {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub dns: Arc<DnsCache>,
+    pub metrics: Metrics,
+    pub access_log: AccessLog,
+    pub stats: Arc<StatsRegistry>,
+    pub options: RuntimeOptions,
+    pub connector: TransportConnector,
+    /// Fails handshakes whose SNI no server serves.
+    pub reject_sni: SslAcceptor,
+    pub ready: AtomicBool,
+    pub reload: Mutex<ReloadStatus>,
+    logged_snis: Mutex<HashSet<String>>,
+}
+
+impl State {
+    pub fn new(
+        snapshot: Snapshot,
+        access_log: AccessLog,
+        stats: Arc<StatsRegistry>,
+        options: RuntimeOptions,
+        reload: ReloadStatus,
+    ) -> Result<State, String> {
+        Ok(State {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            dns: Arc::new(DnsCache::from_system()),
+            metrics: Metrics::new(),
+            access_log,
+            stats,
+            options,
+            connector: TransportConnector::new(None),
+            reject_sni: crate::tls::server::reject_unknown_sni()?,
+            ready: AtomicBool::new(false),
+            reload: Mutex::new(reload),
+            logged_snis: Mutex::new(HashSet::new()),
+        })
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Relaxed)
+    }
+
+    /// Logs an SNI no server serves, once per name (a scanner must not flood the log).
+    pub fn unknown_sni(&self, sni: Option<&str>, local: SocketAddr) {
+        let name = sni.unwrap_or("<none>").to_string();
+        let mut seen = self.logged_snis.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() < 4096 && seen.insert(name.clone()) {
+            tracing::warn!(sni = %name, listener = %local, "TLS handshake refused: no server for this SNI (unrecognized_name)");
+        }
+    }
+}

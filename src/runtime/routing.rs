@@ -1,0 +1,121 @@
+//! Routing a request: listener → route table (the TLS server's own, or the port's) → virtual
+//! host → first matching route; on an egress gateway, hosts without a route fall back to the
+//! registry (or are refused).
+
+use std::sync::Arc;
+
+use super::reply::{flags, LocalReply};
+use crate::compile::cluster::Cluster;
+use crate::compile::listener::{Listener, ListenerKind};
+use crate::compile::matcher::RequestView;
+use crate::compile::vhost::RouteTable;
+use crate::compile::{OutboundPolicy, Role, Snapshot};
+use crate::tls::server::DownstreamTls;
+
+/// Where a request goes.
+pub enum Decision {
+    /// A configured route (indices into the table, which the request keeps alive).
+    Route {
+        table: Arc<RouteTable>,
+        vhost: usize,
+        route: usize,
+    },
+    /// Egress without a route: straight to the host's cluster.
+    Egress { cluster: Arc<Cluster>, registered: bool },
+    Reply(LocalReply),
+}
+
+/// How the client addressed an egress request (decides the refusal status).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Addressing {
+    /// Host header (DNS or /etc/hosts points the name at the gateway).
+    Host,
+    /// Absolute-form request from an `HTTP_PROXY` client.
+    ForwardProxy,
+}
+
+impl Addressing {
+    pub fn metric_label(self) -> &'static str {
+        match self {
+            Addressing::Host => "host",
+            Addressing::ForwardProxy => "forward_proxy",
+        }
+    }
+}
+
+/// The route table serving this request.
+fn route_table<'a>(listener: &'a Listener, tls: Option<&DownstreamTls>) -> Option<&'a Arc<RouteTable>> {
+    match (&listener.kind, tls) {
+        (ListenerKind::Http { routes }, _) => Some(routes),
+        (ListenerKind::Tls(chains), Some(t)) => chains.route_table(&t.route_table),
+        _ => None,
+    }
+}
+
+pub fn decide(
+    snapshot: &Snapshot,
+    listener: &Listener,
+    tls: Option<&DownstreamTls>,
+    req: &RequestView<'_>,
+    host: &str,
+    port: u16,
+    addressing: Addressing,
+) -> Decision {
+    let Some(table) = route_table(listener, tls) else {
+        // The TLS server this connection negotiated was removed by a reload.
+        return Decision::Reply(LocalReply::misdirected(host));
+    };
+    let Some(vhost_index) = table.find_index(host) else {
+        if let (ListenerKind::Tls(chains), Some(t)) = (&listener.kind, tls) {
+            if chains.other_chain_serves(&t.route_table, host) {
+                return Decision::Reply(LocalReply::misdirected(host));
+            }
+        }
+        return egress_or_not_found(snapshot, req, host, port, addressing);
+    };
+    let vhost = &table.virtual_hosts[vhost_index];
+    match vhost.routes.iter().position(|r| r.matches(req)) {
+        Some(route) => Decision::Route {
+            table: table.clone(),
+            vhost: vhost_index,
+            route,
+        },
+        None => Decision::Reply(LocalReply::no_route(host, req.path)),
+    }
+}
+
+fn egress_or_not_found(snapshot: &Snapshot, req: &RequestView<'_>, host: &str, port: u16, addressing: Addressing) -> Decision {
+    if snapshot.instance.role != Role::Egress {
+        return Decision::Reply(LocalReply::no_route(host, req.path));
+    }
+    if let Some(cluster) = snapshot.egress_cluster(host, port) {
+        return Decision::Egress {
+            cluster: cluster.clone(),
+            registered: true,
+        };
+    }
+    match snapshot.instance.outbound_policy {
+        OutboundPolicy::AllowAny => Decision::Egress {
+            cluster: snapshot.passthrough.clone(),
+            registered: false,
+        },
+        OutboundPolicy::RegistryOnly => Decision::Reply(not_in_registry(snapshot, host, port, addressing)),
+    }
+}
+
+/// The refusal for an unregistered host: 403 to proxy clients, 502 (Istio's `block_all`) to
+/// host-addressed ones.
+pub fn not_in_registry(snapshot: &Snapshot, host: &str, port: u16, addressing: Addressing) -> LocalReply {
+    let status = match addressing {
+        Addressing::ForwardProxy => 403,
+        Addressing::Host => 502,
+    };
+    let why = match snapshot.registry.lookup(host, "default") {
+        Some(r) => format!(
+            "{host}:{port} is not allowed: ServiceEntry {} lists {} but not port {port}",
+            r.service_entry, r.host
+        ),
+        None => format!("{host} is not in the registry: no ServiceEntry lists it (outbound policy REGISTRY_ONLY)"),
+    };
+    LocalReply::new(status, Some(flags::NR), "host_not_in_registry", format!("{why}\n"))
+}
