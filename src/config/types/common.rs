@@ -192,6 +192,14 @@ pub struct WorkloadSelector {
     pub labels: BTreeMap<String, String>,
 }
 
+/// `istio.type.v1beta1.WorkloadSelector` (DestinationRule `workloadSelector`): `{matchLabels: …}`,
+/// unlike the networking `WorkloadSelector` (`{labels: …}`) that ServiceEntry uses.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct PolicyWorkloadSelector {
+    pub match_labels: BTreeMap<String, String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
