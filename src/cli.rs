@@ -146,8 +146,14 @@ fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
 fn parse_port_map(s: &str) -> Result<BTreeMap<u16, u16>, String> {
     let mut out = BTreeMap::new();
     for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (from, to) = pair.split_once(':').ok_or_else(|| format!("`{pair}` is not FROM:TO"))?;
-        let port = |p: &str| p.trim().parse::<u16>().map_err(|_| format!("`{p}` is not a port number"));
+        let (from, to) = pair
+            .split_once(':')
+            .ok_or_else(|| format!("`{pair}` is not FROM:TO"))?;
+        let port = |p: &str| {
+            p.trim()
+                .parse::<u16>()
+                .map_err(|_| format!("`{p}` is not a port number"))
+        };
         out.insert(port(from)?, port(to)?);
     }
     Ok(out)
@@ -223,7 +229,10 @@ pub fn routes(args: &RoutesArgs) -> i32 {
                 eprintln!("{w}");
             }
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&loaded.snapshot).unwrap_or_default());
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&loaded.snapshot).unwrap_or_default()
+                );
             } else {
                 print!("{}", crate::compile::describe::describe(&loaded.snapshot));
             }

@@ -65,7 +65,11 @@ impl DnsCache {
 
     /// The addresses of `host` (an IP literal is returned as is).
     pub async fn resolve(&self, host: &str) -> Result<Arc<[IpAddr]>, DnsError> {
-        if let Ok(ip) = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+        if let Ok(ip) = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+        {
             return Ok(Arc::from([ip]));
         }
         let now = Instant::now();

@@ -42,7 +42,10 @@ pub struct Loaded {
 }
 
 /// Load, validate and compile: exactly what `check` does, plus the compile for this instance.
-pub fn load_and_compile(source: &ConfigSource, stats: &StatsRegistry) -> Result<Loaded, Diagnostics> {
+pub fn load_and_compile(
+    source: &ConfigSource,
+    stats: &StatsRegistry,
+) -> Result<Loaded, Diagnostics> {
     let (resources, mut diags) = load_dir(&source.config_dir);
     diags.0.extend(validate(&resources));
     diags.sort();
@@ -112,7 +115,11 @@ impl ChangeSet {
                 _ => {}
             }
         }
-        c.removed = old.keys().filter(|k| !new.contains_key(*k)).cloned().collect();
+        c.removed = old
+            .keys()
+            .filter(|k| !new.contains_key(*k))
+            .cloned()
+            .collect();
         c
     }
 
@@ -132,10 +139,18 @@ impl ChangeSet {
             parts.push(format!("added {}: {}", self.added.len(), list(&self.added)));
         }
         if !self.removed.is_empty() {
-            parts.push(format!("removed {}: {}", self.removed.len(), list(&self.removed)));
+            parts.push(format!(
+                "removed {}: {}",
+                self.removed.len(),
+                list(&self.removed)
+            ));
         }
         if !self.modified.is_empty() {
-            parts.push(format!("modified {}: {}", self.modified.len(), list(&self.modified)));
+            parts.push(format!(
+                "modified {}: {}",
+                self.modified.len(),
+                list(&self.modified)
+            ));
         }
         parts.join("; ")
     }
@@ -226,7 +241,10 @@ impl Reloader {
                 );
                 status.last_changes = changes;
                 self.state.metrics.reloads.with_label_values(&["ok"]).inc();
-                self.state.metrics.config_generation.set(status.generation as i64);
+                self.state
+                    .metrics
+                    .config_generation
+                    .set(status.generation as i64);
             }
             Err(e) => {
                 status.last_result = "error".into();
@@ -237,7 +255,11 @@ impl Reloader {
                     elapsed.as_millis(),
                     status.generation
                 );
-                self.state.metrics.reloads.with_label_values(&["error"]).inc();
+                self.state
+                    .metrics
+                    .reloads
+                    .with_label_values(&["error"])
+                    .inc();
             }
         }
     }
@@ -249,10 +271,13 @@ impl Reloader {
         let (tx, mut rx) = mpsc::channel::<&'static str>(64);
         let mut watcher_guard: Option<Box<dyn Watcher + Send>> = None;
         if enabled {
-            let dirs: Vec<PathBuf> = [self.source.config_dir.clone(), self.source.instance.certs_dir.clone()]
-                .into_iter()
-                .filter(|d| d.exists())
-                .collect();
+            let dirs: Vec<PathBuf> = [
+                self.source.config_dir.clone(),
+                self.source.instance.certs_dir.clone(),
+            ]
+            .into_iter()
+            .filter(|d| d.exists())
+            .collect();
             watcher_guard = start_watcher(&dirs, tx.clone());
         }
         tokio::spawn(async move {
@@ -282,7 +307,10 @@ fn relevant(event: &notify::Result<notify::Event>) -> bool {
     }
 }
 
-fn start_watcher(dirs: &[PathBuf], tx: mpsc::Sender<&'static str>) -> Option<Box<dyn Watcher + Send>> {
+fn start_watcher(
+    dirs: &[PathBuf],
+    tx: mpsc::Sender<&'static str>,
+) -> Option<Box<dyn Watcher + Send>> {
     let handler = {
         let tx = tx.clone();
         move |event: notify::Result<notify::Event>| {
@@ -317,7 +345,10 @@ fn start_watcher(dirs: &[PathBuf], tx: mpsc::Sender<&'static str>) -> Option<Box
             let mut poll = notify::PollWatcher::new(handler, config).ok()?;
             for d in dirs {
                 if let Err(e) = poll.watch(d, RecursiveMode::Recursive) {
-                    error!("cannot poll {}: {e}; changes will only apply on SIGHUP", d.display());
+                    error!(
+                        "cannot poll {}: {e}; changes will only apply on SIGHUP",
+                        d.display()
+                    );
                 }
             }
             Some(Box::new(poll))
@@ -326,6 +357,8 @@ fn start_watcher(dirs: &[PathBuf], tx: mpsc::Sender<&'static str>) -> Option<Box
 }
 
 fn display_dirs(dirs: &[PathBuf]) -> String {
-    dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
+    dirs.iter()
+        .map(|d| d.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
-

@@ -30,7 +30,10 @@ pub struct Forward {
     total_weight: u32,
     #[serde(skip_serializing_if = "Rewrite::is_empty")]
     pub rewrite: Rewrite,
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "opt_duration")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "opt_duration"
+    )]
     pub timeout: Option<Duration>,
     pub retry: RetryPolicy,
 }
@@ -60,7 +63,12 @@ fn opt_duration<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::E
 impl Forward {
     /// `destinations` must be non-empty (validation guarantees it); weight-0 entries are dropped
     /// and relative weights kept, as Istio does.
-    pub fn new(mut destinations: Vec<WeightedCluster>, rewrite: Rewrite, timeout: Option<Duration>, retry: RetryPolicy) -> Forward {
+    pub fn new(
+        mut destinations: Vec<WeightedCluster>,
+        rewrite: Rewrite,
+        timeout: Option<Duration>,
+        retry: RetryPolicy,
+    ) -> Forward {
         if destinations.len() == 1 {
             destinations[0].weight = destinations[0].weight.max(1);
         } else {
@@ -130,7 +138,10 @@ impl PathRewrite {
     /// The new path (query string untouched by the caller).
     pub fn apply(&self, path: &str) -> String {
         match self {
-            PathRewrite::Prefix { prefix, replacement } => {
+            PathRewrite::Prefix {
+                prefix,
+                replacement,
+            } => {
                 let rest = if path.len() >= prefix.len() && path.is_char_boundary(prefix.len()) {
                     &path[prefix.len()..]
                 } else {
@@ -142,7 +153,10 @@ impl PathRewrite {
                 out
             }
             PathRewrite::Full(p) => p.clone(),
-            PathRewrite::Regex { pattern, replacement } => pattern.replace_all(path, replacement.as_str()).into_owned(),
+            PathRewrite::Regex {
+                pattern,
+                replacement,
+            } => pattern.replace_all(path, replacement.as_str()).into_owned(),
         }
     }
 }
@@ -228,7 +242,11 @@ impl Redirect {
                 let p = host_port;
                 // Changing the scheme drops the old scheme's default port.
                 match (p, self.scheme.as_deref()) {
-                    (Some(p), Some(s)) if s != req.scheme && Some(p) == default_port(req.scheme) => None,
+                    (Some(p), Some(s))
+                        if s != req.scheme && Some(p) == default_port(req.scheme) =>
+                    {
+                        None
+                    }
                     (p, _) => p,
                 }
             }
@@ -236,7 +254,10 @@ impl Redirect {
         let port = port.filter(|p| Some(*p) != default_port(scheme));
         let mut path = match &self.path {
             Some(RedirectPath::Full(p)) => p.clone(),
-            Some(RedirectPath::PrefixRewrite { prefix, replacement }) => PathRewrite::Prefix {
+            Some(RedirectPath::PrefixRewrite {
+                prefix,
+                replacement,
+            }) => PathRewrite::Prefix {
                 prefix: prefix.clone(),
                 replacement: replacement.clone(),
             }
@@ -305,7 +326,10 @@ pub struct HeaderOps {
 }
 
 fn pairs<S: Serializer>(v: &[(HeaderName, HeaderValue)], s: S) -> Result<S::Ok, S::Error> {
-    s.collect_map(v.iter().map(|(k, v)| (k.as_str(), v.to_str().unwrap_or(""))))
+    s.collect_map(
+        v.iter()
+            .map(|(k, v)| (k.as_str(), v.to_str().unwrap_or(""))),
+    )
 }
 
 fn names<S: Serializer>(v: &[HeaderName], s: S) -> Result<S::Ok, S::Error> {
@@ -326,8 +350,10 @@ impl HeaderOps {
             return Ok((out, None));
         };
         let parse = |k: &str, v: &str| -> Result<(HeaderName, HeaderValue), String> {
-            let name = HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()).map_err(|_| format!("invalid header name `{k}`"))?;
-            let value = HeaderValue::from_str(v).map_err(|_| format!("invalid value for header `{k}`"))?;
+            let name = HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes())
+                .map_err(|_| format!("invalid header name `{k}`"))?;
+            let value =
+                HeaderValue::from_str(v).map_err(|_| format!("invalid value for header `{k}`"))?;
             Ok((name, value))
         };
         for (list, dst) in [(&ops.set, &mut out.set), (&ops.add, &mut out.add)] {
@@ -340,8 +366,10 @@ impl HeaderOps {
             }
         }
         for k in &ops.remove {
-            out.remove
-                .push(HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()).map_err(|_| format!("invalid header name `{k}`"))?);
+            out.remove.push(
+                HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes())
+                    .map_err(|_| format!("invalid header name `{k}`"))?,
+            );
         }
         Ok((out, authority))
     }
@@ -359,7 +387,10 @@ pub struct RetryPolicy {
     pub on_status: Vec<u16>,
     pub on_5xx: bool,
     pub on_gateway_error: bool,
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "opt_duration")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "opt_duration"
+    )]
     pub per_try_timeout: Option<Duration>,
 }
 
@@ -391,10 +422,9 @@ impl RetryPolicy {
             on_gateway_error: false,
             per_try_timeout: r.per_try_timeout.map(|d| d.get()),
         };
-        let retry_on = r
-            .retry_on
-            .clone()
-            .unwrap_or_else(|| "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes".into());
+        let retry_on = r.retry_on.clone().unwrap_or_else(|| {
+            "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes".into()
+        });
         for token in retry_on.split(',').map(str::trim) {
             match token {
                 "connect-failure" => p.on_connect_failure = true,
@@ -459,11 +489,29 @@ impl Fault {
 /// gRPC status names as Istio accepts them.
 pub fn grpc_code(name: &str) -> Option<u32> {
     const NAMES: [&str; 17] = [
-        "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
-        "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
-        "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
     ];
-    NAMES.iter().position(|n| *n == name).map(|i| i as u32).or_else(|| name.parse().ok())
+    NAMES
+        .iter()
+        .position(|n| *n == name)
+        .map(|i| i as u32)
+        .or_else(|| name.parse().ok())
 }
 
 /// `corsPolicy`.
@@ -567,14 +615,26 @@ mod tests {
     fn redirect_locations() {
         let mut r = redirect();
         r.path = Some(RedirectPath::Full("/new".into()));
-        assert_eq!(r.location(&input("http", "a.com:8080", "/old")), "http://a.com:8080/new");
+        assert_eq!(
+            r.location(&input("http", "a.com:8080", "/old")),
+            "http://a.com:8080/new"
+        );
         r.scheme = Some("https".into());
-        assert_eq!(r.location(&input("http", "a.com:80", "/old")), "https://a.com/new");
+        assert_eq!(
+            r.location(&input("http", "a.com:80", "/old")),
+            "https://a.com/new"
+        );
         r.port = RedirectPort::Fixed(8443);
         r.authority = Some("b.com".into());
-        assert_eq!(r.location(&input("http", "a.com", "/old")), "https://b.com:8443/new");
+        assert_eq!(
+            r.location(&input("http", "a.com", "/old")),
+            "https://b.com:8443/new"
+        );
         r.port = RedirectPort::ProtocolDefault;
-        assert_eq!(r.location(&input("http", "a.com", "/old")), "https://b.com/new");
+        assert_eq!(
+            r.location(&input("http", "a.com", "/old")),
+            "https://b.com/new"
+        );
     }
 
     #[test]

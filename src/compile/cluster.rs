@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use pingora_load_balancing::selection::{BackendIter, BackendSelection, Consistent, Random, RoundRobin};
+use pingora_load_balancing::selection::{
+    BackendIter, BackendSelection, Consistent, Random, RoundRobin,
+};
 use pingora_load_balancing::Backend;
 use serde::Serialize;
 
@@ -204,7 +206,11 @@ impl Cluster {
                 Ok(self.pick_resolved(&addrs, ep.port, input))
             }
             Endpoints::RequestHost { port } => {
-                let port = if *port == 0 { input.request_port } else { *port };
+                let port = if *port == 0 {
+                    input.request_port
+                } else {
+                    *port
+                };
                 let addrs = dns.resolve(input.request_host).await?;
                 Ok(self.pick_resolved(&addrs, port, input))
             }
@@ -229,16 +235,17 @@ impl Cluster {
             return Err(PickError::NoEndpoints(self.name.clone()));
         }
         let by_addr = |addr: SocketAddr| eps.iter().find(|e| e.address == addr);
-        let from_iter = |mut iter: Box<dyn FnMut() -> Option<SocketAddr> + '_>| -> Option<SocketAddr> {
-            let first = iter()?;
-            if !input.exclude.contains(&first) {
-                return Some(first);
-            }
-            (0..eps.len() * 2)
-                .filter_map(|_| iter())
-                .find(|a| !input.exclude.contains(a))
-                .or(Some(first))
-        };
+        let from_iter =
+            |mut iter: Box<dyn FnMut() -> Option<SocketAddr> + '_>| -> Option<SocketAddr> {
+                let first = iter()?;
+                if !input.exclude.contains(&first) {
+                    return Some(first);
+                }
+                (0..eps.len() * 2)
+                    .filter_map(|_| iter())
+                    .find(|a| !input.exclude.contains(a))
+                    .or(Some(first))
+            };
         let chosen = match (&self.balancer, &self.lb) {
             (_, LbPolicy::LeastRequest) => Some(self.least_request(eps, input)),
             (Balancer::RoundRobin(b), _) => {
@@ -265,8 +272,15 @@ impl Cluster {
 
     /// Envoy's LEAST_REQUEST: the less busy of two random (weighted) choices.
     fn least_request(&self, eps: &[Endpoint], input: PickInput<'_>) -> SocketAddr {
-        let candidates: Vec<&Endpoint> = eps.iter().filter(|e| !input.exclude.contains(&e.address)).collect();
-        let pool: Vec<&Endpoint> = if candidates.is_empty() { eps.iter().collect() } else { candidates };
+        let candidates: Vec<&Endpoint> = eps
+            .iter()
+            .filter(|e| !input.exclude.contains(&e.address))
+            .collect();
+        let pool: Vec<&Endpoint> = if candidates.is_empty() {
+            eps.iter().collect()
+        } else {
+            candidates
+        };
         if pool.len() == 1 {
             return pool[0].address;
         }
@@ -315,7 +329,11 @@ pub struct EffectivePolicy {
 }
 
 impl EffectivePolicy {
-    pub fn merge(top: Option<&TrafficPolicy>, subset: Option<&TrafficPolicy>, port: u16) -> EffectivePolicy {
+    pub fn merge(
+        top: Option<&TrafficPolicy>,
+        subset: Option<&TrafficPolicy>,
+        port: u16,
+    ) -> EffectivePolicy {
         let mut p = EffectivePolicy::default();
         let mut port_levels = &[][..];
         if let Some(t) = top {
@@ -365,7 +383,12 @@ impl<'a> DestinationRules<'a> {
         let mut rules: Vec<_> = resources
             .destination_rules
             .iter()
-            .map(|dr| (HostPattern::parse(&expand_short_name(&dr.spec.host, &dr.meta.namespace)), dr))
+            .map(|dr| {
+                (
+                    HostPattern::parse(&expand_short_name(&dr.spec.host, &dr.meta.namespace)),
+                    dr,
+                )
+            })
             .collect();
         // Stable: equally specific rules keep load order (the first one wins on conflicts).
         rules.sort_by(|a, b| a.0.specificity_cmp(&b.0).then(std::cmp::Ordering::Equal));
@@ -404,7 +427,10 @@ pub fn expand_short_name(host: &str, namespace: &str) -> String {
     if host.contains('.') || host.starts_with('*') || host.parse::<IpAddr>().is_ok() {
         host.to_ascii_lowercase()
     } else {
-        format!("{}.{namespace}.svc.cluster.local", host.to_ascii_lowercase())
+        format!(
+            "{}.{namespace}.svc.cluster.local",
+            host.to_ascii_lowercase()
+        )
     }
 }
 
@@ -418,7 +444,12 @@ pub struct ClusterBuilder<'a> {
 }
 
 impl<'a> ClusterBuilder<'a> {
-    pub fn new(resources: &'a Resources, registry: &'a Registry, certs_dir: &'a Path, stats: &'a StatsRegistry) -> Self {
+    pub fn new(
+        resources: &'a Resources,
+        registry: &'a Registry,
+        certs_dir: &'a Path,
+        stats: &'a StatsRegistry,
+    ) -> Self {
         ClusterBuilder {
             registry,
             rules: DestinationRules::new(resources),
@@ -470,7 +501,12 @@ impl<'a> ClusterBuilder<'a> {
         self.built
     }
 
-    fn build(&self, key: &ClusterKey, registered: Option<&RegisteredHost>, namespace: &str) -> Result<Cluster, String> {
+    fn build(
+        &self,
+        key: &ClusterKey,
+        registered: Option<&RegisteredHost>,
+        namespace: &str,
+    ) -> Result<Cluster, String> {
         let name = key.name();
         let drs = self.rules.for_host(&key.host, namespace);
         let top = drs.iter().find_map(|d| d.spec.traffic_policy.as_ref());
@@ -479,11 +515,20 @@ impl<'a> ClusterBuilder<'a> {
                 drs.iter()
                     .flat_map(|d| d.spec.subsets.iter())
                     .find(|sub| &sub.name == s)
-                    .ok_or_else(|| format!("subset `{s}` of {} is not defined by any DestinationRule", key.host))?,
+                    .ok_or_else(|| {
+                        format!(
+                            "subset `{s}` of {} is not defined by any DestinationRule",
+                            key.host
+                        )
+                    })?,
             ),
             None => None,
         };
-        let policy = EffectivePolicy::merge(top, subset_def.and_then(|s| s.traffic_policy.as_ref()), key.port);
+        let policy = EffectivePolicy::merge(
+            top,
+            subset_def.and_then(|s| s.traffic_policy.as_ref()),
+            key.port,
+        );
         let subset_labels = subset_def.map(|s| &s.labels);
         let reg_port = registered.and_then(|r| r.port(key.port));
 
@@ -493,14 +538,24 @@ impl<'a> ClusterBuilder<'a> {
         };
         let lb = lb_policy(policy.load_balancer.as_ref());
         let balancer = match (&endpoints, &lb) {
-            (Endpoints::Static(eps), LbPolicy::RoundRobin) => Balancer::RoundRobin(Arc::new(RoundRobin::build(&backends(eps)))),
-            (Endpoints::Static(eps), LbPolicy::Random) => Balancer::Random(Arc::new(Random::build(&backends(eps)))),
+            (Endpoints::Static(eps), LbPolicy::RoundRobin) => {
+                Balancer::RoundRobin(Arc::new(RoundRobin::build(&backends(eps))))
+            }
+            (Endpoints::Static(eps), LbPolicy::Random) => {
+                Balancer::Random(Arc::new(Random::build(&backends(eps))))
+            }
             (Endpoints::Static(eps), LbPolicy::ConsistentHash(_)) => {
                 Balancer::Consistent(Arc::new(Consistent::build(&backends(eps))))
             }
             _ => Balancer::None,
         };
-        let upstream = self.upstream(&name, &policy, reg_port.and_then(|p| p.protocol), registered, key)?;
+        let upstream = self.upstream(
+            &name,
+            &policy,
+            reg_port.and_then(|p| p.protocol),
+            registered,
+            key,
+        )?;
         let stats = self.stats.cluster(&name);
         if let Endpoints::Static(eps) = &endpoints {
             // LEAST_REQUEST counters survive reloads with the stats.
@@ -554,7 +609,8 @@ impl<'a> ClusterBuilder<'a> {
                 .unwrap_or(target_port)
         };
         let selected = se.endpoints.iter().filter(|ep| {
-            subset_labels.is_none_or(|labels| labels.iter().all(|(k, v)| ep.labels.get(k) == Some(v)))
+            subset_labels
+                .is_none_or(|labels| labels.iter().all(|(k, v)| ep.labels.get(k) == Some(v)))
         });
         let wildcard = HostPattern::parse(&key.host).is_wildcard();
         Ok(match se.resolution() {
@@ -580,7 +636,9 @@ impl<'a> ClusterBuilder<'a> {
                     .collect();
                 if se.endpoints.is_empty() {
                     if wildcard {
-                        return Err(format!("{name}: DNS resolution needs endpoints for a wildcard host"));
+                        return Err(format!(
+                            "{name}: DNS resolution needs endpoints for a wildcard host"
+                        ));
                     }
                     names.push(DnsEndpoint {
                         name: key.host.clone(),
@@ -618,9 +676,12 @@ impl<'a> ClusterBuilder<'a> {
         let http = pool.and_then(|p| p.http.as_ref());
         // 0 means "not set" for these Istio fields.
         let positive = |v: Option<i64>| v.filter(|n| *n > 0).map(|n| n as u64);
-        let se_sans = registered.map(|r| r.entry.spec.subject_alt_names.clone()).unwrap_or_default();
+        let se_sans = registered
+            .map(|r| r.entry.spec.subject_alt_names.clone())
+            .unwrap_or_default();
         let tls = match &policy.tls {
-            Some(t) => OriginationTls::compile(t, self.certs_dir, &se_sans).map_err(|e| format!("{name}: {e}"))?,
+            Some(t) => OriginationTls::compile(t, self.certs_dir, &se_sans)
+                .map_err(|e| format!("{name}: {e}"))?,
             None => None,
         };
         let upgrade = http.and_then(|h| h.h2_upgrade_policy);
@@ -667,7 +728,11 @@ impl<'a> ClusterBuilder<'a> {
 }
 
 fn literal_or_dns(host: &str, port: u16) -> Endpoints {
-    match host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+    match host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+    {
         Ok(ip) => Endpoints::Static(vec![Endpoint {
             address: SocketAddr::new(ip, port),
             weight: 1,
@@ -705,9 +770,10 @@ fn lb_policy(lb: Option<&LoadBalancerSettings>) -> LbPolicy {
         SimpleLb::RoundRobin => LbPolicy::RoundRobin,
         SimpleLb::Random => LbPolicy::Random,
         // PASSTHROUGH (original destination) has no meaning without sidecar capture.
-        SimpleLb::Unspecified | SimpleLb::LeastRequest | SimpleLb::LeastConn | SimpleLb::Passthrough => {
-            LbPolicy::LeastRequest
-        }
+        SimpleLb::Unspecified
+        | SimpleLb::LeastRequest
+        | SimpleLb::LeastConn
+        | SimpleLb::Passthrough => LbPolicy::LeastRequest,
     }
 }
 
@@ -721,7 +787,9 @@ fn hash_key(ch: &ConsistentHash) -> Option<HashKey> {
     if ch.use_source_ip == Some(true) {
         return Some(HashKey::SourceIp);
     }
-    ch.http_query_parameter_name.clone().map(HashKey::QueryParameter)
+    ch.http_query_parameter_name
+        .clone()
+        .map(HashKey::QueryParameter)
 }
 
 #[cfg(test)]
@@ -776,7 +844,9 @@ spec:
         let registry = Registry::build(&res);
         let stats = StatsRegistry::default();
         let mut b = ClusterBuilder::new(&res, &registry, Path::new("certs"), &stats);
-        let c = b.destination("reviews", None, Some("v2"), "shop", 80).unwrap();
+        let c = b
+            .destination("reviews", None, Some("v2"), "shop", 80)
+            .unwrap();
         assert_eq!(c.name, "outbound|9080|v2|reviews.shop.svc.cluster.local");
         match &c.endpoints {
             Endpoints::Static(eps) => {
@@ -790,7 +860,10 @@ spec:
         assert_eq!(c.upstream.max_connections, None);
         assert_eq!(c.upstream.max_requests, Some(5));
         assert_eq!(c.lb, LbPolicy::LeastRequest);
-        assert!(b.destination("reviews", None, Some("v9"), "shop", 80).unwrap_err().contains("subset `v9`"));
+        assert!(b
+            .destination("reviews", None, Some("v9"), "shop", 80)
+            .unwrap_err()
+            .contains("subset `v9`"));
     }
 
     #[test]
@@ -799,11 +872,15 @@ spec:
         let registry = Registry::build(&res);
         let stats = StatsRegistry::default();
         let mut b = ClusterBuilder::new(&res, &registry, Path::new("certs"), &stats);
-        let c = b.destination("example.org", None, None, "default", 80).unwrap();
+        let c = b
+            .destination("example.org", None, None, "default", 80)
+            .unwrap();
         assert_eq!(c.name, "outbound|80||example.org");
         assert!(matches!(&c.endpoints, Endpoints::Dns(n) if n[0].name == "example.org"));
         assert!(!c.registered());
-        let ip = b.destination("127.0.0.1", Some(8080), None, "default", 80).unwrap();
+        let ip = b
+            .destination("127.0.0.1", Some(8080), None, "default", 80)
+            .unwrap();
         assert!(matches!(&ip.endpoints, Endpoints::Static(e) if e[0].address.port() == 8080));
     }
 
@@ -817,7 +894,15 @@ spec:
         assert_eq!(c.lb, LbPolicy::RoundRobin);
         let mut counts = HashMap::new();
         for _ in 0..400 {
-            let p = c.pick_static(match &c.endpoints { Endpoints::Static(e) => e, _ => unreachable!() }, PickInput::default()).unwrap();
+            let p = c
+                .pick_static(
+                    match &c.endpoints {
+                        Endpoints::Static(e) => e,
+                        _ => unreachable!(),
+                    },
+                    PickInput::default(),
+                )
+                .unwrap();
             *counts.entry(p.address.ip().to_string()).or_insert(0) += 1;
         }
         assert_eq!(counts["10.0.0.2"], 300);

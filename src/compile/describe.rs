@@ -25,7 +25,11 @@ pub fn describe(s: &Snapshot) -> String {
         let _ = writeln!(out, "\nNo listeners: no Gateway selects these labels.");
     }
     for l in s.listeners.values() {
-        let _ = writeln!(out, "\nListener {} (Gateway port {})", l.address, l.gateway_port);
+        let _ = writeln!(
+            out,
+            "\nListener {} (Gateway port {})",
+            l.address, l.gateway_port
+        );
         for srv in &l.servers {
             let _ = writeln!(out, "  from {srv}");
         }
@@ -42,11 +46,21 @@ pub fn describe(s: &Snapshot) -> String {
                     let _ = writeln!(out, "  SNI {}", c.server_names.join(", "));
                     match &c.action {
                         ChainAction::TerminateHttp { tls, routes } => {
-                            let _ = writeln!(out, "    terminate TLS ({:?}; {})", tls.mode, tls.summary.join(" + "));
+                            let _ = writeln!(
+                                out,
+                                "    terminate TLS ({:?}; {})",
+                                tls.mode,
+                                tls.summary.join(" + ")
+                            );
                             table(&mut out, routes, "    ");
                         }
                         ChainAction::TerminateTcp { tls, route } => {
-                            let _ = writeln!(out, "    terminate TLS ({:?}; {}), then TCP", tls.mode, tls.summary.join(" + "));
+                            let _ = writeln!(
+                                out,
+                                "    terminate TLS ({:?}; {}), then TCP",
+                                tls.mode,
+                                tls.summary.join(" + ")
+                            );
                             if let Some(r) = route {
                                 tcp(&mut out, r, "    ");
                             }
@@ -64,7 +78,11 @@ pub fn describe(s: &Snapshot) -> String {
     if s.clusters.is_empty() {
         let _ = writeln!(out, "  (none)");
     }
-    for c in s.clusters.values().filter(|c| c.host != "*" || s.instance.role == super::Role::Egress) {
+    for c in s
+        .clusters
+        .values()
+        .filter(|c| c.host != "*" || s.instance.role == super::Role::Egress)
+    {
         cluster(&mut out, c);
     }
     out
@@ -91,8 +109,16 @@ fn table(out: &mut String, t: &RouteTable, indent: &str) {
 }
 
 fn route(out: &mut String, n: usize, r: &Route, indent: &str) {
-    let name = if r.name.is_empty() { String::new() } else { format!("[{}] ", r.name) };
-    let _ = writeln!(out, "{indent}{n}. {name}{}", match_text(r.match_spec.as_ref()));
+    let name = if r.name.is_empty() {
+        String::new()
+    } else {
+        format!("[{}] ", r.name)
+    };
+    let _ = writeln!(
+        out,
+        "{indent}{n}. {name}{}",
+        match_text(r.match_spec.as_ref())
+    );
     let action = match &r.action {
         Action::Forward(f) => {
             let total: u32 = f.destinations.iter().map(|d| d.weight).sum::<u32>().max(1);
@@ -103,16 +129,26 @@ fn route(out: &mut String, n: usize, r: &Route, indent: &str) {
                     if f.destinations.len() == 1 {
                         d.cluster.name.clone()
                     } else {
-                        format!("{} ({:.0}%)", d.cluster.name, f64::from(d.weight) * 100.0 / f64::from(total))
+                        format!(
+                            "{} ({:.0}%)",
+                            d.cluster.name,
+                            f64::from(d.weight) * 100.0 / f64::from(total)
+                        )
                     }
                 })
                 .collect();
             let mut s = format!("→ {}", dests.join(", "));
             if let Some(p) = &f.rewrite.path {
                 let _ = match p {
-                    PathRewrite::Prefix { prefix, replacement } => write!(s, "; rewrite prefix {prefix} → {replacement}"),
+                    PathRewrite::Prefix {
+                        prefix,
+                        replacement,
+                    } => write!(s, "; rewrite prefix {prefix} → {replacement}"),
                     PathRewrite::Full(path) => write!(s, "; rewrite path → {path}"),
-                    PathRewrite::Regex { pattern, replacement } => write!(s, "; rewrite path ~ {} → {replacement}", pattern.as_str()),
+                    PathRewrite::Regex {
+                        pattern,
+                        replacement,
+                    } => write!(s, "; rewrite path ~ {} → {replacement}", pattern.as_str()),
                 };
             }
             if let Some(a) = &f.rewrite.authority {
@@ -135,7 +171,10 @@ fn route(out: &mut String, n: usize, r: &Route, indent: &str) {
                 Some(RedirectPath::Full(p)) => {
                     let _ = write!(s, " uri {p}");
                 }
-                Some(RedirectPath::PrefixRewrite { prefix, replacement }) => {
+                Some(RedirectPath::PrefixRewrite {
+                    prefix,
+                    replacement,
+                }) => {
                     let _ = write!(s, " prefix {prefix} → {replacement}");
                 }
                 None => {}
@@ -151,7 +190,11 @@ fn route(out: &mut String, n: usize, r: &Route, indent: &str) {
         }
         Action::DirectResponse(d) => {
             let body = String::from_utf8_lossy(&d.body);
-            let body = if body.len() > 40 { format!("{}…", &body[..body.floor_char_boundary(40)]) } else { body.into_owned() };
+            let body = if body.len() > 40 {
+                format!("{}…", &body[..body.floor_char_boundary(40)])
+            } else {
+                body.into_owned()
+            };
             format!("direct response {} {:?}", d.status, body)
         }
     };
@@ -171,12 +214,22 @@ fn sm(m: &StringMatch) -> String {
 }
 
 fn match_text(m: Option<&HttpMatchRequest>) -> String {
-    let Some(m) = m else { return "any request".into() };
+    let Some(m) = m else {
+        return "any request".into();
+    };
     let mut parts = Vec::new();
     if let Some(u) = &m.uri {
-        parts.push(format!("uri {}{}", sm(u), if m.ignore_uri_case { " (any case)" } else { "" }));
+        parts.push(format!(
+            "uri {}{}",
+            sm(u),
+            if m.ignore_uri_case { " (any case)" } else { "" }
+        ));
     }
-    for (what, v) in [("method", &m.method), ("scheme", &m.scheme), ("authority", &m.authority)] {
+    for (what, v) in [
+        ("method", &m.method),
+        ("scheme", &m.scheme),
+        ("authority", &m.authority),
+    ] {
         if let Some(v) = v {
             parts.push(format!("{what} {}", sm(v)));
         }
@@ -214,11 +267,20 @@ fn cluster(out: &mut String, c: &Cluster) {
         Endpoints::Static(eps) if eps.is_empty() => "no endpoints (503)".to_string(),
         Endpoints::Static(eps) => eps
             .iter()
-            .map(|e| if e.weight == 1 { e.address.to_string() } else { format!("{} w{}", e.address, e.weight) })
+            .map(|e| {
+                if e.weight == 1 {
+                    e.address.to_string()
+                } else {
+                    format!("{} w{}", e.address, e.weight)
+                }
+            })
             .collect::<Vec<_>>()
             .join(", "),
         Endpoints::Dns(names) => {
-            let n: Vec<String> = names.iter().map(|d| format!("{}:{}", d.name, d.port)).collect();
+            let n: Vec<String> = names
+                .iter()
+                .map(|d| format!("{}:{}", d.name, d.port))
+                .collect();
             format!("DNS {}", n.join(", "))
         }
         Endpoints::RequestHost { port } if *port == 0 => "the requested host and port (DNS)".into(),
@@ -244,5 +306,10 @@ fn cluster(out: &mut String, c: &Cluster) {
         (None, Some(dr)) => format!("not registered, DestinationRule {dr}"),
         (None, None) => "not registered".into(),
     };
-    let _ = writeln!(out, "  {}\n    {endpoints}; {}; {source}", c.name, extras.join(", "));
+    let _ = writeln!(
+        out,
+        "  {}\n    {endpoints}; {}; {source}",
+        c.name,
+        extras.join(", ")
+    );
 }

@@ -10,15 +10,17 @@ use serde::Serialize;
 
 use super::cluster::{Cluster, ClusterBuilder};
 use super::route::{
-    compile_http_routes, merge_virtual_host_routes, resolve_gateway_ref, vs_binds_gateway, Route, ServerContext,
-    VsOrder,
+    compile_http_routes, merge_virtual_host_routes, resolve_gateway_ref, vs_binds_gateway, Route,
+    ServerContext, VsOrder,
 };
 use super::vhost::{HostIndex, HttpsRedirect, RouteTable, VirtualHost};
 use super::Instance;
 use crate::config::diag::Diagnostic;
 use crate::config::host::{intersection, HostPattern, ServerHost};
 use crate::config::load::{Resource, Resources};
-use crate::config::types::{Gateway, Protocol, RouteDestination, Server, ServerTlsMode, VirtualService};
+use crate::config::types::{
+    Gateway, Protocol, RouteDestination, Server, ServerTlsMode, VirtualService,
+};
 use crate::tls::certs::{load_certificates, resolve_credential, CertChain, Credential};
 use crate::tls::server::{self as server_tls, ServerTls, ServerTlsSpec};
 
@@ -65,7 +67,9 @@ impl TlsChains {
     /// sent on a connection coalesced across certificates (answered 421).
     pub fn other_chain_serves(&self, route_table: &str, host: &str) -> bool {
         self.chains.iter().any(|c| match &c.action {
-            ChainAction::TerminateHttp { routes, .. } => routes.name != route_table && routes.serves(host),
+            ChainAction::TerminateHttp { routes, .. } => {
+                routes.name != route_table && routes.serves(host)
+            }
             _ => false,
         })
     }
@@ -89,9 +93,15 @@ pub struct FilterChain {
 #[serde(rename_all = "snake_case")]
 pub enum ChainAction {
     /// HTTPS: terminate, then route by this server's own table.
-    TerminateHttp { tls: Arc<ServerTls>, routes: Arc<RouteTable> },
+    TerminateHttp {
+        tls: Arc<ServerTls>,
+        routes: Arc<RouteTable>,
+    },
     /// TLS with SIMPLE/MUTUAL: terminate, then proxy the plaintext stream.
-    TerminateTcp { tls: Arc<ServerTls>, route: Option<Arc<TcpRoute>> },
+    TerminateTcp {
+        tls: Arc<ServerTls>,
+        route: Option<Arc<TcpRoute>>,
+    },
     /// PASSTHROUGH: proxy the encrypted stream as is, chosen by SNI.
     Passthrough { route: Arc<TcpRoute> },
 }
@@ -168,7 +178,12 @@ impl SelectedServer<'_> {
         format!("spec.servers[{}]", self.index)
     }
     fn describe(&self) -> String {
-        format!("Gateway {} servers[{}] ({})", self.gateway.key(), self.index, self.protocol)
+        format!(
+            "Gateway {} servers[{}] ({})",
+            self.gateway.key(),
+            self.index,
+            self.protocol
+        )
     }
     fn hosts(&self) -> Vec<ServerHost> {
         self.server
@@ -178,7 +193,11 @@ impl SelectedServer<'_> {
             .collect()
     }
     fn tls_mode(&self) -> ServerTlsMode {
-        self.server.tls.as_ref().map(|t| t.mode()).unwrap_or_default()
+        self.server
+            .tls
+            .as_ref()
+            .map(|t| t.mode())
+            .unwrap_or_default()
     }
     fn context<'a>(&'a self, key: &'a str, instance: &'a Instance) -> ServerContext<'a> {
         ServerContext {
@@ -233,9 +252,13 @@ pub fn build_listeners(
                     diags,
                 )),
             },
-            Class::Tls => ListenerKind::Tls(tls_chains(&servers, resources, instance, clusters, diags)),
+            Class::Tls => {
+                ListenerKind::Tls(tls_chains(&servers, resources, instance, clusters, diags))
+            }
             Class::Tcp => ListenerKind::Tcp {
-                route: servers.iter().find_map(|s| tcp_route(s, resources, instance, clusters, diags)),
+                route: servers
+                    .iter()
+                    .find_map(|s| tcp_route(s, resources, instance, clusters, diags)),
             },
         };
         out.insert(
@@ -268,8 +291,12 @@ fn select_servers<'a>(
         }
         for (index, server) in gw.spec.servers.iter().enumerate() {
             let Some(port) = &server.port else { continue };
-            let Some(protocol) = Protocol::parse(&port.protocol) else { continue };
-            let Ok(gateway_port) = u16::try_from(port.number) else { continue };
+            let Some(protocol) = Protocol::parse(&port.protocol) else {
+                continue;
+            };
+            let Ok(gateway_port) = u16::try_from(port.number) else {
+                continue;
+            };
             if protocol == Protocol::Udp {
                 continue;
             }
@@ -287,7 +314,11 @@ fn select_servers<'a>(
                     Err(_) => continue,
                 },
             };
-            let listen_port = instance.port_map.get(&gateway_port).copied().unwrap_or(gateway_port);
+            let listen_port = instance
+                .port_map
+                .get(&gateway_port)
+                .copied()
+                .unwrap_or(gateway_port);
             out.push(SelectedServer {
                 gateway: gw,
                 index,
@@ -302,7 +333,9 @@ fn select_servers<'a>(
 }
 
 /// For `httpsRedirect`: the Gateway port of an HTTPS server per host pattern.
-fn https_ports(by_address: &BTreeMap<SocketAddr, Vec<SelectedServer<'_>>>) -> Vec<(ServerHost, u16)> {
+fn https_ports(
+    by_address: &BTreeMap<SocketAddr, Vec<SelectedServer<'_>>>,
+) -> Vec<(ServerHost, u16)> {
     by_address
         .values()
         .flatten()
@@ -322,7 +355,8 @@ fn http_route_table(
     diags: &mut Vec<Diagnostic>,
 ) -> RouteTable {
     // domain → (routes per VirtualService, https redirect)
-    let mut hosts: BTreeMap<HostPattern, (Vec<(VsOrder, Vec<Route>)>, Option<HttpsRedirect>)> = BTreeMap::new();
+    let mut hosts: BTreeMap<HostPattern, (Vec<(VsOrder, Vec<Route>)>, Option<HttpsRedirect>)> =
+        BTreeMap::new();
     let mut seen: HashMap<(String, String, u16), Vec<Route>> = HashMap::new();
     let delegates = |ns: &str, name: &str| -> Option<Resource<VirtualService>> {
         resources
@@ -344,19 +378,32 @@ fn http_route_table(
                 .filter(|h| h.admits_namespace(&vs.meta.namespace))
                 .map(|h| h.host.clone())
                 .collect();
-            let vs_hosts: Vec<HostPattern> = vs.spec.hosts.iter().map(|h| HostPattern::parse(h)).collect();
+            let vs_hosts: Vec<HostPattern> = vs
+                .spec
+                .hosts
+                .iter()
+                .map(|h| HostPattern::parse(h))
+                .collect();
             let common = intersection(&admitted, &vs_hosts);
             if common.is_empty() {
                 continue;
             }
-            let routes = seen.entry((vs.key(), key.clone(), s.gateway_port)).or_insert_with(|| {
-                let mut errors = Vec::new();
-                let routes = compile_http_routes(vs, &s.context(&key, instance), clusters, &delegates, &mut errors);
-                for e in errors {
-                    vs.reporter(diags).error("spec.http", e);
-                }
-                routes
-            });
+            let routes = seen
+                .entry((vs.key(), key.clone(), s.gateway_port))
+                .or_insert_with(|| {
+                    let mut errors = Vec::new();
+                    let routes = compile_http_routes(
+                        vs,
+                        &s.context(&key, instance),
+                        clusters,
+                        &delegates,
+                        &mut errors,
+                    );
+                    for e in errors {
+                        vs.reporter(diags).error("spec.http", e);
+                    }
+                    routes
+                });
             for host in common {
                 let entry = hosts.entry(host.clone()).or_default();
                 if entry.0.iter().any(|(o, _)| *o == VsOrder::of(vs)) {
@@ -404,7 +451,11 @@ fn tls_chains(
 ) -> TlsChains {
     let mut chains: Vec<FilterChain> = Vec::new();
     let mut index: HostIndex<usize> = HostIndex::new();
-    let mut add = |chains: &mut Vec<FilterChain>, names: Vec<HostPattern>, chain: FilterChain, s: &SelectedServer<'_>, diags: &mut Vec<Diagnostic>| {
+    let mut add = |chains: &mut Vec<FilterChain>,
+                   names: Vec<HostPattern>,
+                   chain: FilterChain,
+                   s: &SelectedServer<'_>,
+                   diags: &mut Vec<Diagnostic>| {
         let i = chains.len();
         let mut used = Vec::new();
         for n in names {
@@ -433,13 +484,19 @@ fn tls_chains(
         let table_name = format!(
             "https.{}.{}.{}.{}",
             s.gateway_port,
-            s.server.port.as_ref().map(|p| p.name.as_str()).unwrap_or(""),
+            s.server
+                .port
+                .as_ref()
+                .map(|p| p.name.as_str())
+                .unwrap_or(""),
             s.gateway.meta.name,
             s.gateway.meta.namespace
         );
         match mode {
             ServerTlsMode::Passthrough => {
-                for (names, route) in passthrough_routes(s, &key, resources, instance, clusters, diags) {
+                for (names, route) in
+                    passthrough_routes(s, &key, resources, instance, clusters, diags)
+                {
                     let chain = FilterChain {
                         name: format!("{table_name}.passthrough"),
                         server_names: Vec::new(),
@@ -450,7 +507,9 @@ fn tls_chains(
             }
             ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual => {
                 let http = s.protocol == Protocol::Https;
-                let Some(tls) = server_tls_for(s, instance, http, diags) else { continue };
+                let Some(tls) = server_tls_for(s, instance, http, diags) else {
+                    continue;
+                };
                 let names: Vec<HostPattern> = s.hosts().into_iter().map(|h| h.host).collect();
                 let action = if http {
                     let routes = http_route_table(
@@ -510,12 +569,19 @@ fn server_tls_for(
             "serverCertificate".into(),
         ));
     }
-    let names: Vec<&String> = tls.credential_name.iter().chain(tls.credential_names.iter()).collect();
+    let names: Vec<&String> = tls
+        .credential_name
+        .iter()
+        .chain(tls.credential_names.iter())
+        .collect();
     for (i, name) in names.iter().enumerate() {
         let field = if tls.credential_name.is_some() && i == 0 {
             "credentialName".to_string()
         } else {
-            format!("credentialNames[{}]", i - usize::from(tls.credential_name.is_some()))
+            format!(
+                "credentialNames[{}]",
+                i - usize::from(tls.credential_name.is_some())
+            )
         };
         match resolve_credential(&instance.certs_dir, name) {
             Ok(c) => sources.push((c, field)),
@@ -561,10 +627,16 @@ fn server_tls_for(
         }
     }
     if let Some(name) = &tls.ca_cert_credential_name {
-        match crate::tls::certs::resolve_ca_credential(&instance.certs_dir, name).map(|p| load_certificates(&p)) {
+        match crate::tls::certs::resolve_ca_credential(&instance.certs_dir, name)
+            .map(|p| load_certificates(&p))
+        {
             Some(Ok(c)) => client_ca = c,
             Some(Err(e)) => fail(&mut report, "caCertCredentialName", e),
-            None => fail(&mut report, "caCertCredentialName", format!("no ca.crt found for credential `{name}`")),
+            None => fail(
+                &mut report,
+                "caCertCredentialName",
+                format!("no ca.crt found for credential `{name}`"),
+            ),
         }
     }
     if failed {
@@ -574,7 +646,10 @@ fn server_tls_for(
         fail(
             &mut report,
             "mode",
-            format!("{:?} needs a certificate (serverCertificate and privateKey, or credentialName)", tls.mode()),
+            format!(
+                "{:?} needs a certificate (serverCertificate and privateKey, or credentialName)",
+                tls.mode()
+            ),
         );
         return None;
     }
@@ -621,7 +696,13 @@ fn tcp_destinations(
             .map(u16::try_from)
             .transpose()
             .map_err(|_| "destination port out of range".to_string())?;
-        let cluster = clusters.destination(&dest.host, port, dest.subset.as_deref(), &vs.meta.namespace, s.gateway_port)?;
+        let cluster = clusters.destination(
+            &dest.host,
+            port,
+            dest.subset.as_deref(),
+            &vs.meta.namespace,
+            s.gateway_port,
+        )?;
         out.push(TcpDestination {
             cluster,
             weight: d.weight.max(0) as u32,
@@ -634,7 +715,10 @@ fn tcp_destinations(
 }
 
 fn gateways_match(list: &[String], vs: &Resource<VirtualService>, key: &str) -> bool {
-    list.is_empty() || list.iter().any(|g| resolve_gateway_ref(g, &vs.meta.namespace) == key)
+    list.is_empty()
+        || list
+            .iter()
+            .any(|g| resolve_gateway_ref(g, &vs.meta.namespace) == key)
 }
 
 /// PASSTHROUGH: one chain per `tls` match block, its SNI hosts narrowed to the server's hosts.
@@ -659,10 +743,13 @@ fn passthrough_routes(
             .collect();
         for (i, rule) in vs.spec.tls.iter().enumerate() {
             for m in &rule.matches {
-                if !gateways_match(&m.gateways, vs, key) || m.port.is_some_and(|p| p != u32::from(s.gateway_port)) {
+                if !gateways_match(&m.gateways, vs, key)
+                    || m.port.is_some_and(|p| p != u32::from(s.gateway_port))
+                {
                     continue;
                 }
-                let sni: Vec<HostPattern> = m.sni_hosts.iter().map(|h| HostPattern::parse(h)).collect();
+                let sni: Vec<HostPattern> =
+                    m.sni_hosts.iter().map(|h| HostPattern::parse(h)).collect();
                 let names = intersection(&admitted, &sni);
                 if names.is_empty() {
                     continue;
@@ -698,14 +785,20 @@ fn tcp_route(
         if vs.spec.tcp.is_empty() || !vs_binds_gateway(vs, &key) {
             continue;
         }
-        let vs_hosts: Vec<HostPattern> = vs.spec.hosts.iter().map(|h| HostPattern::parse(h)).collect();
+        let vs_hosts: Vec<HostPattern> = vs
+            .spec
+            .hosts
+            .iter()
+            .map(|h| HostPattern::parse(h))
+            .collect();
         if intersection(&server_hosts, &vs_hosts).is_empty() {
             continue;
         }
         for (i, rule) in vs.spec.tcp.iter().enumerate() {
             let applies = rule.matches.is_empty()
                 || rule.matches.iter().any(|m| {
-                    gateways_match(&m.gateways, vs, &key) && m.port.is_none_or(|p| p == u32::from(s.gateway_port))
+                    gateways_match(&m.gateways, vs, &key)
+                        && m.port.is_none_or(|p| p == u32::from(s.gateway_port))
                 });
             if !applies {
                 continue;

@@ -232,7 +232,10 @@ impl RequestMatch {
 }
 
 /// Envoy matches a header that appears several times against its values joined by `,`.
-fn header_value<'a>(headers: &'a HeaderMap, name: &http::HeaderName) -> Option<std::borrow::Cow<'a, str>> {
+fn header_value<'a>(
+    headers: &'a HeaderMap,
+    name: &http::HeaderName,
+) -> Option<std::borrow::Cow<'a, str>> {
     let mut values = headers.get_all(name).iter();
     let first = values.next()?;
     let first = first.to_str().unwrap_or("");
@@ -295,8 +298,12 @@ mod tests {
     #[test]
     fn ignore_uri_case_applies_to_exact_and_prefix() {
         let h = HeaderMap::new();
-        assert!(block("{uri: {exact: /Login}, ignoreUriCase: true}").matches(&view("/LOGIN", None, &h)));
-        assert!(block("{uri: {prefix: /API}, ignoreUriCase: true}").matches(&view("/api/x", None, &h)));
+        assert!(
+            block("{uri: {exact: /Login}, ignoreUriCase: true}").matches(&view("/LOGIN", None, &h))
+        );
+        assert!(
+            block("{uri: {prefix: /API}, ignoreUriCase: true}").matches(&view("/api/x", None, &h))
+        );
         assert!(!block("{uri: {prefix: /API}}").matches(&view("/api/x", None, &h)));
     }
 

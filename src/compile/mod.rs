@@ -123,7 +123,11 @@ impl Snapshot {
 
 /// Compiles a snapshot. Errors (a certificate that does not load, a destination that cannot be
 /// built) mean no snapshot; warnings come back either way.
-pub fn compile(resources: &Resources, instance: &Instance, stats: &StatsRegistry) -> Result<(Snapshot, Diagnostics), Diagnostics> {
+pub fn compile(
+    resources: &Resources,
+    instance: &Instance,
+    stats: &StatsRegistry,
+) -> Result<(Snapshot, Diagnostics), Diagnostics> {
     let mut diags: Vec<Diagnostic> = Vec::new();
     let registry = Registry::build(resources);
     let mut clusters = ClusterBuilder::new(resources, &registry, &instance.certs_dir, stats);
@@ -133,7 +137,13 @@ pub fn compile(resources: &Resources, instance: &Instance, stats: &StatsRegistry
     if instance.role == Role::Egress {
         for reg in registry.hosts() {
             for port in &reg.ports {
-                match clusters.destination(&reg.host, Some(port.number), None, &reg.namespace, port.number) {
+                match clusters.destination(
+                    &reg.host,
+                    Some(port.number),
+                    None,
+                    &reg.namespace,
+                    port.number,
+                ) {
                     Ok(c) => {
                         egress_clusters.insert((reg.host.clone(), port.number), c);
                     }
@@ -182,7 +192,11 @@ pub fn compile(resources: &Resources, instance: &Instance, stats: &StatsRegistry
         };
         for t in tables {
             virtual_hosts += t.virtual_hosts.len();
-            routes += t.virtual_hosts.iter().map(|v| v.routes.len()).sum::<usize>();
+            routes += t
+                .virtual_hosts
+                .iter()
+                .map(|v| v.routes.len())
+                .sum::<usize>();
         }
     }
     let summary = Summary {

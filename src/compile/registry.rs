@@ -102,16 +102,26 @@ impl Registry {
     pub fn lookup(&self, host: &str, namespace: &str) -> Option<&Arc<RegisteredHost>> {
         self.index.lookup(host).or_else(|| {
             (!host.contains('.'))
-                .then(|| self.index.lookup(&format!("{host}.{namespace}.svc.cluster.local")))
+                .then(|| {
+                    self.index
+                        .lookup(&format!("{host}.{namespace}.svc.cluster.local"))
+                })
                 .flatten()
         })
     }
 
     /// The entry for exactly this pattern (a wildcard destination host names a wildcard entry).
-    pub fn lookup_pattern(&self, pattern: &HostPattern, namespace: &str) -> Option<&Arc<RegisteredHost>> {
+    pub fn lookup_pattern(
+        &self,
+        pattern: &HostPattern,
+        namespace: &str,
+    ) -> Option<&Arc<RegisteredHost>> {
         match pattern {
             HostPattern::Exact(h) => self.lookup(h, namespace),
-            HostPattern::Wildcard(_) => self.hosts.iter().find(|h| HostPattern::parse(&h.host) == *pattern),
+            HostPattern::Wildcard(_) => self
+                .hosts
+                .iter()
+                .find(|h| HostPattern::parse(&h.host) == *pattern),
         }
     }
 

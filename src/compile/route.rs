@@ -1,13 +1,13 @@
 //! HTTP routes: a VirtualService `http` rule, for one gateway server, compiled into ordered
 //! routes (one per match block, as Envoy does) with their actions.
 
-use std::collections::BTreeMap;
 use bytes::Bytes;
 use serde::Serialize;
+use std::collections::BTreeMap;
 
 use super::action::{
-    re2_substitution, Action, Cors, DirectResponse, Fault, Forward, HeaderOps, PathRewrite, Redirect, RedirectPath,
-    RedirectPort, RetryPolicy, Rewrite, WeightedCluster,
+    re2_substitution, Action, Cors, DirectResponse, Fault, Forward, HeaderOps, PathRewrite,
+    Redirect, RedirectPath, RedirectPort, RetryPolicy, Rewrite, WeightedCluster,
 };
 use super::cluster::ClusterBuilder;
 use super::matcher::{RequestMatch, RequestView};
@@ -101,14 +101,22 @@ pub fn compile_http_routes(
     for (i, rule) in vs.spec.http.iter().enumerate() {
         let source = format!("VirtualService {} http[{i}]", vs.key());
         if let Some(d) = &rule.delegate {
-            let ns = d.namespace.clone().unwrap_or_else(|| vs.meta.namespace.clone());
+            let ns = d
+                .namespace
+                .clone()
+                .unwrap_or_else(|| vs.meta.namespace.clone());
             match delegates(&ns, &d.name) {
                 Some(child) => {
-                    if compile_delegate(vs, rule, &child, server, clusters, delegates, errors, &mut out) {
+                    if compile_delegate(
+                        vs, rule, &child, server, clusters, delegates, errors, &mut out,
+                    ) {
                         return out;
                     }
                 }
-                None => errors.push(format!("{source}: delegate VirtualService {ns}/{} does not exist", d.name)),
+                None => errors.push(format!(
+                    "{source}: delegate VirtualService {ns}/{} does not exist",
+                    d.name
+                )),
             }
             continue;
         }
@@ -155,7 +163,11 @@ fn compile_delegate(
         root_rule.matches.clone()
     };
     for (i, rule) in child.spec.http.iter().enumerate() {
-        let source = format!("VirtualService {} http[{i}] (delegate of {})", child.key(), root.key());
+        let source = format!(
+            "VirtualService {} http[{i}] (delegate of {})",
+            child.key(),
+            root.key()
+        );
         let child_blocks: Vec<HttpMatchRequest> = if rule.matches.is_empty() {
             vec![HttpMatchRequest::default()]
         } else {
@@ -167,7 +179,14 @@ fn compile_delegate(
             }
             for cb in &child_blocks {
                 let merged = merge_match(rb, cb);
-                match compile_route(rule, Some(&merged), &source, &child.meta.namespace, server, clusters) {
+                match compile_route(
+                    rule,
+                    Some(&merged),
+                    &source,
+                    &child.meta.namespace,
+                    server,
+                    clusters,
+                ) {
                     Ok(route) => {
                         let catch_all = route.is_catch_all();
                         out.push(route);
@@ -207,7 +226,11 @@ fn merge_match(root: &HttpMatchRequest, child: &HttpMatchRequest) -> HttpMatchRe
 
 /// `match.gateways`, `match.port` and `sourceLabels` decide at build time whether a block is
 /// generated for this server at all.
-fn block_applies(block: Option<&HttpMatchRequest>, vs: &Resource<VirtualService>, server: &ServerContext<'_>) -> bool {
+fn block_applies(
+    block: Option<&HttpMatchRequest>,
+    vs: &Resource<VirtualService>,
+    server: &ServerContext<'_>,
+) -> bool {
     let Some(b) = block else {
         return true;
     };
@@ -231,7 +254,9 @@ fn block_applies(block: Option<&HttpMatchRequest>, vs: &Resource<VirtualService>
 }
 
 fn route_name(rule: &HttpRoute, block: Option<&HttpMatchRequest>) -> String {
-    let match_name = block.and_then(|b| b.name.as_deref()).filter(|n| !n.is_empty());
+    let match_name = block
+        .and_then(|b| b.name.as_deref())
+        .filter(|n| !n.is_empty());
     match (rule.name.as_deref().filter(|n| !n.is_empty()), match_name) {
         (Some(r), Some(m)) => format!("{r}.{m}"),
         (Some(r), None) => r.to_string(),
@@ -253,7 +278,8 @@ fn compile_route(
         None => RequestMatch::default(),
     };
     let headers = rule.headers.as_ref();
-    let (request_headers, authority_from_headers) = HeaderOps::compile(headers.and_then(|h| h.request.as_ref()))?;
+    let (request_headers, authority_from_headers) =
+        HeaderOps::compile(headers.and_then(|h| h.request.as_ref()))?;
     let (response_headers, _) = HeaderOps::compile(headers.and_then(|h| h.response.as_ref()))?;
     let uri_match = block.and_then(|b| b.uri.as_ref());
 
@@ -261,16 +287,24 @@ fn compile_route(
         let path = match (&r.uri, &r.prefix_rewrite) {
             (Some(u), _) => Some(RedirectPath::Full(u.clone())),
             (None, Some(p)) => Some(RedirectPath::PrefixRewrite {
-                prefix: uri_match.and_then(|u| u.prefix.clone()).unwrap_or_else(|| "/".into()),
+                prefix: uri_match
+                    .and_then(|u| u.prefix.clone())
+                    .unwrap_or_else(|| "/".into()),
                 replacement: p.clone(),
             }),
             (None, None) => None,
         };
         let port = match (r.port, r.derive_port) {
-            (Some(p), _) => RedirectPort::Fixed(u16::try_from(p).map_err(|_| format!("redirect port {p} out of range"))?),
-            (None, Some(RedirectPortSelection::FromProtocolDefault)) => RedirectPort::ProtocolDefault,
+            (Some(p), _) => RedirectPort::Fixed(
+                u16::try_from(p).map_err(|_| format!("redirect port {p} out of range"))?,
+            ),
+            (None, Some(RedirectPortSelection::FromProtocolDefault)) => {
+                RedirectPort::ProtocolDefault
+            }
             // Istio bakes the listener port in.
-            (None, Some(RedirectPortSelection::FromRequestPort)) => RedirectPort::Fixed(server.gateway_port),
+            (None, Some(RedirectPortSelection::FromRequestPort)) => {
+                RedirectPort::Fixed(server.gateway_port)
+            }
             (None, None) => RedirectPort::Keep,
         };
         Action::Redirect(Redirect {
@@ -309,7 +343,13 @@ fn compile_route(
                 .map(u16::try_from)
                 .transpose()
                 .map_err(|_| "destination port out of range".to_string())?;
-            let cluster = clusters.destination(&dest.host, port, dest.subset.as_deref(), namespace, server.gateway_port)?;
+            let cluster = clusters.destination(
+                &dest.host,
+                port,
+                dest.subset.as_deref(),
+                namespace,
+                server.gateway_port,
+            )?;
             let dh = d.headers.as_ref();
             let (req_ops, _) = HeaderOps::compile(dh.and_then(|h| h.request.as_ref()))?;
             let (resp_ops, _) = HeaderOps::compile(dh.and_then(|h| h.response.as_ref()))?;
@@ -342,14 +382,17 @@ fn compile_route(
             }
             Some(rw) => match &rw.uri_regex_rewrite {
                 Some(rr) => Some(PathRewrite::Regex {
-                    pattern: regex::Regex::new(&rr.pattern).map_err(|e| format!("uriRegexRewrite.match: {e}"))?,
+                    pattern: regex::Regex::new(&rr.pattern)
+                        .map_err(|e| format!("uriRegexRewrite.match: {e}"))?,
                     replacement: re2_substitution(&rr.rewrite),
                 }),
                 None => None,
             },
             None => None,
         };
-        let authority = rw.and_then(|r| r.authority.clone()).or(authority_from_headers);
+        let authority = rw
+            .and_then(|r| r.authority.clone())
+            .or(authority_from_headers);
         let timeout = rule.timeout.map(|t| t.get()).filter(|t| !t.is_zero());
         Action::Forward(Forward::new(
             destinations,
@@ -377,7 +420,8 @@ fn compile_route(
 pub fn merge_virtual_host_routes(mut parts: Vec<(VsOrder, Vec<Route>)>) -> Vec<Route> {
     parts.sort_by(|a, b| a.0.cmp(&b.0));
     let all: Vec<Route> = parts.into_iter().flat_map(|(_, r)| r).collect();
-    let (mut specific, catch_all): (Vec<Route>, Vec<Route>) = all.into_iter().partition(|r| !r.is_catch_all());
+    let (mut specific, catch_all): (Vec<Route>, Vec<Route>) =
+        all.into_iter().partition(|r| !r.is_catch_all());
     specific.extend(catch_all);
     specific
 }

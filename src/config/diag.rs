@@ -75,8 +75,16 @@ pub struct Reporter<'a> {
 }
 
 impl<'a> Reporter<'a> {
-    pub fn new(out: &'a mut Vec<Diagnostic>, origin: Option<Origin>, object: Option<ObjectRef>) -> Self {
-        Reporter { out, origin, object }
+    pub fn new(
+        out: &'a mut Vec<Diagnostic>,
+        origin: Option<Origin>,
+        object: Option<ObjectRef>,
+    ) -> Self {
+        Reporter {
+            out,
+            origin,
+            object,
+        }
     }
 
     pub fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {

@@ -196,9 +196,18 @@ mod tests {
 
     #[test]
     fn intersection_keeps_the_narrower_side() {
-        assert_eq!(intersection(&[h("*.foo.com")], &[h("a.foo.com")]), vec![h("a.foo.com")]);
-        assert_eq!(intersection(&[h("a.foo.com")], &[h("*.foo.com")]), vec![h("a.foo.com")]);
-        assert_eq!(intersection(&[h("*")], &[h("x.com"), h("*.y.com")]), vec![h("x.com"), h("*.y.com")]);
+        assert_eq!(
+            intersection(&[h("*.foo.com")], &[h("a.foo.com")]),
+            vec![h("a.foo.com")]
+        );
+        assert_eq!(
+            intersection(&[h("a.foo.com")], &[h("*.foo.com")]),
+            vec![h("a.foo.com")]
+        );
+        assert_eq!(
+            intersection(&[h("*")], &[h("x.com"), h("*.y.com")]),
+            vec![h("x.com"), h("*.y.com")]
+        );
         assert!(intersection(&[h("a.com")], &[h("b.com")]).is_empty());
     }
 

@@ -181,7 +181,9 @@ impl Loader {
             Ok(v) => v,
             Err(e) => {
                 // Point at the line serde_yaml names, relative to the document.
-                let line = e.location().map_or(doc.first_line, |l| doc.first_line + l.line() - 1);
+                let line = e
+                    .location()
+                    .map_or(doc.first_line, |l| doc.first_line + l.line() - 1);
                 let message = yaml_error_message(&e);
                 self.diags.push(Diagnostic {
                     severity: Severity::Error,
@@ -225,7 +227,10 @@ impl Loader {
             return;
         }
         let kind_name = value.get("kind").and_then(Value::as_str).unwrap_or("");
-        let api_version = value.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+        let api_version = value
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
         let kind = match Kind::parse(kind_name) {
             Some(kind) if group == API_GROUP => kind,
@@ -249,15 +254,19 @@ impl Loader {
             return;
         }
         match kind {
-            Kind::Gateway => self.typed::<Gateway>(kind, value, origin, |r, res| r.gateways.push(res)),
-            Kind::VirtualService => {
-                self.typed::<VirtualService>(kind, value, origin, |r, res| r.virtual_services.push(res))
+            Kind::Gateway => {
+                self.typed::<Gateway>(kind, value, origin, |r, res| r.gateways.push(res))
             }
-            Kind::ServiceEntry => {
-                self.typed::<ServiceEntry>(kind, value, origin, |r, res| r.service_entries.push(res))
+            Kind::VirtualService => self.typed::<VirtualService>(kind, value, origin, |r, res| {
+                r.virtual_services.push(res)
+            }),
+            Kind::ServiceEntry => self
+                .typed::<ServiceEntry>(kind, value, origin, |r, res| r.service_entries.push(res)),
+            Kind::DestinationRule => {
+                self.typed::<DestinationRule>(kind, value, origin, |r, res| {
+                    r.destination_rules.push(res)
+                })
             }
-            Kind::DestinationRule => self
-                .typed::<DestinationRule>(kind, value, origin, |r, res| r.destination_rules.push(res)),
         }
     }
 
@@ -293,10 +302,15 @@ impl Loader {
         };
         let mut report = Reporter::new(&mut self.diags, Some(origin.clone()), Some(object));
         for path in unknown {
-            let field = path.rsplit_once('.').map_or(path.as_str(), |(_, f)| f).to_string();
+            let field = path
+                .rsplit_once('.')
+                .map_or(path.as_str(), |(_, f)| f)
+                .to_string();
             report.warn(
                 path,
-                format!("unknown field `{field}` is ignored (check its spelling against the Istio API)"),
+                format!(
+                    "unknown field `{field}` is ignored (check its spelling against the Istio API)"
+                ),
             );
         }
         let envelope = match parsed {
@@ -309,7 +323,10 @@ impl Loader {
             }
         };
         if name.is_empty() {
-            report.error("metadata.name", "Required value (every object needs a name)");
+            report.error(
+                "metadata.name",
+                "Required value (every object needs a name)",
+            );
             return;
         }
         let Some(spec) = envelope.spec else {
@@ -370,9 +387,9 @@ fn ignored_path(path: &serde_ignored::Path) -> String {
                 format!("{p}.{key}")
             }
         }
-        Path::Some { parent } | Path::NewtypeStruct { parent } | Path::NewtypeVariant { parent } => {
-            ignored_path(parent)
-        }
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => ignored_path(parent),
     }
 }
 
@@ -429,7 +446,10 @@ mod tests {
         );
         assert!(res.virtual_services.is_empty());
         let e = diags.errors().next().unwrap().to_string();
-        assert!(e.starts_with("t.yaml:7: VirtualService default/vs: spec.http[0].timeout: "), "{e}");
+        assert!(
+            e.starts_with("t.yaml:7: VirtualService default/vs: spec.http[0].timeout: "),
+            "{e}"
+        );
         assert!(e.contains("no unit"), "{e}");
     }
 
@@ -446,15 +466,26 @@ mod tests {
 
     #[test]
     fn duplicate_names_are_rejected() {
-        let doc = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: a}\nspec: {}\n";
+        let doc =
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: a}\nspec: {}\n";
         let (res, diags) = load(&format!("{doc}---\n{doc}"));
         assert_eq!(res.gateways.len(), 1);
-        assert!(diags.to_string().contains("duplicate Gateway default/a (first defined at t.yaml:3)"), "{diags}");
+        assert!(
+            diags
+                .to_string()
+                .contains("duplicate Gateway default/a (first defined at t.yaml:3)"),
+            "{diags}"
+        );
     }
 
     #[test]
     fn missing_spec_is_required() {
-        let (_, diags) = load("apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: no-spec\n");
-        assert!(diags.to_string().contains("spec: Required value"), "{diags}");
+        let (_, diags) = load(
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: no-spec\n",
+        );
+        assert!(
+            diags.to_string().contains("spec: Required value"),
+            "{diags}"
+        );
     }
 }

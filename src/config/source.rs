@@ -171,7 +171,9 @@ pub fn split_documents(text: &str) -> Vec<DocSpan> {
     for (line_no, line) in text.split_inclusive('\n').enumerate() {
         let content = line.trim_end_matches(['\n', '\r']);
         let is_marker = |m: &str| {
-            content == m || content.starts_with(&format!("{m} ")) || content.starts_with(&format!("{m}\t"))
+            content == m
+                || content.starts_with(&format!("{m} "))
+                || content.starts_with(&format!("{m}\t"))
         };
         if is_marker("---") && offset > start {
             docs.push(DocSpan {
@@ -238,7 +240,8 @@ mod tests {
 
     #[test]
     fn locates_a_nested_field_path() {
-        let text = "x: 0\n---\nspec:\n  http:\n  - route: []\n  - match:\n    - uri:\n        prefx: /a\n";
+        let text =
+            "x: 0\n---\nspec:\n  http:\n  - route: []\n  - match:\n    - uri:\n        prefx: /a\n";
         let o = origin(text);
         assert_eq!(o.line_of("spec.http[1].match[0].uri.prefx"), 8);
         assert_eq!(o.line_of("spec.http[1]"), 6);

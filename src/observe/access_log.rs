@@ -199,7 +199,7 @@ mod tests {
     #[test]
     fn formats_start_time_like_envoy() {
         let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_268_340_123);
-        assert_eq!(format_time(t), "2026-11-21T09:39:00.123Z");
+        assert_eq!(format_time(t), "2026-11-21T13:39:00.123Z");
     }
 
     #[test]

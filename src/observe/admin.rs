@@ -25,7 +25,11 @@ fn respond(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> 
 }
 
 fn json_response(value: &serde_json::Value) -> Response<Vec<u8>> {
-    respond(200, "application/json", serde_json::to_vec_pretty(value).unwrap_or_default())
+    respond(
+        200,
+        "application/json",
+        serde_json::to_vec_pretty(value).unwrap_or_default(),
+    )
 }
 
 #[async_trait]

@@ -3,9 +3,10 @@
 //! Portcullis' own (`portcullis_*`) for egress refusals, reloads and upstream connection reuse.
 
 use prometheus::{
-    exponential_buckets, register_histogram_vec_with_registry, register_int_counter_vec_with_registry,
-    register_int_gauge_vec_with_registry, register_int_gauge_with_registry, Encoder, HistogramVec, IntCounterVec,
-    IntGaugeVec, IntGauge, Registry, TextEncoder,
+    exponential_buckets, register_histogram_vec_with_registry,
+    register_int_counter_vec_with_registry, register_int_gauge_vec_with_registry,
+    register_int_gauge_with_registry, Encoder, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
+    Registry, TextEncoder,
 };
 
 use super::stats::StatsRegistry;

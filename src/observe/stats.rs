@@ -77,17 +77,25 @@ impl ClusterStats {
     }
 
     pub fn endpoint_counter(&self, addr: SocketAddr) -> Arc<AtomicU64> {
-        let mut map = self.endpoint_active.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self
+            .endpoint_active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         map.entry(addr).or_default().clone()
     }
 
     /// The semaphore bounding concurrent upstream connections, sized to `limit`.
     pub fn connection_slots(&self, limit: u64) -> Arc<Semaphore> {
-        let mut slot = self.connection_slots.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slot = self
+            .connection_slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         match slot.as_ref() {
             Some((l, sem)) if *l == limit => sem.clone(),
             _ => {
-                let permits = usize::try_from(limit).unwrap_or(usize::MAX).min(Semaphore::MAX_PERMITS);
+                let permits = usize::try_from(limit)
+                    .unwrap_or(usize::MAX)
+                    .min(Semaphore::MAX_PERMITS);
                 let sem = Arc::new(Semaphore::new(permits));
                 *slot = Some((limit, sem.clone()));
                 sem
@@ -97,7 +105,10 @@ impl ClusterStats {
 
     /// Counts a request on upstream connection `fd`; returns how many it has carried.
     pub fn count_on_connection(&self, fd: i32, reused: bool) -> u64 {
-        let mut map = self.per_connection.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self
+            .per_connection
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let n = map.entry(fd).or_insert(0);
         if !reused {
             *n = 0;

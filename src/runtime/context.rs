@@ -96,7 +96,8 @@ impl Default for RequestCtx {
     }
 }
 
-static DEFAULT_RETRY: once_cell::sync::Lazy<RetryPolicy> = once_cell::sync::Lazy::new(RetryPolicy::default);
+static DEFAULT_RETRY: once_cell::sync::Lazy<RetryPolicy> =
+    once_cell::sync::Lazy::new(RetryPolicy::default);
 
 impl RequestCtx {
     pub fn route(&self) -> Option<&Route> {
@@ -122,6 +123,7 @@ impl RequestCtx {
 
     /// May another attempt be made? `attempts` counts tries made so far.
     pub fn may_retry(&self) -> bool {
-        self.attempts <= self.retry_policy().attempts && self.deadline.is_none_or(|d| Instant::now() < d)
+        self.attempts <= self.retry_policy().attempts
+            && self.deadline.is_none_or(|d| Instant::now() < d)
     }
 }

@@ -62,7 +62,11 @@ impl Drop for ConnectionGuard {
 }
 
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
     socket.set_reuseaddr(true)?;
     socket.set_nodelay(true)?;
     socket.bind(addr)?;
@@ -186,7 +190,12 @@ impl Listeners {
                 };
                 connections.fetch_add(1, Relaxed);
                 let guard = ConnectionGuard(connections.clone());
-                let (state, http, drain, kill) = (state.clone(), http.clone(), drain_rx.clone(), kill_rx.clone());
+                let (state, http, drain, kill) = (
+                    state.clone(),
+                    http.clone(),
+                    drain_rx.clone(),
+                    kill_rx.clone(),
+                );
                 tokio::spawn(async move {
                     let _guard = guard;
                     tokio::select! {
@@ -196,7 +205,11 @@ impl Listeners {
                 });
             }
         });
-        Running { accept, drain, kill }
+        Running {
+            accept,
+            drain,
+            kill,
+        }
     }
 }
 
@@ -209,7 +222,9 @@ async fn serve(
     drain: watch::Receiver<bool>,
 ) {
     let snapshot = state.snapshot.load_full();
-    let Some(listener) = snapshot.listeners.get(&addr).cloned() else { return };
+    let Some(listener) = snapshot.listeners.get(&addr).cloned() else {
+        return;
+    };
     let local = tcp.local_addr().unwrap_or(addr);
     let mut stream = pingora_stream(tcp);
     match &listener.kind {
@@ -217,7 +232,12 @@ async fn serve(
             if snapshot.instance.role == Role::Egress {
                 match starts_with_connect(&mut stream).await {
                     Some(true) => {
-                        tunnel::connect_tunnel(state, Box::new(stream), ConnInfo::new(client, local)).await;
+                        tunnel::connect_tunnel(
+                            state,
+                            Box::new(stream),
+                            ConnInfo::new(client, local),
+                        )
+                        .await;
                         return;
                     }
                     Some(false) => {}
@@ -260,7 +280,9 @@ async fn serve(
                 return;
             };
             match &chain.action {
-                ChainAction::Passthrough { route } => tunnel::proxy_route(&state, route, stream, info).await,
+                ChainAction::Passthrough { route } => {
+                    tunnel::proxy_route(&state, route, stream, info).await
+                }
                 ChainAction::TerminateHttp { tls, routes } => {
                     let callbacks = ChainHandshake {
                         certificates: tls.certificates.clone(),
@@ -324,7 +346,9 @@ pub async fn serve_app<A: ServerApp + Send + Sync + 'static>(listener: TcpListen
         };
         let (app, shutdown) = (app.clone(), shutdown.clone());
         tokio::spawn(async move {
-            let mut next = app.process_new(Box::new(pingora_stream(tcp)), &shutdown).await;
+            let mut next = app
+                .process_new(Box::new(pingora_stream(tcp)), &shutdown)
+                .await;
             while let Some(s) = next {
                 next = app.process_new(s, &shutdown).await;
             }

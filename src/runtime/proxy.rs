@@ -41,9 +41,16 @@ fn header_str<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
 }
 
 impl Edge {
-    async fn reply(&self, session: &mut Session, ctx: &mut RequestCtx, reply: LocalReply) -> Result<bool> {
+    async fn reply(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        reply: LocalReply,
+    ) -> Result<bool> {
         // A route's response headers apply to its direct responses and redirects too.
-        reply.send_with(session, ctx.route().map(|r| &r.response_headers)).await?;
+        reply
+            .send_with(session, ctx.route().map(|r| &r.response_headers))
+            .await?;
         ctx.reply = Some(reply);
         Ok(true)
     }
@@ -82,7 +89,11 @@ impl Edge {
         match decision {
             Decision::Reply(r) => {
                 if r.details == "host_not_in_registry" {
-                    self.state.metrics.egress_denied.with_label_values(&[ctx.addressing.metric_label()]).inc();
+                    self.state
+                        .metrics
+                        .egress_denied
+                        .with_label_values(&[ctx.addressing.metric_label()])
+                        .inc();
                 }
                 self.reply(session, ctx, r).await
             }
@@ -93,8 +104,16 @@ impl Edge {
                 });
                 Ok(false)
             }
-            Decision::Route { table, vhost, route } => {
-                ctx.routed = Some(Routed { table, vhost, route });
+            Decision::Route {
+                table,
+                vhost,
+                route,
+            } => {
+                ctx.routed = Some(Routed {
+                    table,
+                    vhost,
+                    route,
+                });
                 self.apply_route(session, ctx).await
             }
         }
@@ -103,7 +122,9 @@ impl Edge {
     /// Everything a matched route does before the upstream: https redirect, faults, CORS
     /// preflights, redirects, direct responses, the weighted choice of destination.
     async fn apply_route(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let Some(routed) = &ctx.routed else { return Ok(false) };
+        let Some(routed) = &ctx.routed else {
+            return Ok(false);
+        };
         let table = routed.table.clone();
         let vhost = &table.virtual_hosts[routed.vhost];
         let route = &vhost.routes[routed.route];
@@ -116,10 +137,15 @@ impl Edge {
         };
         if let (Some(r), "http") = (vhost.https_redirect, ctx.scheme) {
             let (host, _) = crate::compile::action::split_authority(&ctx.authority);
-            let port = if r.port == 443 { String::new() } else { format!(":{}", r.port) };
+            let port = if r.port == 443 {
+                String::new()
+            } else {
+                format!(":{}", r.port)
+            };
             let query = input.query.map(|q| format!("?{q}")).unwrap_or_default();
             let location = format!("https://{host}{port}{}{query}", input.path);
-            let reply = LocalReply::new(301, None, "https_redirect", "").header("location", location);
+            let reply =
+                LocalReply::new(301, None, "https_redirect", "").header("location", location);
             return self.reply(session, ctx, reply).await;
         }
         if let Some(fault) = &route.fault {
@@ -132,10 +158,17 @@ impl Edge {
             if let Some((abort, pct)) = fault.abort {
                 if fastrand::f64() * 100.0 < pct {
                     let reply = match abort {
-                        Abort::Http(code) => LocalReply::new(code, Some(flags::FI), "fault_filter_abort", "fault filter abort\n"),
-                        Abort::Grpc(code) => LocalReply::new(200, Some(flags::FI), "fault_filter_abort", "")
-                            .header("content-type", "application/grpc")
-                            .header("grpc-status", code.to_string()),
+                        Abort::Http(code) => LocalReply::new(
+                            code,
+                            Some(flags::FI),
+                            "fault_filter_abort",
+                            "fault filter abort\n",
+                        ),
+                        Abort::Grpc(code) => {
+                            LocalReply::new(200, Some(flags::FI), "fault_filter_abort", "")
+                                .header("content-type", "application/grpc")
+                                .header("grpc-status", code.to_string())
+                        }
                     };
                     return self.reply(session, ctx, reply).await;
                 }
@@ -145,7 +178,8 @@ impl Edge {
         if let Some(cors) = &route.cors {
             if let Some(origin) = header_str(req, "origin") {
                 let allowed = cors.origin_allowed(origin);
-                let preflight = req.method == http::Method::OPTIONS && req.headers.contains_key("access-control-request-method");
+                let preflight = req.method == http::Method::OPTIONS
+                    && req.headers.contains_key("access-control-request-method");
                 if preflight && (allowed || !cors.forward_unmatched_preflights) {
                     let mut reply = LocalReply::new(200, None, "cors_preflight", "");
                     if allowed {
@@ -182,7 +216,8 @@ impl Edge {
                 self.reply(session, ctx, reply).await
             }
             Action::Redirect(r) => {
-                let reply = LocalReply::new(r.code, None, "redirect", "").header("location", r.location(&input));
+                let reply = LocalReply::new(r.code, None, "redirect", "")
+                    .header("location", r.location(&input));
                 self.reply(session, ctx, reply).await
             }
             Action::Forward(f) => {
@@ -200,7 +235,9 @@ impl Edge {
 
     /// Consistent-hash input for the cluster's hash key.
     fn hash_input(session: &Session, policy: &LbPolicy) -> Option<Vec<u8>> {
-        let LbPolicy::ConsistentHash(key) = policy else { return None };
+        let LbPolicy::ConsistentHash(key) = policy else {
+            return None;
+        };
         let req = session.req_header();
         match key {
             HashKey::Header(h) => req.headers.get(h.as_str()).map(|v| v.as_bytes().to_vec()),
@@ -225,7 +262,10 @@ impl Edge {
 
     fn classify(e: &Error, ctx: &RequestCtx) -> LocalReply {
         use ErrorType::*;
-        let reason = ctx.upstream_failure.clone().unwrap_or_else(|| e.to_string());
+        let reason = ctx
+            .upstream_failure
+            .clone()
+            .unwrap_or_else(|| e.to_string());
         match (e.esource(), e.etype()) {
             (_, HTTPStatus(code)) => LocalReply::new(*code, None, "local_reply", format!("{code}\n")),
             (ErrorSource::Upstream, ConnectTimedout | ConnectRefused | ConnectNoRoute | ConnectError | ConnectProxyFailure)
@@ -256,7 +296,11 @@ impl ProxyHttp for Edge {
         RequestCtx::default()
     }
 
-    async fn early_request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
         ctx.snapshot = Some(self.state.snapshot.load_full());
         session.enable_retry_buffering();
         Ok(())
@@ -264,12 +308,20 @@ impl ProxyHttp for Edge {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let ssl = session.digest().and_then(|d| d.ssl_digest.clone());
-        ctx.downstream_tls = ssl.as_ref().and_then(|s| s.extension.get::<DownstreamTls>()).cloned();
+        ctx.downstream_tls = ssl
+            .as_ref()
+            .and_then(|s| s.extension.get::<DownstreamTls>())
+            .cloned();
         ctx.scheme = if ssl.is_some() { "https" } else { "http" };
         let req = session.req_header();
         // Absolute-form (`GET http://host/ HTTP/1.1`) comes from forward-proxy clients.
-        let absolute = req.uri.scheme().is_some() && req.uri.authority().is_some() && !session.is_http2();
-        ctx.addressing = if absolute { Addressing::ForwardProxy } else { Addressing::Host };
+        let absolute =
+            req.uri.scheme().is_some() && req.uri.authority().is_some() && !session.is_http2();
+        ctx.addressing = if absolute {
+            Addressing::ForwardProxy
+        } else {
+            Addressing::Host
+        };
         ctx.authority = match (absolute, req.uri.authority(), header_str(req, "host")) {
             (true, Some(a), _) => a.as_str().to_string(),
             (false, _, Some(h)) => h.to_string(),
@@ -278,35 +330,52 @@ impl ProxyHttp for Edge {
         };
         ctx.host = normalize_request_host(&ctx.authority).into_owned();
         let default_port = if absolute {
-            if req.uri.scheme_str() == Some("https") { 443 } else { 80 }
+            if req.uri.scheme_str() == Some("https") {
+                443
+            } else {
+                80
+            }
         } else if ctx.scheme == "https" {
             443
         } else {
             80
         };
-        ctx.port = crate::compile::action::split_authority(&ctx.authority).1.unwrap_or(default_port);
+        ctx.port = crate::compile::action::split_authority(&ctx.authority)
+            .1
+            .unwrap_or(default_port);
         ctx.request_id = header_str(req, "x-request-id")
             .filter(|v| !v.is_empty())
             .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string);
         if ctx.host.is_empty() {
-            let r = LocalReply::new(400, Some(flags::DPE), "missing_host_header", "missing Host header\n");
+            let r = LocalReply::new(
+                400,
+                Some(flags::DPE),
+                "missing_host_header",
+                "missing Host header\n",
+            );
             return self.reply(session, ctx, r).await;
         }
         if self.route(session, ctx).await? {
             return Ok(true);
         }
-        let Some(target) = &ctx.target else { return Ok(false) };
+        let Some(target) = &ctx.target else {
+            return Ok(false);
+        };
         let cluster = target.cluster.clone();
         let snapshot = ctx.snapshot.clone();
         let egress_only_registered = snapshot.as_ref().is_some_and(|s| {
-            s.instance.role == Role::Egress && s.instance.outbound_policy == OutboundPolicy::RegistryOnly
+            s.instance.role == Role::Egress
+                && s.instance.outbound_policy == OutboundPolicy::RegistryOnly
         });
         if egress_only_registered && !cluster.registered() && ctx.routed.is_some() {
             let r = LocalReply::new(
                 503,
                 Some(flags::NC),
                 "cluster_not_found",
-                format!("destination {} is not in the registry (no ServiceEntry lists it)\n", cluster.host),
+                format!(
+                    "destination {} is not in the registry (no ServiceEntry lists it)\n",
+                    cluster.host
+                ),
             );
             return self.reply(session, ctx, r).await;
         }
@@ -317,7 +386,11 @@ impl ProxyHttp for Edge {
         Ok(false)
     }
 
-    async fn upstream_peer(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
         let Some(target) = &ctx.target else {
             return Error::e_explain(InternalError, "no upstream target");
         };
@@ -327,7 +400,10 @@ impl ProxyHttp for Edge {
         let remaining = ctx.deadline.map(|d| d.saturating_duration_since(now));
         if remaining.is_some_and(|r| r.is_zero()) {
             ctx.reply = Some(LocalReply::timeout());
-            return Error::e_explain(HTTPStatus(504), "route timeout elapsed before the upstream answered");
+            return Error::e_explain(
+                HTTPStatus(504),
+                "route timeout elapsed before the upstream answered",
+            );
         }
         let budget = match (remaining, ctx.retry_policy().per_try_timeout) {
             (Some(r), Some(p)) => Some(r.min(p)),
@@ -408,9 +484,9 @@ impl ProxyHttp for Edge {
             }
         }
         // Origin-form towards the upstream, even for absolute-form (forward proxy) requests.
-        let uri: http::Uri = path_and_query
-            .parse()
-            .map_err(|e| Error::because(InvalidHTTPHeader, "rewritten path is not a valid URI", e))?;
+        let uri: http::Uri = path_and_query.parse().map_err(|e| {
+            Error::because(InvalidHTTPHeader, "rewritten path is not a valid URI", e)
+        })?;
         upstream.set_uri(uri);
         upstream.insert_header(http::header::HOST, authority.as_str())?;
 
@@ -463,7 +539,12 @@ impl ProxyHttp for Edge {
         Ok(())
     }
 
-    async fn response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
         if resp.status != http::StatusCode::SWITCHING_PROTOCOLS {
             for h in ["connection", "keep-alive", "proxy-connection"] {
                 resp.remove_header(h);
@@ -490,8 +571,20 @@ impl ProxyHttp for Edge {
         Ok(())
     }
 
-    fn fail_to_connect(&self, _session: &mut Session, _peer: &HttpPeer, ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
-        ctx.upstream_failure = Some(e.etype().as_str().to_string() + &e.context.as_ref().map(|c| format!(": {c}")).unwrap_or_default());
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        ctx.upstream_failure = Some(
+            e.etype().as_str().to_string()
+                + &e.context
+                    .as_ref()
+                    .map(|c| format!(": {c}"))
+                    .unwrap_or_default(),
+        );
         if let Some(t) = &ctx.target {
             t.cluster.stats.connect_failures.fetch_add(1, Relaxed);
         }
@@ -510,10 +603,14 @@ impl ProxyHttp for Edge {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
-        let replayable = session.req_header().method.is_idempotent() && !session.as_ref().retry_buffer_truncated();
+        let replayable = session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated();
         if !replayable {
             e.set_retry(false);
-        } else if ctx.retry_policy().on_reset && ctx.may_retry() && session.response_written().is_none() {
+        } else if ctx.retry_policy().on_reset
+            && ctx.may_retry()
+            && session.response_written().is_none()
+        {
             e.set_retry(true);
         } else {
             e.retry.decide_reuse(client_reused);
@@ -521,8 +618,17 @@ impl ProxyHttp for Edge {
         e
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
-        let reply = ctx.reply.take().filter(|r| r.status != 0).unwrap_or_else(|| Self::classify(e, ctx));
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let reply = ctx
+            .reply
+            .take()
+            .filter(|r| r.status != 0)
+            .unwrap_or_else(|| Self::classify(e, ctx));
         if reply.status != 0 && session.response_written().is_none() {
             let _ = reply.send(session).await;
         }
@@ -548,7 +654,12 @@ impl ProxyHttp for Edge {
             .map(|r| r.status.as_u16())
             .or_else(|| ctx.reply.as_ref().map(|r| r.status))
             .unwrap_or(0);
-        let mut flags: Vec<&str> = ctx.reply.as_ref().and_then(|r| r.flag).into_iter().collect();
+        let mut flags: Vec<&str> = ctx
+            .reply
+            .as_ref()
+            .and_then(|r| r.flag)
+            .into_iter()
+            .collect();
         if e.is_some() && flags.is_empty() && status != 0 {
             if let Some(err) = e {
                 if err.esource() == &ErrorSource::Downstream {
@@ -560,7 +671,11 @@ impl ProxyHttp for Edge {
         }
         let flags = flags.join(",");
         let cluster = ctx.target.as_ref().map(|t| t.cluster.clone());
-        let protocol = if session.is_http2() { "HTTP/2" } else { "HTTP/1.1" };
+        let protocol = if session.is_http2() {
+            "HTTP/2"
+        } else {
+            "HTTP/1.1"
+        };
         let mut entry = AccessLogEntry::new(ctx.start_time);
         entry.method = Some(req.method.to_string());
         entry.path = Some(
@@ -575,7 +690,11 @@ impl ProxyHttp for Edge {
             ctx.reply
                 .as_ref()
                 .map(|r| r.details)
-                .unwrap_or(if ctx.target.is_some() { "via_upstream" } else { "" })
+                .unwrap_or(if ctx.target.is_some() {
+                    "via_upstream"
+                } else {
+                    ""
+                })
                 .to_string(),
         );
         entry.upstream_transport_failure_reason = ctx.upstream_failure.clone();
@@ -589,12 +708,16 @@ impl ProxyHttp for Edge {
         entry.authority = Some(ctx.authority.clone());
         entry.upstream_host = ctx.upstream_addr.map(|a| a.to_string());
         entry.upstream_cluster = cluster.as_ref().map(|c| c.name.clone()).or_else(|| {
-            (ctx.reply.as_ref().map(|r| r.details) == Some("host_not_in_registry")).then(|| "BlackHoleCluster".to_string())
+            (ctx.reply.as_ref().map(|r| r.details) == Some("host_not_in_registry"))
+                .then(|| "BlackHoleCluster".to_string())
         });
         entry.downstream_local_address = session.server_addr().map(|a| a.to_string());
         entry.downstream_remote_address = session.client_addr().map(|a| a.to_string());
         entry.requested_server_name = ctx.downstream_tls.as_ref().and_then(|t| t.sni.clone());
-        entry.route_name = ctx.route().map(|r| r.name.clone()).filter(|n| !n.is_empty());
+        entry.route_name = ctx
+            .route()
+            .map(|r| r.name.clone())
+            .filter(|n| !n.is_empty());
         state.access_log.log(&entry);
 
         // Never label by the client's Host: it is attacker-controlled (cardinality).
@@ -602,13 +725,21 @@ impl ProxyHttp for Edge {
         let destination_name = cluster.as_ref().map_or("unknown", |c| c.name.as_str());
         let labels = [
             "source",
-            if req.headers.get("content-type").is_some_and(|v| v.as_bytes().starts_with(b"application/grpc")) {
+            if req
+                .headers
+                .get("content-type")
+                .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+            {
                 "grpc"
             } else {
                 "http"
             },
             &status.to_string(),
-            if flags.is_empty() { "-" } else { flags.as_str() },
+            if flags.is_empty() {
+                "-"
+            } else {
+                flags.as_str()
+            },
             destination,
             destination_name,
         ];

@@ -47,7 +47,12 @@ pub struct LocalReply {
 }
 
 impl LocalReply {
-    pub fn new(status: u16, flag: Option<&'static str>, details: &'static str, body: impl Into<String>) -> Self {
+    pub fn new(
+        status: u16,
+        flag: Option<&'static str>,
+        details: &'static str,
+        body: impl Into<String>,
+    ) -> Self {
         LocalReply {
             status,
             flag,
@@ -63,7 +68,12 @@ impl LocalReply {
     }
 
     pub fn no_route(host: &str, path: &str) -> Self {
-        LocalReply::new(404, Some(flags::NR), "route_not_found", format!("no route for {host}{path}\n"))
+        LocalReply::new(
+            404,
+            Some(flags::NR),
+            "route_not_found",
+            format!("no route for {host}{path}\n"),
+        )
     }
 
     pub fn misdirected(host: &str) -> Self {
@@ -76,7 +86,12 @@ impl LocalReply {
     }
 
     pub fn no_healthy_upstream(reason: impl std::fmt::Display) -> Self {
-        LocalReply::new(503, Some(flags::UH), "no_healthy_upstream", format!("no healthy upstream: {reason}\n"))
+        LocalReply::new(
+            503,
+            Some(flags::UH),
+            "no_healthy_upstream",
+            format!("no healthy upstream: {reason}\n"),
+        )
     }
 
     pub fn overflow(cluster: &str) -> Self {
@@ -98,7 +113,12 @@ impl LocalReply {
     }
 
     pub fn timeout() -> Self {
-        LocalReply::new(504, Some(flags::UT), "upstream_response_timeout", "upstream request timeout\n")
+        LocalReply::new(
+            504,
+            Some(flags::UT),
+            "upstream_response_timeout",
+            "upstream request timeout\n",
+        )
     }
 
     /// Writes the reply. Errors mean the client is gone; nothing else to do.
@@ -119,7 +139,9 @@ impl LocalReply {
             apply_response_ops(&mut resp, ops);
         }
         let head_only = session.req_header().method == http::Method::HEAD || self.body.is_empty();
-        session.write_response_header(Box::new(resp), head_only).await?;
+        session
+            .write_response_header(Box::new(resp), head_only)
+            .await?;
         if !head_only {
             session
                 .write_response_body(Some(Bytes::from(self.body.clone())), true)

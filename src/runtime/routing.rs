@@ -21,7 +21,10 @@ pub enum Decision {
         route: usize,
     },
     /// Egress without a route: straight to the host's cluster.
-    Egress { cluster: Arc<Cluster>, registered: bool },
+    Egress {
+        cluster: Arc<Cluster>,
+        registered: bool,
+    },
     Reply(LocalReply),
 }
 
@@ -44,7 +47,10 @@ impl Addressing {
 }
 
 /// The route table serving this request.
-fn route_table<'a>(listener: &'a Listener, tls: Option<&DownstreamTls>) -> Option<&'a Arc<RouteTable>> {
+fn route_table<'a>(
+    listener: &'a Listener,
+    tls: Option<&DownstreamTls>,
+) -> Option<&'a Arc<RouteTable>> {
     match (&listener.kind, tls) {
         (ListenerKind::Http { routes }, _) => Some(routes),
         (ListenerKind::Tls(chains), Some(t)) => chains.route_table(&t.route_table),
@@ -84,7 +90,13 @@ pub fn decide(
     }
 }
 
-fn egress_or_not_found(snapshot: &Snapshot, req: &RequestView<'_>, host: &str, port: u16, addressing: Addressing) -> Decision {
+fn egress_or_not_found(
+    snapshot: &Snapshot,
+    req: &RequestView<'_>,
+    host: &str,
+    port: u16,
+    addressing: Addressing,
+) -> Decision {
     if snapshot.instance.role != Role::Egress {
         return Decision::Reply(LocalReply::no_route(host, req.path));
     }
@@ -99,13 +111,20 @@ fn egress_or_not_found(snapshot: &Snapshot, req: &RequestView<'_>, host: &str, p
             cluster: snapshot.passthrough.clone(),
             registered: false,
         },
-        OutboundPolicy::RegistryOnly => Decision::Reply(not_in_registry(snapshot, host, port, addressing)),
+        OutboundPolicy::RegistryOnly => {
+            Decision::Reply(not_in_registry(snapshot, host, port, addressing))
+        }
     }
 }
 
 /// The refusal for an unregistered host: 403 to proxy clients, 502 (Istio's `block_all`) to
 /// host-addressed ones.
-pub fn not_in_registry(snapshot: &Snapshot, host: &str, port: u16, addressing: Addressing) -> LocalReply {
+pub fn not_in_registry(
+    snapshot: &Snapshot,
+    host: &str,
+    port: u16,
+    addressing: Addressing,
+) -> LocalReply {
     let status = match addressing {
         Addressing::ForwardProxy => 403,
         Addressing::Host => 502,
@@ -117,5 +136,10 @@ pub fn not_in_registry(snapshot: &Snapshot, host: &str, port: u16, addressing: A
         ),
         None => format!("{host} is not in the registry: no ServiceEntry lists it (outbound policy REGISTRY_ONLY)"),
     };
-    LocalReply::new(status, Some(flags::NR), "host_not_in_registry", format!("{why}\n"))
+    LocalReply::new(
+        status,
+        Some(flags::NR),
+        "host_not_in_registry",
+        format!("{why}\n"),
+    )
 }

@@ -25,7 +25,10 @@ pub fn init_logging() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::env::var_os("NO_COLOR").is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(
+            std::env::var_os("NO_COLOR").is_none()
+                && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        )
         .try_init();
 }
 
@@ -41,7 +44,11 @@ pub fn run(args: RunArgs) -> i32 {
         Ok(l) => l,
         Err(diags) => {
             eprint!("{diags}");
-            error!("{} error(s) in {}; not starting", diags.error_count(), source.config_dir.display());
+            error!(
+                "{} error(s) in {}; not starting",
+                diags.error_count(),
+                source.config_dir.display()
+            );
             return 1;
         }
     };
@@ -81,13 +88,24 @@ pub fn run(args: RunArgs) -> i32 {
     code
 }
 
-async fn serve(args: RunArgs, source: ConfigSource, loaded: crate::reload::Loaded, stats: Arc<StatsRegistry>) -> i32 {
+async fn serve(
+    args: RunArgs,
+    source: ConfigSource,
+    loaded: crate::reload::Loaded,
+    stats: Arc<StatsRegistry>,
+) -> i32 {
     let options = RuntimeOptions {
         drain_timeout: args.drain_timeout,
         connect_sni_check: args.connect_sni_check,
     };
     let status = ReloadStatus::initial(&loaded);
-    let state = match State::new(loaded.snapshot, AccessLog::stdout(args.log_format), stats, options, status) {
+    let state = match State::new(
+        loaded.snapshot,
+        AccessLog::stdout(args.log_format),
+        stats,
+        options,
+        status,
+    ) {
         Ok(s) => Arc::new(s),
         Err(e) => {
             error!("{e}");
@@ -100,7 +118,12 @@ async fn serve(args: RunArgs, source: ConfigSource, loaded: crate::reload::Loade
     conf.threads = args.threads.unwrap_or_else(num_threads);
     // Idle upstream connections kept for reuse (shared by every upstream).
     conf.upstream_keepalive_pool_size = 1024;
-    let mut proxy = pingora_proxy::http_proxy(&Arc::new(conf), Edge { state: state.clone() });
+    let mut proxy = pingora_proxy::http_proxy(
+        &Arc::new(conf),
+        Edge {
+            state: state.clone(),
+        },
+    );
     let mut opts = HttpServerOptions::default();
     opts.h2c = true;
     proxy.server_options = Some(opts);
@@ -117,7 +140,9 @@ async fn serve(args: RunArgs, source: ConfigSource, loaded: crate::reload::Loade
             return 1;
         }
     };
-    let admin = Arc::new(HttpServer::new_app(Admin { state: state.clone() }));
+    let admin = Arc::new(HttpServer::new_app(Admin {
+        state: state.clone(),
+    }));
     tokio::spawn(serve_app(admin_listener, admin));
     info!("admin listening on http://{}", args.admin);
 

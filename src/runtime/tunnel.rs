@@ -48,19 +48,32 @@ impl ConnInfo {
 }
 
 /// Opens a connection to one endpoint of `cluster` (TLS-originated if its policy says so).
-async fn connect(state: &State, cluster: &Cluster, host: &str, port: u16) -> Result<(Stream, SocketAddr), String> {
+async fn connect(
+    state: &State,
+    cluster: &Cluster,
+    host: &str,
+    port: u16,
+) -> Result<(Stream, SocketAddr), String> {
     let input = PickInput {
         request_host: host,
         request_port: port,
         ..Default::default()
     };
-    let picked = cluster.pick(input, &state.dns).await.map_err(|e| e.to_string())?;
-    let p = peer(cluster, picked.address, host, None);
-    let stream = state
-        .connector
-        .new_stream(&p)
+    let picked = cluster
+        .pick(input, &state.dns)
         .await
-        .map_err(|e| format!("{} {}", e.etype().as_str(), e.context.as_ref().map(|c| c.to_string()).unwrap_or_default()))?;
+        .map_err(|e| e.to_string())?;
+    let p = peer(cluster, picked.address, host, None);
+    let stream = state.connector.new_stream(&p).await.map_err(|e| {
+        format!(
+            "{} {}",
+            e.etype().as_str(),
+            e.context
+                .as_ref()
+                .map(|c| c.to_string())
+                .unwrap_or_default()
+        )
+    })?;
     Ok((stream, picked.address))
 }
 
@@ -69,7 +82,9 @@ pub async fn proxy_route<C>(state: &State, route: &TcpRoute, mut client: C, info
 where
     C: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let Some(cluster) = route.choose().cloned() else { return };
+    let Some(cluster) = route.choose().cloned() else {
+        return;
+    };
     let host = info.sni.clone().unwrap_or_else(|| cluster.host.clone());
     let mut entry = info.entry();
     entry.upstream_cluster = Some(cluster.name.clone());
@@ -78,11 +93,21 @@ where
     match connect(state, &cluster, &host, cluster.port).await {
         Ok((mut upstream, addr)) => {
             entry.upstream_host = Some(addr.to_string());
-            let (up, down) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await.unwrap_or((0, 0));
+            let (up, down) = tokio::io::copy_bidirectional(&mut client, &mut upstream)
+                .await
+                .unwrap_or((0, 0));
             entry.bytes_received = up;
             entry.bytes_sent = down;
-            state.metrics.tcp_received.with_label_values(&[dest]).inc_by(up);
-            state.metrics.tcp_sent.with_label_values(&[dest]).inc_by(down);
+            state
+                .metrics
+                .tcp_received
+                .with_label_values(&[dest])
+                .inc_by(up);
+            state
+                .metrics
+                .tcp_sent
+                .with_label_values(&[dest])
+                .inc_by(down);
         }
         Err(reason) => {
             entry.response_flags = Some("UF".into());
@@ -124,7 +149,10 @@ pub async fn connect_tunnel(state: Arc<State>, mut client: Stream, info: ConnInf
         _ => (normalize_request_host(&target).into_owned(), 443),
     };
     let snapshot = state.snapshot.load_full();
-    let registered = snapshot.registry.lookup(&host, "default").filter(|r| r.allows_tls_port(port));
+    let registered = snapshot
+        .registry
+        .lookup(&host, "default")
+        .filter(|r| r.allows_tls_port(port));
     let cluster = match (registered, snapshot.instance.outbound_policy) {
         (Some(_), _) => snapshot.egress_cluster(&host, port).cloned(),
         (None, OutboundPolicy::AllowAny) => Some(snapshot.passthrough.clone()),
@@ -136,7 +164,11 @@ pub async fn connect_tunnel(state: Arc<State>, mut client: Stream, info: ConnInf
             reply.body = format!("{host}:{port} is not a TLS or HTTPS port of a ServiceEntry for {host}; CONNECT is refused\n");
         }
         let _ = respond(&mut client, 403, &reply.body).await;
-        state.metrics.egress_denied.with_label_values(&["connect"]).inc();
+        state
+            .metrics
+            .egress_denied
+            .with_label_values(&["connect"])
+            .inc();
         entry.response_code = 403;
         entry.response_flags = Some("NR".into());
         entry.response_code_details = Some("host_not_in_registry".into());
@@ -150,7 +182,12 @@ pub async fn connect_tunnel(state: Arc<State>, mut client: Stream, info: ConnInf
     let (mut upstream, addr) = match connect_plain(&state, &cluster, &host, port).await {
         Ok(v) => v,
         Err(reason) => {
-            let _ = respond(&mut client, 503, &format!("upstream connect error: {reason}\n")).await;
+            let _ = respond(
+                &mut client,
+                503,
+                &format!("upstream connect error: {reason}\n"),
+            )
+            .await;
             entry.response_code = 503;
             entry.response_flags = Some("UF".into());
             entry.upstream_transport_failure_reason = Some(reason);
@@ -198,27 +235,40 @@ pub async fn connect_tunnel(state: Arc<State>, mut client: Stream, info: ConnInf
     if !first.is_empty() && upstream.write_all(&first).await.is_err() {
         return;
     }
-    let (up, down) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await.unwrap_or((0, 0));
+    let (up, down) = tokio::io::copy_bidirectional(&mut client, &mut upstream)
+        .await
+        .unwrap_or((0, 0));
     entry.bytes_received = up + first.len() as u64;
     entry.bytes_sent = down;
     entry.duration = info.start.elapsed().as_millis() as u64;
     state.access_log.log(&entry);
 }
 
-async fn connect_plain(state: &State, cluster: &Cluster, host: &str, port: u16) -> Result<(Stream, SocketAddr), String> {
+async fn connect_plain(
+    state: &State,
+    cluster: &Cluster,
+    host: &str,
+    port: u16,
+) -> Result<(Stream, SocketAddr), String> {
     let input = PickInput {
         request_host: host,
         request_port: port,
         ..Default::default()
     };
-    let picked = cluster.pick(input, &state.dns).await.map_err(|e| e.to_string())?;
+    let picked = cluster
+        .pick(input, &state.dns)
+        .await
+        .map_err(|e| e.to_string())?;
     let timeout = cluster.upstream.connect_timeout;
     let tcp = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(picked.address))
         .await
         .map_err(|_| format!("connect to {} timed out", picked.address))?
         .map_err(|e| format!("connect to {}: {e}", picked.address))?;
     let _ = tcp.set_nodelay(true);
-    Ok((Box::new(pingora::protocols::l4::stream::Stream::from(tcp)), picked.address))
+    Ok((
+        Box::new(pingora::protocols::l4::stream::Stream::from(tcp)),
+        picked.address,
+    ))
 }
 
 /// Reads a request head (up to 16 KiB); returns it and any bytes after it.
@@ -249,7 +299,9 @@ fn parse_connect(head: &str) -> Result<String, String> {
     let line = head.lines().next().unwrap_or("");
     let mut parts = line.split_whitespace();
     match (parts.next(), parts.next(), parts.next()) {
-        (Some("CONNECT"), Some(target), Some(v)) if v.starts_with("HTTP/1.") && !target.contains('/') => {
+        (Some("CONNECT"), Some(target), Some(v))
+            if v.starts_with("HTTP/1.") && !target.contains('/') =>
+        {
             Ok(target.to_string())
         }
         _ => Err(format!("malformed CONNECT request line `{line}`")),
@@ -277,7 +329,10 @@ mod tests {
 
     #[test]
     fn parses_connect_targets() {
-        assert_eq!(parse_connect("CONNECT api.example.com:443 HTTP/1.1\r\nHost: x").unwrap(), "api.example.com:443");
+        assert_eq!(
+            parse_connect("CONNECT api.example.com:443 HTTP/1.1\r\nHost: x").unwrap(),
+            "api.example.com:443"
+        );
         assert!(parse_connect("GET / HTTP/1.1").is_err());
         assert!(parse_connect("CONNECT http://x/ HTTP/1.1").is_err());
     }

@@ -118,7 +118,9 @@ impl Tracing for ConnectionCounter {
 pub fn origination_sni(cluster: &Cluster, request_host: &str) -> String {
     match cluster.upstream.tls.as_ref().and_then(|t| t.sni.clone()) {
         Some(sni) => sni,
-        None if HostPattern::parse(&cluster.host).is_wildcard() || cluster.host.parse::<std::net::IpAddr>().is_ok() => {
+        None if HostPattern::parse(&cluster.host).is_wildcard()
+            || cluster.host.parse::<std::net::IpAddr>().is_ok() =>
+        {
             request_host.to_string()
         }
         None => cluster.host.clone(),
@@ -126,7 +128,12 @@ pub fn origination_sni(cluster: &Cluster, request_host: &str) -> String {
 }
 
 /// The peer for one attempt. `budget` is what is left of the route (or per-try) timeout.
-pub fn peer(cluster: &Cluster, address: SocketAddr, request_host: &str, budget: Option<Duration>) -> HttpPeer {
+pub fn peer(
+    cluster: &Cluster,
+    address: SocketAddr,
+    request_host: &str,
+    budget: Option<Duration>,
+) -> HttpPeer {
     let up = &cluster.upstream;
     let tls = up.tls.as_deref();
     let sni = if tls.is_some() {
@@ -138,7 +145,8 @@ pub fn peer(cluster: &Cluster, address: SocketAddr, request_host: &str, budget: 
     peer.group_key = up.group_key;
     let o = &mut peer.options;
     o.connection_timeout = Some(up.connect_timeout);
-    o.total_connection_timeout = Some(budget.map_or(up.connect_timeout * 2, |b| b.min(up.connect_timeout * 2)));
+    o.total_connection_timeout =
+        Some(budget.map_or(up.connect_timeout * 2, |b| b.min(up.connect_timeout * 2)));
     o.idle_timeout = Some(up.idle_timeout);
     o.read_timeout = budget;
     o.write_timeout = budget;

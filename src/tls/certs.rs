@@ -32,11 +32,19 @@ impl std::fmt::Debug for CertChain {
 impl CertChain {
     pub fn load(cert_path: &Path, key_path: &Path) -> Result<CertChain, String> {
         let certs = load_certificates(cert_path)?;
-        let key_pem = std::fs::read(key_path).map_err(|e| format!("cannot read private key {}: {e}", key_path.display()))?;
-        let key = PKey::private_key_from_pem(&key_pem)
-            .map_err(|e| format!("{} is not a PEM private key: {}", key_path.display(), first_ssl_error(&e)))?;
+        let key_pem = std::fs::read(key_path)
+            .map_err(|e| format!("cannot read private key {}: {e}", key_path.display()))?;
+        let key = PKey::private_key_from_pem(&key_pem).map_err(|e| {
+            format!(
+                "{} is not a PEM private key: {}",
+                key_path.display(),
+                first_ssl_error(&e)
+            )
+        })?;
         let mut iter = certs.into_iter();
-        let leaf = iter.next().ok_or_else(|| format!("{} has no certificate", cert_path.display()))?;
+        let leaf = iter
+            .next()
+            .ok_or_else(|| format!("{} has no certificate", cert_path.display()))?;
         let public = leaf
             .public_key()
             .map_err(|e| format!("{}: unreadable public key: {e}", cert_path.display()))?;
@@ -87,9 +95,15 @@ pub fn expiry_warning(cert: &X509, path: &Path) -> Option<String> {
 
 /// All certificates in a PEM file (a chain or a CA bundle).
 pub fn load_certificates(path: &Path) -> Result<Vec<X509>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read certificate {}: {e}", path.display()))?;
-    let certs = X509::stack_from_pem(&pem)
-        .map_err(|e| format!("{} is not a PEM certificate: {}", path.display(), first_ssl_error(&e)))?;
+    let pem = std::fs::read(path)
+        .map_err(|e| format!("cannot read certificate {}: {e}", path.display()))?;
+    let certs = X509::stack_from_pem(&pem).map_err(|e| {
+        format!(
+            "{} is not a PEM certificate: {}",
+            path.display(),
+            first_ssl_error(&e)
+        )
+    })?;
     if certs.is_empty() {
         return Err(format!("{} contains no PEM certificate", path.display()));
     }
@@ -146,15 +160,20 @@ pub fn resolve_credential(certs_dir: &Path, name: &str) -> Result<Credential, St
     // A `namespace/name` reference uses the name (one certs directory per instance).
     let name = name.rsplit('/').next().unwrap_or(name);
     let dir = certs_dir.join(name);
-    let first = |dir: &Path, names: &[&str]| names.iter().map(|n| dir.join(n)).find(|p| p.is_file());
+    let first =
+        |dir: &Path, names: &[&str]| names.iter().map(|n| dir.join(n)).find(|p| p.is_file());
     let cert = first(&dir, &["tls.crt", "cert"]);
     let key = first(&dir, &["tls.key", "key"]);
     match (cert, key) {
         (Some(cert), Some(key)) => Ok(Credential {
             cert,
             key,
-            ca: first(&dir, &["ca.crt", "cacert"])
-                .or_else(|| first(&certs_dir.join(format!("{name}-cacert")), &["ca.crt", "cacert"])),
+            ca: first(&dir, &["ca.crt", "cacert"]).or_else(|| {
+                first(
+                    &certs_dir.join(format!("{name}-cacert")),
+                    &["ca.crt", "cacert"],
+                )
+            }),
         }),
         _ if !dir.is_dir() => Err(format!(
             "credential `{name}` not found: expected a folder {} with tls.crt and tls.key",

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use openssl::hash::MessageDigest;
 use openssl::ssl::{
-    select_next_proto, AlpnError, SniError, SslAcceptor, SslAlert, SslMethod, SslRef, SslVerifyMode, SslVersion,
+    select_next_proto, AlpnError, SniError, SslAcceptor, SslAlert, SslMethod, SslRef,
+    SslVerifyMode, SslVersion,
 };
 use openssl::x509::store::X509StoreBuilder;
 use openssl::x509::{X509Ref, X509StoreContextRef, X509};
@@ -77,52 +78,75 @@ fn ssl_version(v: TlsProtocolVersion) -> Option<SslVersion> {
 pub fn build(spec: ServerTlsSpec) -> Result<(ServerTls, Vec<String>), String> {
     let mut warnings = Vec::new();
     let err = |what: &str, e: openssl::error::ErrorStack| format!("{what}: {e}");
-    let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).map_err(|e| err("TLS setup", e))?;
+    let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())
+        .map_err(|e| err("TLS setup", e))?;
     // Istio's default minimum is TLS 1.2 (Mozilla intermediate would allow nothing older anyway).
-    let min = spec.min_version.and_then(ssl_version).unwrap_or(SslVersion::TLS1_2);
-    b.set_min_proto_version(Some(min)).map_err(|e| err("minProtocolVersion", e))?;
+    let min = spec
+        .min_version
+        .and_then(ssl_version)
+        .unwrap_or(SslVersion::TLS1_2);
+    b.set_min_proto_version(Some(min))
+        .map_err(|e| err("minProtocolVersion", e))?;
     b.set_max_proto_version(spec.max_version.and_then(ssl_version))
         .map_err(|e| err("maxProtocolVersion", e))?;
     if matches!(min, SslVersion::TLS1 | SslVersion::TLS1_1) {
         // OpenSSL 3 refuses TLS 1.0/1.1 at its default security level.
-        b.set_cipher_list("DEFAULT:@SECLEVEL=0").map_err(|e| err("cipherSuites", e))?;
+        b.set_cipher_list("DEFAULT:@SECLEVEL=0")
+            .map_err(|e| err("cipherSuites", e))?;
     }
     if !spec.cipher_suites.is_empty() {
         let mut valid = Vec::new();
         for c in &spec.cipher_suites {
-            let mut probe = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).map_err(|e| err("TLS setup", e))?;
+            let mut probe = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())
+                .map_err(|e| err("TLS setup", e))?;
             if probe.set_cipher_list(c).is_ok() {
                 valid.push(c.as_str());
             } else {
-                warnings.push(format!("cipher suite `{c}` is unknown to OpenSSL and ignored"));
+                warnings.push(format!(
+                    "cipher suite `{c}` is unknown to OpenSSL and ignored"
+                ));
             }
         }
         if !valid.is_empty() {
-            b.set_cipher_list(&valid.join(":")).map_err(|e| err("cipherSuites", e))?;
+            b.set_cipher_list(&valid.join(":"))
+                .map_err(|e| err("cipherSuites", e))?;
         }
     }
     if !spec.ecdh_curves.is_empty() {
-        b.set_groups_list(&spec.ecdh_curves.join(":")).map_err(|e| err("ecdhCurves", e))?;
+        b.set_groups_list(&spec.ecdh_curves.join(":"))
+            .map_err(|e| err("ecdhCurves", e))?;
     }
     if spec.http_alpn {
         b.set_alpn_select_callback(|_, client| {
             select_next_proto(b"\x02h2\x08http/1.1", client).ok_or(AlpnError::NOACK)
         });
     }
-    b.set_session_id_context(b"portcullis").map_err(|e| err("TLS setup", e))?;
+    b.set_session_id_context(b"portcullis")
+        .map_err(|e| err("TLS setup", e))?;
 
     let mode = spec.mode;
     if matches!(mode, ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual) {
         if spec.client_ca.is_empty() {
-            return Err("MUTUAL needs a client CA (caCertificates, or ca.crt in the credential)".into());
+            return Err(
+                "MUTUAL needs a client CA (caCertificates, or ca.crt in the credential)".into(),
+            );
         }
         let mut store = X509StoreBuilder::new().map_err(|e| err("client CA", e))?;
         let mut names = openssl::stack::Stack::new().map_err(|e| err("client CA", e))?;
         for ca in &spec.client_ca {
-            store.add_cert(ca.clone()).map_err(|e| err("client CA", e))?;
-            names.push(ca.subject_name().to_owned().map_err(|e| err("client CA", e))?).ok();
+            store
+                .add_cert(ca.clone())
+                .map_err(|e| err("client CA", e))?;
+            names
+                .push(
+                    ca.subject_name()
+                        .to_owned()
+                        .map_err(|e| err("client CA", e))?,
+                )
+                .ok();
         }
-        b.set_verify_cert_store(store.build()).map_err(|e| err("client CA", e))?;
+        b.set_verify_cert_store(store.build())
+            .map_err(|e| err("client CA", e))?;
         b.set_client_ca_list(names);
         let verify_mode = if mode == ServerTlsMode::Mutual {
             SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT
@@ -132,11 +156,19 @@ pub fn build(spec: ServerTlsSpec) -> Result<(ServerTls, Vec<String>), String> {
         let checks = ClientCertChecks {
             subject_alt_names: spec.subject_alt_names.clone(),
             spki: spec.verify_spki.clone(),
-            hash: spec.verify_hash.iter().map(|h| h.replace(':', "").to_ascii_lowercase()).collect(),
+            hash: spec
+                .verify_hash
+                .iter()
+                .map(|h| h.replace(':', "").to_ascii_lowercase())
+                .collect(),
         };
         b.set_verify_callback(verify_mode, move |ok, ctx| ok && checks.verify(ctx));
     }
-    let summary = spec.certificates.iter().map(|c| subject_summary(&c.leaf)).collect();
+    let summary = spec
+        .certificates
+        .iter()
+        .map(|c| subject_summary(&c.leaf))
+        .collect();
     Ok((
         ServerTls {
             acceptor: b.build(),
@@ -229,14 +261,20 @@ impl TlsAccept for ChainHandshake {
             // Each certificate's chain attaches to it (RSA and ECDSA may have different chains).
             let ok = ext::ssl_use_certificate(ssl, &chain.leaf).is_ok()
                 && ext::ssl_use_private_key(ssl, &chain.key).is_ok()
-                && chain.intermediates.iter().all(|i| ext::ssl_add_chain_cert(ssl, i).is_ok());
+                && chain
+                    .intermediates
+                    .iter()
+                    .all(|i| ext::ssl_add_chain_cert(ssl, i).is_ok());
             if !ok {
                 tracing::error!(cert = %chain.cert_path.display(), "failed to install certificate");
             }
         }
     }
 
-    async fn handshake_complete_callback(&self, ssl: &SslRef) -> Option<Arc<dyn Any + Send + Sync>> {
+    async fn handshake_complete_callback(
+        &self,
+        ssl: &SslRef,
+    ) -> Option<Arc<dyn Any + Send + Sync>> {
         let sni = ssl
             .servername(openssl::ssl::NameType::HOST_NAME)
             .map(|s| s.to_ascii_lowercase());
@@ -267,7 +305,10 @@ pub fn xfcc_value(cert: &X509Ref) -> String {
             format!("{key}={value}")
         })
         .collect();
-    let mut out = format!("Hash={hash};Subject=\"{}\"", subject.join(",").replace('"', "\\\""));
+    let mut out = format!(
+        "Hash={hash};Subject=\"{}\"",
+        subject.join(",").replace('"', "\\\"")
+    );
     if let Some(names) = cert.subject_alt_names() {
         for n in names.iter() {
             if let Some(uri) = n.uri() {
@@ -286,7 +327,8 @@ pub fn xfcc_value(cert: &X509Ref) -> String {
 /// An acceptor that fails every handshake with `unrecognized_name`: used when no filter chain
 /// matches the SNI and there is no `*` server.
 pub fn reject_unknown_sni() -> Result<SslAcceptor, String> {
-    let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).map_err(|e| e.to_string())?;
+    let mut b =
+        SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).map_err(|e| e.to_string())?;
     b.set_servername_callback(|_, alert| {
         *alert = SslAlert::UNRECOGNIZED_NAME;
         Err(SniError::ALERT_FATAL)

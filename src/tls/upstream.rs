@@ -56,13 +56,19 @@ impl serde::Serialize for OriginationTls {
 
 impl OriginationTls {
     /// `Ok(None)` for `DISABLE` (or no TLS settings).
-    pub fn compile(tls: &ClientTls, certs_dir: &Path, se_sans: &[String]) -> Result<Option<OriginationTls>, String> {
+    pub fn compile(
+        tls: &ClientTls,
+        certs_dir: &Path,
+        se_sans: &[String],
+    ) -> Result<Option<OriginationTls>, String> {
         let mode = tls.mode;
         if matches!(mode, ClientTlsMode::Disable) {
             return Ok(None);
         }
         if matches!(mode, ClientTlsMode::IstioMutual) {
-            return Err("ISTIO_MUTUAL needs Istio's mesh certificates; use SIMPLE or MUTUAL".into());
+            return Err(
+                "ISTIO_MUTUAL needs Istio's mesh certificates; use SIMPLE or MUTUAL".into(),
+            );
         }
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         let credential = match &tls.credential_name {
@@ -89,7 +95,10 @@ impl OriginationTls {
             let (cert, key) = match (&tls.client_certificate, &tls.private_key, &credential) {
                 (Some(c), Some(k), _) => (c.into(), k.into()),
                 (_, _, Some(cred)) => (cred.cert.clone(), cred.key.clone()),
-                _ => return Err("MUTUAL origination needs clientCertificate and privateKey, or credentialName".into()),
+                _ => return Err(
+                    "MUTUAL origination needs clientCertificate and privateKey, or credentialName"
+                        .into(),
+                ),
             };
             let chain = CertChain::load(&cert, &key)?;
             chain.leaf.to_der().unwrap_or_default().hash(&mut hasher);

@@ -3,4 +3,5 @@
 
 mod support;
 
+mod corpus;
 mod support_selftest;

@@ -37,7 +37,9 @@ impl Duration {
                 .find(|c: char| !(c.is_ascii_digit() || c == '.'))
                 .unwrap_or(rest.len());
             if num_len == 0 {
-                return Err(format!("`{text}` is not a duration (expected e.g. 1.5s, 100ms, 1m)"));
+                return Err(format!(
+                    "`{text}` is not a duration (expected e.g. 1.5s, 100ms, 1m)"
+                ));
             }
             let number: f64 = rest[..num_len]
                 .parse()
@@ -55,19 +57,23 @@ impl Duration {
                 "s" => 1e9,
                 "m" => 60e9,
                 "h" => 3600e9,
-                "" => return Err(format!("duration `{text}` has no unit (expected ms, s, m or h)")),
-                other => {
+                "" => {
                     return Err(format!(
-                        "unknown unit `{other}` in duration `{text}` (expected ns, us, ms, s, m or h)"
+                        "duration `{text}` has no unit (expected ms, s, m or h)"
                     ))
                 }
+                other => return Err(format!(
+                    "unknown unit `{other}` in duration `{text}` (expected ns, us, ms, s, m or h)"
+                )),
             };
             total_nanos += number * scale;
         }
         if !total_nanos.is_finite() || total_nanos > 1e9 * 315_576_000_000.0 {
             return Err(format!("duration `{text}` is out of range"));
         }
-        Ok(Duration(std::time::Duration::from_nanos(total_nanos.round() as u64)))
+        Ok(Duration(std::time::Duration::from_nanos(
+            total_nanos.round() as u64,
+        )))
     }
 }
 
@@ -106,7 +112,9 @@ impl<'de> Deserialize<'de> for Duration {
                 )))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
-                Err(E::custom(format!("`{v}` has no unit (expected e.g. 1s or 100ms)")))
+                Err(E::custom(format!(
+                    "`{v}` has no unit (expected e.g. 1s or 100ms)"
+                )))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Duration, E> {
                 Err(E::custom(format!("`{v}` has no unit (expected e.g. 1.5s)")))
@@ -190,6 +198,14 @@ pub struct Headers {
 #[serde(default, rename_all = "camelCase")]
 pub struct WorkloadSelector {
     pub labels: BTreeMap<String, String>,
+}
+
+/// `istio.type.v1beta1.WorkloadSelector` (DestinationRule `workloadSelector`): `{matchLabels: …}`,
+/// unlike the networking `WorkloadSelector` (`{labels: …}`) that ServiceEntry uses.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct PolicyWorkloadSelector {
+    pub match_labels: BTreeMap<String, String>,
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::common::{Duration, PortSelector, WorkloadSelector};
+use super::common::{Duration, PolicyWorkloadSelector, PortSelector};
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
 #[serde(default, rename_all = "camelCase")]
@@ -15,7 +15,8 @@ pub struct DestinationRule {
     pub traffic_policy: Option<TrafficPolicy>,
     pub subsets: Vec<Subset>,
     pub export_to: Vec<String>,
-    pub workload_selector: Option<WorkloadSelector>,
+    /// Mesh only (per-sidecar rules); spelled `matchLabels`.
+    pub workload_selector: Option<PolicyWorkloadSelector>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
@@ -172,6 +173,15 @@ pub struct HttpSettings {
     pub h2_upgrade_policy: Option<H2UpgradePolicy>,
     pub use_client_protocol: Option<bool>,
     pub max_concurrent_streams: Option<i64>,
+    pub http2_keep_alive: Option<Http2KeepAlive>,
+}
+
+/// `HTTPSettings.http2KeepAlive`: HTTP/2 PING keep-alive towards the upstream.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Http2KeepAlive {
+    pub interval: Option<Duration>,
+    pub timeout: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]

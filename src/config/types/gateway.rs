@@ -121,7 +121,9 @@ pub enum ServerTlsMode {
     OptionalMutual,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Deserialize, Serialize,
+)]
 pub enum TlsProtocolVersion {
     #[default]
     #[serde(rename = "TLS_AUTO")]

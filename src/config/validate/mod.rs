@@ -1,9 +1,285 @@
-//! Validation: the rules Istio's admission webhook and `istioctl analyze` apply.
+//! Validation: the rules Istio's admission webhook and `istioctl analyze` apply, re-read for a
+//! standalone gateway (mesh-only features warn, features a gateway without Istio's control plane
+//! cannot honour are errors).
+//!
+//! Each kind has its own module; `references` holds the checks that span several objects and
+//! uses the [`Index`] built here once per validation.
+
+mod destination_rule;
+mod gateway;
+mod references;
+pub(crate) mod rules;
+mod service_entry;
+mod virtual_service;
+
+use std::collections::HashMap;
 
 use super::diag::Diagnostic;
-use super::load::Resources;
+use super::host::HostPattern;
+use super::load::{Resource, Resources};
+use super::types::{DestinationRule, Gateway, ServiceEntry, VirtualService};
 
-/// Every problem in `resources`, errors and warnings; each document is checked on its own.
-pub fn validate(_resources: &Resources) -> Vec<Diagnostic> {
-    Vec::new()
+/// Every problem in `resources`, errors and warnings. Each object is checked on its own, so one
+/// bad document never hides the findings of another; cross-object checks come last.
+pub fn validate(resources: &Resources) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for gw in &resources.gateways {
+        gateway::check(gw, &mut out);
+    }
+    gateway::check_conflicts(&resources.gateways, &mut out);
+    for vs in &resources.virtual_services {
+        virtual_service::check(vs, &mut out);
+    }
+    for se in &resources.service_entries {
+        service_entry::check(se, &mut out);
+    }
+    for dr in &resources.destination_rules {
+        destination_rule::check(dr, &mut out);
+    }
+    let index = Index::new(resources);
+    references::check(resources, &index, &mut out);
+    out
+}
+
+/// The Kubernetes FQDN Istio gives a short host name (`reviews` in `shop` →
+/// `reviews.shop.svc.cluster.local`); names with a dot and wildcards are kept, lower-cased.
+pub(crate) fn canonical_host(host: &str, namespace: &str) -> String {
+    let host = host.trim().to_ascii_lowercase();
+    if host.contains('.') || host.contains('*') || host.is_empty() {
+        host
+    } else {
+        format!("{host}.{namespace}.svc.cluster.local")
+    }
+}
+
+/// Is an object with this `exportTo`, in `own_ns`, visible from namespace `to_ns`?
+pub(crate) fn exported_to(export_to: &[String], own_ns: &str, to_ns: &str) -> bool {
+    export_to.is_empty()
+        || export_to
+            .iter()
+            .any(|e| e == "*" || e == to_ns || (e == "." && own_ns == to_ns))
+}
+
+/// Objects keyed by a host: exact (canonical) names in a map, wildcards also in a list.
+pub(crate) struct HostIndex<'a, T> {
+    exact: HashMap<String, Vec<&'a Resource<T>>>,
+    wildcards: Vec<(HostPattern, &'a Resource<T>)>,
+}
+
+impl<'a, T> HostIndex<'a, T> {
+    fn new() -> Self {
+        HostIndex {
+            exact: HashMap::new(),
+            wildcards: Vec::new(),
+        }
+    }
+
+    fn insert(&mut self, canonical: String, r: &'a Resource<T>) {
+        let pattern = HostPattern::parse(&canonical);
+        if pattern.is_wildcard() {
+            self.wildcards.push((pattern, r));
+        }
+        let bucket = self.exact.entry(canonical).or_default();
+        if !bucket.iter().any(|x| std::ptr::eq(*x, r)) {
+            bucket.push(r);
+        }
+    }
+
+    /// Every object whose host covers `host` (canonical): the same name, or a wildcard that
+    /// includes it.
+    pub(crate) fn covering(&self, host: &str) -> Vec<&'a Resource<T>> {
+        let mut found: Vec<&'a Resource<T>> = self.exact.get(host).cloned().unwrap_or_default();
+        let pattern = HostPattern::parse(host);
+        for (w, r) in &self.wildcards {
+            if pattern.subset_of(w) && !found.iter().any(|x| std::ptr::eq(*x, *r)) {
+                found.push(r);
+            }
+        }
+        found
+    }
+
+    /// Is any object's host inside the wildcard `pattern` (a wildcard DestinationRule that
+    /// applies to the ServiceEntries below it)?
+    pub(crate) fn any_under(&self, pattern: &HostPattern) -> bool {
+        self.exact
+            .keys()
+            .any(|h| HostPattern::parse(h).subset_of(pattern))
+    }
+
+    /// Istio `MostSpecificHostMatch`: the objects for the exact name, else those of the longest
+    /// wildcard that covers `host`.
+    pub(crate) fn most_specific(&self, host: &str) -> Vec<&'a Resource<T>> {
+        if let Some(v) = self.exact.get(host) {
+            return v.clone();
+        }
+        let pattern = HostPattern::parse(host);
+        let best = self
+            .wildcards
+            .iter()
+            .filter(|(w, _)| pattern.subset_of(w))
+            .min_by(|(a, _), (b, _)| a.specificity_cmp(b))
+            .map(|(w, _)| w.clone());
+        match best {
+            Some(best) => self
+                .wildcards
+                .iter()
+                .filter(|(w, _)| *w == best)
+                .map(|(_, r)| *r)
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+}
+
+/// Lookup tables over one set of resources, built once for the cross-resource checks.
+pub(crate) struct Index<'a> {
+    pub gateways: HashMap<(&'a str, &'a str), &'a Resource<Gateway>>,
+    pub virtual_services: HashMap<(&'a str, &'a str), &'a Resource<VirtualService>>,
+    pub destination_rules: HostIndex<'a, DestinationRule>,
+    pub service_entries: HostIndex<'a, ServiceEntry>,
+}
+
+impl<'a> Index<'a> {
+    pub(crate) fn new(resources: &'a Resources) -> Self {
+        let mut index = Index {
+            gateways: HashMap::new(),
+            virtual_services: HashMap::new(),
+            destination_rules: HostIndex::new(),
+            service_entries: HostIndex::new(),
+        };
+        for gw in &resources.gateways {
+            index
+                .gateways
+                .insert((&gw.meta.namespace, &gw.meta.name), gw);
+        }
+        for vs in &resources.virtual_services {
+            index
+                .virtual_services
+                .insert((&vs.meta.namespace, &vs.meta.name), vs);
+        }
+        for dr in &resources.destination_rules {
+            if !dr.spec.host.is_empty() {
+                index
+                    .destination_rules
+                    .insert(canonical_host(&dr.spec.host, &dr.meta.namespace), dr);
+            }
+        }
+        for se in &resources.service_entries {
+            for h in &se.spec.hosts {
+                index
+                    .service_entries
+                    .insert(canonical_host(h, &se.meta.namespace), se);
+                // ServiceEntry hosts are literal names too: `reviews` stays `reviews`.
+                if !h.contains('.') && !h.contains('*') {
+                    index.service_entries.insert(h.to_ascii_lowercase(), se);
+                }
+            }
+        }
+        index
+    }
+}
+
+/// Shared helpers for the rule tests: load YAML from memory, validate, render what a user sees.
+#[cfg(test)]
+pub(crate) mod testutil {
+    use crate::config::diag::Diagnostics;
+    use crate::config::load::load_files;
+    use crate::config::source::SourceFile;
+
+    /// Every diagnostic (loading and validation) of `yaml` loaded as `t.yaml`, rendered and
+    /// sorted by line.
+    pub(crate) fn diags(yaml: &str) -> Vec<String> {
+        let (res, load) = load_files(vec![SourceFile {
+            display: "t.yaml".into(),
+            path: "t.yaml".into(),
+            text: yaml.into(),
+        }]);
+        let mut all = load.0;
+        all.extend(super::validate(&res));
+        let mut d = Diagnostics(all);
+        d.sort();
+        d.0.iter().map(|d| d.to_string()).collect()
+    }
+
+    /// One object of `kind` named `name` (namespace default) whose spec is `spec`, indented by
+    /// two spaces. The spec's first line is line 5 of `t.yaml`.
+    pub(crate) fn doc(kind: &str, name: &str, spec: &str) -> String {
+        let mut s = format!(
+            "apiVersion: networking.istio.io/v1\nkind: {kind}\nmetadata: {{name: {name}}}\nspec:\n"
+        );
+        for line in spec.lines() {
+            if line.is_empty() {
+                s.push('\n');
+            } else {
+                s.push_str("  ");
+                s.push_str(line);
+                s.push('\n');
+            }
+        }
+        s
+    }
+
+    /// Asserts that each `(spec, expected)` case, validated alone as one `kind` object, renders
+    /// exactly the `expected` lines (warnings included).
+    #[track_caller]
+    pub(crate) fn expect(kind: &str, name: &str, cases: &[(&str, &[&str])]) {
+        for (spec, expected) in cases {
+            let got = diags(&doc(kind, name, spec));
+            assert_eq!(got, *expected, "\nspec:\n{spec}");
+        }
+    }
+
+    /// Objects that VirtualService tests refer to, appended after the object under test so its
+    /// line numbers do not move: Gateway `gw` (HTTP 80, TLS 443 passthrough, TCP 9000, all
+    /// hosts), ServiceEntry `svc.example.com` (ports 80, 443, 9000) and a DestinationRule for it
+    /// with subset `v1`.
+    pub(crate) const CONTEXT: &str = "---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec:
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: [\"*\"]
+  - port: {number: 443, name: tls, protocol: TLS}
+    hosts: [\"*\"]
+    tls: {mode: PASSTHROUGH}
+  - port: {number: 9000, name: tcp, protocol: TCP}
+    hosts: [\"*\"]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: svc}
+spec:
+  hosts: [svc.example.com]
+  ports:
+  - {number: 80, name: http, protocol: HTTP}
+  - {number: 443, name: tls, protocol: TLS}
+  - {number: 9000, name: tcp, protocol: TCP}
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: svc}
+spec:
+  host: svc.example.com
+  subsets:
+  - name: v1
+";
+
+    /// Like [`expect`], with [`CONTEXT`] loaded after the object.
+    #[track_caller]
+    pub(crate) fn expect_in_context(kind: &str, name: &str, cases: &[(&str, &[&str])]) {
+        for (spec, expected) in cases {
+            let got = diags(&format!("{}{CONTEXT}", doc(kind, name, spec)));
+            assert_eq!(got, *expected, "\nspec:\n{spec}");
+        }
+    }
+
+    /// Asserts that `spec` (one `kind` object) validates without any diagnostic.
+    #[track_caller]
+    pub(crate) fn clean(kind: &str, name: &str, spec: &str) {
+        let got = diags(&doc(kind, name, spec));
+        assert!(got.is_empty(), "spec:\n{spec}\ngot:\n{}", got.join("\n"));
+    }
 }
