@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use pingora::http::authority::{raw_target_authority, RawTargetAuthority};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::protocols::Digest;
@@ -314,23 +315,31 @@ impl ProxyHttp for Edge {
             .cloned();
         ctx.scheme = if ssl.is_some() { "https" } else { "http" };
         let req = session.req_header();
-        // Absolute-form (`GET http://host/ HTTP/1.1`) comes from forward-proxy clients.
-        let absolute =
-            req.uri.scheme().is_some() && req.uri.authority().is_some() && !session.is_http2();
-        ctx.addressing = if absolute {
+        // Absolute-form (`GET http://host/ HTTP/1.1`) comes from forward-proxy clients. Pingora
+        // keeps only the path on the Uri; the target as sent is the raw path.
+        let target = match raw_target_authority(req.raw_path()) {
+            RawTargetAuthority::Absolute {
+                scheme, authority, ..
+            } if !session.is_http2() => Some((
+                scheme.eq_ignore_ascii_case(b"https"),
+                String::from_utf8_lossy(authority).into_owned(),
+            )),
+            _ => None,
+        };
+        ctx.addressing = if target.is_some() {
             Addressing::ForwardProxy
         } else {
             Addressing::Host
         };
-        ctx.authority = match (absolute, req.uri.authority(), header_str(req, "host")) {
-            (true, Some(a), _) => a.as_str().to_string(),
-            (false, _, Some(h)) => h.to_string(),
-            (false, Some(a), None) => a.as_str().to_string(),
+        ctx.authority = match (&target, req.uri.authority(), header_str(req, "host")) {
+            (Some((_, a)), _, _) => a.clone(),
+            (None, _, Some(h)) => h.to_string(),
+            (None, Some(a), None) => a.as_str().to_string(),
             _ => String::new(),
         };
         ctx.host = normalize_request_host(&ctx.authority).into_owned();
-        let default_port = if absolute {
-            if req.uri.scheme_str() == Some("https") {
+        let default_port = if let Some((https, _)) = target {
+            if https {
                 443
             } else {
                 80
