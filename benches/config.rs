@@ -12,7 +12,9 @@ fn pipeline(c: &mut Criterion) {
     group.sample_size(10);
     for n in [100usize, 1_000] {
         let resources = common::generated(n);
-        group.bench_with_input(BenchmarkId::new("validate", n), &resources, |b, r| b.iter(|| validate(r)));
+        group.bench_with_input(BenchmarkId::new("validate", n), &resources, |b, r| {
+            b.iter(|| validate(r))
+        });
         group.bench_with_input(BenchmarkId::new("compile", n), &resources, |b, r| {
             b.iter(|| compile(r, &Instance::default(), &StatsRegistry::default()).map(|_| ()))
         });

@@ -16,15 +16,26 @@ fn routing(c: &mut Criterion) {
     let mut compiled = Vec::new();
     for n in [1usize, 1_000, 10_000] {
         let resources = common::generated(n);
-        let (snapshot, _) = compile(&resources, &Instance::default(), &StatsRegistry::default()).expect("compiles");
+        let (snapshot, _) =
+            compile(&resources, &Instance::default(), &StatsRegistry::default()).expect("compiles");
         let listener = snapshot.listeners.values().next().expect("a listener");
-        let ListenerKind::Http { routes } = &listener.kind else { panic!("http listener") };
+        let ListenerKind::Http { routes } = &listener.kind else {
+            panic!("http listener")
+        };
         let exact = format!("svc-{}.example.com", n.saturating_sub(1) / 4 * 4);
         let wildcard = format!("a.b.team-{}.example.com", (n / 4) * 4 + 3);
         let wildcard = if n >= 4 { wildcard } else { exact.clone() };
-        lookup.bench_with_input(BenchmarkId::new("exact", n), &exact, |b, h| b.iter(|| routes.find(h)));
-        lookup.bench_with_input(BenchmarkId::new("wildcard", n), &wildcard, |b, h| b.iter(|| routes.find(h)));
-        lookup.bench_with_input(BenchmarkId::new("miss", n), &"nothing.example.org", |b, h| b.iter(|| routes.find(h)));
+        lookup.bench_with_input(BenchmarkId::new("exact", n), &exact, |b, h| {
+            b.iter(|| routes.find(h))
+        });
+        lookup.bench_with_input(BenchmarkId::new("wildcard", n), &wildcard, |b, h| {
+            b.iter(|| routes.find(h))
+        });
+        lookup.bench_with_input(
+            BenchmarkId::new("miss", n),
+            &"nothing.example.org",
+            |b, h| b.iter(|| routes.find(h)),
+        );
         compiled.push((n, snapshot, exact));
     }
     lookup.finish();
@@ -33,9 +44,15 @@ fn routing(c: &mut Criterion) {
     let headers = HeaderMap::new();
     for (n, snapshot, host) in &compiled {
         let listener = snapshot.listeners.values().next().expect("a listener");
-        let ListenerKind::Http { routes } = &listener.kind else { unreachable!() };
+        let ListenerKind::Http { routes } = &listener.kind else {
+            unreachable!()
+        };
         let vhost = routes.find(host).expect("vhost");
-        for (name, path) in [("prefix", "/api/v1/items"), ("regex", "/users/42/profile"), ("catch_all", "/index.html")] {
+        for (name, path) in [
+            ("prefix", "/api/v1/items"),
+            ("regex", "/users/42/profile"),
+            ("catch_all", "/index.html"),
+        ] {
             let view = RequestView {
                 method: "GET",
                 scheme: "http",
@@ -44,7 +61,9 @@ fn routing(c: &mut Criterion) {
                 query: None,
                 headers: &headers,
             };
-            group.bench_function(BenchmarkId::new(name, n), |b| b.iter(|| first_match(&vhost.routes, &view)));
+            group.bench_function(BenchmarkId::new(name, n), |b| {
+                b.iter(|| first_match(&vhost.routes, &view))
+            });
         }
     }
     group.finish();

@@ -16,7 +16,7 @@ use pingora_load_balancing::Backend;
 use serde::Serialize;
 
 use super::registry::{RegisteredHost, Registry};
-use crate::config::host::HostPattern;
+use crate::config::host::{canonical_host, HostPattern};
 use crate::config::load::{Resource, Resources};
 use crate::config::types::{
     ClientTls, ConnectionPoolSettings, ConsistentHash, DestinationRule, H2UpgradePolicy,
@@ -304,7 +304,7 @@ fn backend_addr(b: Option<&Backend>) -> Option<SocketAddr> {
 }
 
 /// Picks an item with probability proportional to its weight (weights of 0 count as 1).
-fn weighted_choice<'a, T>(weights: impl Iterator<Item = u32> + Clone, items: &'a [T]) -> &'a T {
+fn weighted_choice<T>(weights: impl Iterator<Item = u32> + Clone, items: &[T]) -> &T {
     let total: u64 = weights.clone().map(|w| u64::from(w.max(1))).sum();
     let mut r = fastrand::u64(0..total.max(1));
     for (w, item) in weights.zip(items) {
@@ -385,7 +385,7 @@ impl<'a> DestinationRules<'a> {
             .iter()
             .map(|dr| {
                 (
-                    HostPattern::parse(&expand_short_name(&dr.spec.host, &dr.meta.namespace)),
+                    HostPattern::parse(&canonical_host(&dr.spec.host, &dr.meta.namespace)),
                     dr,
                 )
             })
@@ -398,7 +398,7 @@ impl<'a> DestinationRules<'a> {
     /// The rules for a destination host: all rules with the most specific matching host,
     /// in load order (several DRs for one host merge, first wins per field).
     pub fn for_host(&self, host: &str, namespace: &str) -> Vec<&'a Resource<DestinationRule>> {
-        let target = HostPattern::parse(&expand_short_name(host, namespace));
+        let target = HostPattern::parse(&canonical_host(host, namespace));
         let mut best: Option<&HostPattern> = None;
         let mut out = Vec::new();
         for (pattern, dr) in &self.rules {
@@ -419,18 +419,6 @@ impl<'a> DestinationRules<'a> {
             }
         }
         out
-    }
-}
-
-/// Istio expands a Kubernetes short name (`reviews`) to `reviews.<ns>.svc.cluster.local`.
-pub fn expand_short_name(host: &str, namespace: &str) -> String {
-    if host.contains('.') || host.starts_with('*') || host.parse::<IpAddr>().is_ok() {
-        host.to_ascii_lowercase()
-    } else {
-        format!(
-            "{}.{namespace}.svc.cluster.local",
-            host.to_ascii_lowercase()
-        )
     }
 }
 

@@ -344,6 +344,9 @@ fn https_ports(
         .collect()
 }
 
+/// Per domain: each VirtualService's routes (in merge order) and the https redirect, if any.
+type HostRoutes = (Vec<(VsOrder, Vec<Route>)>, Option<HttpsRedirect>);
+
 /// Virtual hosts for a set of servers that share one route table.
 fn http_route_table(
     name: String,
@@ -355,8 +358,7 @@ fn http_route_table(
     diags: &mut Vec<Diagnostic>,
 ) -> RouteTable {
     // domain → (routes per VirtualService, https redirect)
-    let mut hosts: BTreeMap<HostPattern, (Vec<(VsOrder, Vec<Route>)>, Option<HttpsRedirect>)> =
-        BTreeMap::new();
+    let mut hosts: BTreeMap<HostPattern, HostRoutes> = BTreeMap::new();
     let mut seen: HashMap<(String, String, u16), Vec<Route>> = HashMap::new();
     let delegates = |ns: &str, name: &str| -> Option<Resource<VirtualService>> {
         resources

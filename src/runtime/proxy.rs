@@ -22,7 +22,7 @@ use super::context::{RequestCtx, Routed, Target};
 use super::headers::{apply_request_ops, apply_response_ops};
 use super::reply::{flags, LocalReply};
 use super::routing::{decide, Addressing, Decision};
-use super::upstream::{admit, peer};
+use super::upstream::{admit, peer, SanCheck};
 use super::State;
 use crate::compile::action::{Abort, Action, RedirectInput};
 use crate::compile::cluster::{HashKey, LbPolicy, PickInput};
@@ -447,9 +447,14 @@ impl ProxyHttp for Edge {
         reused: bool,
         _peer: &HttpPeer,
         #[cfg(unix)] fd: std::os::unix::io::RawFd,
-        _digest: Option<&Digest>,
+        digest: Option<&Digest>,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if let Some(reason) = SanCheck::failure(digest) {
+            ctx.reply = Some(LocalReply::connect_failure(&reason));
+            ctx.upstream_failure = Some(reason.clone());
+            return Error::e_explain(TLSHandshakeFailure, reason);
+        }
         if let Some(t) = &ctx.target {
             let stats = &t.cluster.stats;
             if reused {

@@ -9,7 +9,7 @@ use pingora::protocols::Stream;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::routing::{not_in_registry, Addressing};
-use super::upstream::peer;
+use super::upstream::{peer, SanCheck};
 use super::State;
 use crate::compile::cluster::{Cluster, PickInput};
 use crate::compile::listener::TcpRoute;
@@ -74,6 +74,13 @@ async fn connect(
                 .unwrap_or_default()
         )
     })?;
+    let digest = pingora::protocols::Digest {
+        ssl_digest: stream.get_ssl_digest(),
+        ..Default::default()
+    };
+    if let Some(reason) = SanCheck::failure(Some(&digest)) {
+        return Err(reason);
+    }
     Ok((stream, picked.address))
 }
 

@@ -62,9 +62,11 @@ impl Duration {
                         "duration `{text}` has no unit (expected ms, s, m or h)"
                     ))
                 }
-                other => return Err(format!(
+                other => {
+                    return Err(format!(
                     "unknown unit `{other}` in duration `{text}` (expected ns, us, ms, s, m or h)"
-                )),
+                ))
+                }
             };
             total_nanos += number * scale;
         }
@@ -86,7 +88,7 @@ impl From<Duration> for String {
 impl fmt::Display for Duration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        if self.0.subsec_nanos() % 1_000_000 == 0 && ms % 1000 != 0 {
+        if self.0.subsec_nanos().is_multiple_of(1_000_000) && !ms.is_multiple_of(1000) {
             write!(f, "{ms}ms")
         } else {
             write!(f, "{}s", self.0.as_secs_f64())

@@ -215,7 +215,7 @@ fn is_prime(x: u64) -> bool {
     let limit = (x as f64).sqrt() as u64;
     let mut f = 3;
     while f <= limit {
-        if x % f == 0 {
+        if x.is_multiple_of(f) {
             return false;
         }
         f += 2;

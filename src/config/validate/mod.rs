@@ -10,6 +10,7 @@ mod gateway;
 mod references;
 pub(crate) mod rules;
 mod service_entry;
+mod support;
 mod virtual_service;
 
 use std::collections::HashMap;
@@ -22,6 +23,13 @@ use super::types::{DestinationRule, Gateway, ServiceEntry, VirtualService};
 /// Every problem in `resources`, errors and warnings. Each object is checked on its own, so one
 /// bad document never hides the findings of another; cross-object checks come last.
 pub fn validate(resources: &Resources) -> Vec<Diagnostic> {
+    let mut out = istio_rules(resources);
+    support::check(resources, &mut out);
+    out
+}
+
+/// Istio's own rules (webhook and analyzer), without Portcullis' notes on unsupported fields.
+fn istio_rules(resources: &Resources) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     for gw in &resources.gateways {
         gateway::check(gw, &mut out);
@@ -41,16 +49,7 @@ pub fn validate(resources: &Resources) -> Vec<Diagnostic> {
     out
 }
 
-/// The Kubernetes FQDN Istio gives a short host name (`reviews` in `shop` →
-/// `reviews.shop.svc.cluster.local`); names with a dot and wildcards are kept, lower-cased.
-pub(crate) fn canonical_host(host: &str, namespace: &str) -> String {
-    let host = host.trim().to_ascii_lowercase();
-    if host.contains('.') || host.contains('*') || host.is_empty() {
-        host
-    } else {
-        format!("{host}.{namespace}.svc.cluster.local")
-    }
-}
+pub(crate) use super::host::canonical_host;
 
 /// Is an object with this `exportTo`, in `own_ns`, visible from namespace `to_ns`?
 pub(crate) fn exported_to(export_to: &[String], own_ns: &str, to_ns: &str) -> bool {
@@ -195,7 +194,7 @@ pub(crate) mod testutil {
             text: yaml.into(),
         }]);
         let mut all = load.0;
-        all.extend(super::validate(&res));
+        all.extend(super::istio_rules(&res));
         let mut d = Diagnostics(all);
         d.sort();
         d.0.iter().map(|d| d.to_string()).collect()

@@ -198,9 +198,9 @@ fn regex_error_reason(e: &regex::Error) -> String {
 }
 
 fn show_duration(d: std::time::Duration) -> String {
-    if d.subsec_nanos() % 1_000 != 0 || d < std::time::Duration::from_micros(1) {
+    if !d.subsec_nanos().is_multiple_of(1_000) || d < std::time::Duration::from_micros(1) {
         format!("{}ns", d.as_nanos())
-    } else if d.subsec_nanos() % 1_000_000 != 0 {
+    } else if !d.subsec_nanos().is_multiple_of(1_000_000) {
         format!("{}us", d.as_micros())
     } else {
         format!("{}ms", d.as_millis())
@@ -216,7 +216,7 @@ pub(crate) fn check_duration(d: Duration) -> Result<(), String> {
             show_duration(d)
         ));
     }
-    if d.subsec_nanos() % 1_000_000 != 0 {
+    if !d.subsec_nanos().is_multiple_of(1_000_000) {
         return Err(format!(
             "duration {} is not a whole number of milliseconds (expected millisecond precision)",
             show_duration(d)
