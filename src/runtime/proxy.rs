@@ -363,11 +363,13 @@ impl ProxyHttp for Edge {
         };
         let cluster = target.cluster.clone();
         let snapshot = ctx.snapshot.clone();
-        let egress_only_registered = snapshot.as_ref().is_some_and(|s| {
-            s.instance.role == Role::Egress
-                && s.instance.outbound_policy == OutboundPolicy::RegistryOnly
+        // A routed destination needs a ServiceEntry (Istio has no cluster otherwise: 503 NC),
+        // except on an egress gateway under ALLOW_ANY.
+        let only_registered = snapshot.as_ref().is_some_and(|s| {
+            s.instance.role == Role::Ingress
+                || s.instance.outbound_policy == OutboundPolicy::RegistryOnly
         });
-        if egress_only_registered && !cluster.registered() && ctx.routed.is_some() {
+        if only_registered && !cluster.registered() && ctx.routed.is_some() {
             let r = LocalReply::new(
                 503,
                 Some(flags::NC),
