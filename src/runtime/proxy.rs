@@ -40,6 +40,17 @@ fn header_str<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
     req.headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// `x-forwarded-for` with the client address appended (Envoy `use_remote_address`, no trusted
+/// hops); `None` when the client address is unknown.
+fn forwarded_for(prev: Option<&str>, session: &Session) -> Option<String> {
+    let client = session.client_addr().and_then(|a| a.as_inet())?;
+    let ip = client.ip().to_string();
+    Some(match prev {
+        Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
+        _ => ip,
+    })
+}
+
 impl Edge {
     async fn reply(
         &self,
@@ -492,13 +503,7 @@ impl ProxyHttp for Edge {
         upstream.set_uri(uri);
         upstream.insert_header(http::header::HOST, authority.as_str())?;
 
-        // x-forwarded-for: append the client (Envoy use_remote_address, no trusted hops).
-        if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
-            let ip = client.ip().to_string();
-            let xff = match header_str(upstream, "x-forwarded-for") {
-                Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
-                _ => ip,
-            };
+        if let Some(xff) = forwarded_for(header_str(upstream, "x-forwarded-for"), session) {
             upstream.insert_header("x-forwarded-for", xff)?;
         }
         upstream.insert_header("x-forwarded-proto", ctx.scheme)?;
@@ -704,7 +709,9 @@ impl ProxyHttp for Edge {
         entry.bytes_sent = session.as_downstream().body_bytes_sent() as u64;
         entry.duration = ctx.start.elapsed().as_millis() as u64;
         entry.upstream_service_time = ctx.upstream_service_time;
-        entry.x_forwarded_for = header_str(req, "x-forwarded-for").map(str::to_string);
+        // Envoy logs the request's x-forwarded-for after appending the client address.
+        entry.x_forwarded_for = forwarded_for(header_str(req, "x-forwarded-for"), session)
+            .or_else(|| header_str(req, "x-forwarded-for").map(str::to_string));
         entry.user_agent = header_str(req, "user-agent").map(str::to_string);
         entry.request_id = Some(ctx.request_id.clone());
         entry.authority = Some(ctx.authority.clone());
