@@ -20,7 +20,7 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use super::context::{RequestCtx, Routed, Target};
 use super::headers::{apply_request_ops, apply_response_ops};
 use super::reply::{flags, LocalReply};
-use super::routing::{decide, Addressing, Decision};
+use super::routing::{decide, normalize_path, Addressing, Decision};
 use super::upstream::{admit, peer};
 use super::State;
 use crate::compile::action::{Abort, Action, RedirectInput};
@@ -354,6 +354,21 @@ impl ProxyHttp for Edge {
         ctx.port = crate::compile::action::split_authority(&ctx.authority)
             .1
             .unwrap_or(default_port);
+        // Envoy's normalize_path: routing and the upstream see the path without dot segments.
+        if let Some(path) = normalize_path(req.uri.path()) {
+            let path_and_query = match req.uri.query() {
+                Some(q) => format!("{path}?{q}"),
+                None => path,
+            };
+            let mut parts = req.uri.clone().into_parts();
+            if let Ok(pq) = path_and_query.parse() {
+                parts.path_and_query = Some(pq);
+                if let Ok(uri) = http::Uri::from_parts(parts) {
+                    session.req_header_mut().set_uri(uri);
+                }
+            }
+        }
+        let req = session.req_header();
         ctx.request_id = header_str(req, "x-request-id")
             .filter(|v| !v.is_empty())
             .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string);
