@@ -652,6 +652,9 @@ impl ProxyHttp for Edge {
             .filter(|r| r.status != 0)
             .unwrap_or_else(|| Self::classify(e, ctx));
         if reply.status != 0 && session.response_written().is_none() {
+            // The connection is not reused after a failure: say so (`Connection: close`), or
+            // a keep-alive client sends its next request on a connection about to close.
+            session.set_keepalive(None);
             let _ = reply.send(session).await;
         }
         let code = reply.status;
