@@ -44,9 +44,21 @@ pub struct Prepared {
     bound: Vec<(SocketAddr, TcpListener)>,
 }
 
+/// Pingora's HTTP app, twice: with HTTP/2 prior knowledge (h2c) and without. Pingora's own h2c
+/// detection reads exactly the 24-byte preface, which never completes for a shorter request
+/// (`GET / HTTP/1.0\r\n\r\n` waited forever), so a plain connection is classified here
+/// ([`h2c_preface`]) and handed to the app that needs no detection.
+#[derive(Clone)]
+pub struct HttpApps {
+    /// HTTP/1.x on plain connections; HTTP/1.x or h2 (by ALPN) on TLS.
+    pub h1: Arc<HttpProxy<Edge>>,
+    /// h2c: only given connections that start with the preface.
+    pub h2c: Arc<HttpProxy<Edge>>,
+}
+
 pub struct Listeners {
     state: Arc<State>,
-    http: Arc<HttpProxy<Edge>>,
+    http: HttpApps,
     running: Mutex<BTreeMap<SocketAddr, Running>>,
     /// Open downstream connections, across all listeners.
     pub connections: Arc<AtomicUsize>,
@@ -92,7 +104,7 @@ async fn until_true(mut rx: watch::Receiver<bool>) {
 }
 
 impl Listeners {
-    pub fn new(state: Arc<State>, http: Arc<HttpProxy<Edge>>) -> Self {
+    pub fn new(state: Arc<State>, http: HttpApps) -> Self {
         Listeners {
             state,
             http,
@@ -159,7 +171,8 @@ impl Listeners {
             self.stop(r, self.state.options.drain_timeout);
         }
         // Wakes keep-alive connections idling in Pingora so they close now.
-        self.http.cleanup().await;
+        self.http.h1.cleanup().await;
+        self.http.h2c.cleanup().await;
     }
 
     pub fn addresses(&self) -> Vec<SocketAddr> {
@@ -215,7 +228,7 @@ impl Listeners {
 
 async fn serve(
     state: Arc<State>,
-    http: Arc<HttpProxy<Edge>>,
+    http: HttpApps,
     addr: SocketAddr,
     tcp: TcpStream,
     client: SocketAddr,
@@ -244,7 +257,12 @@ async fn serve(
                     None => return,
                 }
             }
-            serve_http(&http, Box::new(stream), &drain).await;
+            let app = match h2c_preface(&mut stream).await {
+                Some(true) => &http.h2c,
+                Some(false) => &http.h1,
+                None => return,
+            };
+            serve_http(app, Box::new(stream), &drain).await;
         }
         ListenerKind::Tcp { route } => {
             if let Some(route) = route {
@@ -294,7 +312,9 @@ async fn serve(
                     )
                     .await;
                     match hs {
-                        Ok(Ok(tls_stream)) => serve_http(&http, Box::new(tls_stream), &drain).await,
+                        Ok(Ok(tls_stream)) => {
+                            serve_http(&http.h1, Box::new(tls_stream), &drain).await
+                        }
                         Ok(Err(e)) => debug!(%client, sni = ?sni, "TLS handshake failed: {e}"),
                         Err(_) => debug!(%client, "TLS handshake timed out"),
                     }
@@ -323,6 +343,26 @@ async fn serve_http(http: &Arc<HttpProxy<Edge>>, stream: Stream, drain: &watch::
     while let Some(s) = next {
         next = http.process_new(s, drain).await;
     }
+}
+
+/// Whether a plain connection opens with the HTTP/2 preface, reading (then un-reading) only
+/// as far as the first byte that differs from it. `None`: nothing usable in time.
+async fn h2c_preface(stream: &mut L4Stream) -> Option<bool> {
+    use tokio::io::AsyncReadExt;
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let mut seen = Vec::with_capacity(PREFACE.len());
+    let mut buf = [0u8; PREFACE.len()];
+    while seen.len() < PREFACE.len() && PREFACE.starts_with(&seen) {
+        let want = PREFACE.len() - seen.len();
+        let read = tokio::time::timeout(FIRST_BYTES_TIMEOUT, stream.read(&mut buf[..want])).await;
+        match read {
+            Ok(Ok(0)) => break,
+            Ok(Ok(n)) => seen.extend_from_slice(&buf[..n]),
+            _ => return None,
+        }
+    }
+    stream.rewind(&seen);
+    Some(seen == PREFACE)
 }
 
 /// Peeks (without consuming) whether the client opened with a CONNECT request. `None`: the

@@ -10,7 +10,7 @@ use pingora::server::configuration::ServerConf;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
 
-use super::listeners::{serve_app, Listeners};
+use super::listeners::{serve_app, HttpApps, Listeners};
 use super::proxy::Edge;
 use super::{RuntimeOptions, State};
 use crate::cli::RunArgs;
@@ -116,18 +116,23 @@ async fn serve(
 
     let mut conf = ServerConf::default();
     conf.threads = args.threads.unwrap_or_else(num_threads);
-    // Idle upstream connections kept for reuse (shared by every upstream).
+    // Idle upstream connections kept for reuse (shared by every upstream of one HTTP app).
     conf.upstream_keepalive_pool_size = 1024;
-    let mut proxy = pingora_proxy::http_proxy(
-        &Arc::new(conf),
-        Edge {
-            state: state.clone(),
-        },
-    );
+    let conf = Arc::new(conf);
+    let edge = || Edge {
+        state: state.clone(),
+    };
+    let mut h1 = pingora_proxy::http_proxy(&conf, edge());
+    h1.server_options = Some(HttpServerOptions::default());
+    let mut h2c = pingora_proxy::http_proxy(&conf, edge());
     let mut opts = HttpServerOptions::default();
     opts.h2c = true;
-    proxy.server_options = Some(opts);
-    let listeners = Arc::new(Listeners::new(state.clone(), Arc::new(proxy)));
+    h2c.server_options = Some(opts);
+    let http = HttpApps {
+        h1: Arc::new(h1),
+        h2c: Arc::new(h2c),
+    };
+    let listeners = Arc::new(Listeners::new(state.clone(), http));
 
     let mut sigterm = signal(SignalKind::terminate()).ok();
     let mut sigint = signal(SignalKind::interrupt()).ok();
