@@ -4,4 +4,5 @@
 mod support;
 
 mod corpus;
+mod ingress;
 mod support_selftest;
