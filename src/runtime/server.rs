@@ -114,11 +114,12 @@ async fn serve(
     };
     state.metrics.config_generation.set(1);
 
-    let mut conf = ServerConf::default();
-    conf.threads = args.threads.unwrap_or_else(num_threads);
-    // Idle upstream connections kept for reuse (shared by every upstream of one HTTP app).
-    conf.upstream_keepalive_pool_size = 1024;
-    let conf = Arc::new(conf);
+    let conf = Arc::new(ServerConf {
+        threads: args.threads.unwrap_or_else(num_threads),
+        // Idle upstream connections kept for reuse (shared by every upstream of one HTTP app).
+        upstream_keepalive_pool_size: 1024,
+        ..Default::default()
+    });
     let edge = || Edge {
         state: state.clone(),
     };
