@@ -244,7 +244,11 @@ async fn serve(
                     None => return,
                 }
             }
-            serve_http(&http, Box::new(stream), &drain).await;
+            match h2c_preface(&mut stream).await {
+                Some(true) => serve_http(&http, Box::new(stream), &drain).await,
+                Some(false) => serve_h1(&http, Box::new(stream), &drain).await,
+                None => {}
+            }
         }
         ListenerKind::Tcp { route } => {
             if let Some(route) = route {
@@ -318,11 +322,51 @@ async fn serve(
     }
 }
 
+/// A connection whose protocol Pingora decides: TLS by ALPN, or h2c after the preface.
 async fn serve_http(http: &Arc<HttpProxy<Edge>>, stream: Stream, drain: &watch::Receiver<bool>) {
     let mut next = http.process_new(stream, drain).await;
     while let Some(s) = next {
         next = http.process_new(s, drain).await;
     }
+}
+
+/// A plain connection known to be HTTP/1.x. Pingora's own h2c detection would read exactly the
+/// 24-byte preface first, which never completes for a shorter request (`GET / HTTP/1.0\r\n\r\n`
+/// waited forever), so [`h2c_preface`] classifies the connection and this runs Pingora's
+/// HTTP/1 keep-alive loop directly, with the one proxy (and so the one upstream pool).
+async fn serve_h1(http: &Arc<HttpProxy<Edge>>, stream: Stream, drain: &watch::Receiver<bool>) {
+    use pingora::apps::HttpServerApp;
+    use pingora::protocols::http::ServerSession;
+    let mut session = ServerSession::new_http1(stream);
+    session.set_keepalive(if *drain.borrow() { None } else { Some(60) });
+    let mut result = http.process_new_http(session, drain).await;
+    while let Some((stream, settings)) = result.map(|r| r.consume()) {
+        let mut session = ServerSession::new_http1(stream);
+        if let Some(settings) = settings {
+            settings.apply_to_session(&mut session);
+        }
+        result = http.process_new_http(session, drain).await;
+    }
+}
+
+/// Whether a plain connection opens with the HTTP/2 preface, reading (then un-reading) only
+/// as far as the first byte that differs from it. `None`: nothing usable in time.
+async fn h2c_preface(stream: &mut L4Stream) -> Option<bool> {
+    use tokio::io::AsyncReadExt;
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let mut seen = Vec::with_capacity(PREFACE.len());
+    let mut buf = [0u8; PREFACE.len()];
+    while seen.len() < PREFACE.len() && PREFACE.starts_with(&seen) {
+        let want = PREFACE.len() - seen.len();
+        let read = tokio::time::timeout(FIRST_BYTES_TIMEOUT, stream.read(&mut buf[..want])).await;
+        match read {
+            Ok(Ok(0)) => break,
+            Ok(Ok(n)) => seen.extend_from_slice(&buf[..n]),
+            _ => return None,
+        }
+    }
+    stream.rewind(&seen);
+    Some(seen == PREFACE)
 }
 
 /// Peeks (without consuming) whether the client opened with a CONNECT request. `None`: the

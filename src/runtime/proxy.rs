@@ -21,7 +21,7 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use super::context::{RequestCtx, Routed, Target};
 use super::headers::{apply_request_ops, apply_response_ops};
 use super::reply::{flags, LocalReply};
-use super::routing::{decide, Addressing, Decision};
+use super::routing::{decide, normalize_path, Addressing, Decision};
 use super::upstream::{admit, peer, SanCheck};
 use super::State;
 use crate::compile::action::{Abort, Action, RedirectInput};
@@ -39,6 +39,17 @@ pub struct Edge {
 
 fn header_str<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
     req.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// `x-forwarded-for` with the client address appended (Envoy `use_remote_address`, no trusted
+/// hops); `None` when the client address is unknown.
+fn forwarded_for(prev: Option<&str>, session: &Session) -> Option<String> {
+    let client = session.client_addr().and_then(|a| a.as_inet())?;
+    let ip = client.ip().to_string();
+    Some(match prev {
+        Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
+        _ => ip,
+    })
 }
 
 impl Edge {
@@ -352,6 +363,21 @@ impl ProxyHttp for Edge {
         ctx.port = crate::compile::action::split_authority(&ctx.authority)
             .1
             .unwrap_or(default_port);
+        // Envoy's normalize_path: routing and the upstream see the path without dot segments.
+        if let Some(path) = normalize_path(req.uri.path()) {
+            let path_and_query = match req.uri.query() {
+                Some(q) => format!("{path}?{q}"),
+                None => path,
+            };
+            let mut parts = req.uri.clone().into_parts();
+            if let Ok(pq) = path_and_query.parse() {
+                parts.path_and_query = Some(pq);
+                if let Ok(uri) = http::Uri::from_parts(parts) {
+                    session.req_header_mut().set_uri(uri);
+                }
+            }
+        }
+        let req = session.req_header();
         ctx.request_id = header_str(req, "x-request-id")
             .filter(|v| !v.is_empty())
             .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string);
@@ -372,11 +398,14 @@ impl ProxyHttp for Edge {
         };
         let cluster = target.cluster.clone();
         let snapshot = ctx.snapshot.clone();
-        let egress_only_registered = snapshot.as_ref().is_some_and(|s| {
+        // On an egress gateway under REGISTRY_ONLY only registered destinations leave (Istio
+        // has no cluster for others: 503 NC). An ingress gateway resolves an unregistered
+        // destination as a DNS name or IP literal.
+        let only_registered = snapshot.as_ref().is_some_and(|s| {
             s.instance.role == Role::Egress
                 && s.instance.outbound_policy == OutboundPolicy::RegistryOnly
         });
-        if egress_only_registered && !cluster.registered() && ctx.routed.is_some() {
+        if only_registered && !cluster.registered() && ctx.routed.is_some() {
             let r = LocalReply::new(
                 503,
                 Some(flags::NC),
@@ -504,13 +533,7 @@ impl ProxyHttp for Edge {
         upstream.set_uri(uri);
         upstream.insert_header(http::header::HOST, authority.as_str())?;
 
-        // x-forwarded-for: append the client (Envoy use_remote_address, no trusted hops).
-        if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
-            let ip = client.ip().to_string();
-            let xff = match header_str(upstream, "x-forwarded-for") {
-                Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
-                _ => ip,
-            };
+        if let Some(xff) = forwarded_for(header_str(upstream, "x-forwarded-for"), session) {
             upstream.insert_header("x-forwarded-for", xff)?;
         }
         upstream.insert_header("x-forwarded-proto", ctx.scheme)?;
@@ -644,6 +667,9 @@ impl ProxyHttp for Edge {
             .filter(|r| r.status != 0)
             .unwrap_or_else(|| Self::classify(e, ctx));
         if reply.status != 0 && session.response_written().is_none() {
+            // The connection is not reused after a failure: say so (`Connection: close`), or
+            // a keep-alive client sends its next request on a connection about to close.
+            session.set_keepalive(None);
             let _ = reply.send(session).await;
         }
         let code = reply.status;
@@ -716,7 +742,9 @@ impl ProxyHttp for Edge {
         entry.bytes_sent = session.as_downstream().body_bytes_sent() as u64;
         entry.duration = ctx.start.elapsed().as_millis() as u64;
         entry.upstream_service_time = ctx.upstream_service_time;
-        entry.x_forwarded_for = header_str(req, "x-forwarded-for").map(str::to_string);
+        // Envoy logs the request's x-forwarded-for after appending the client address.
+        entry.x_forwarded_for = forwarded_for(header_str(req, "x-forwarded-for"), session)
+            .or_else(|| header_str(req, "x-forwarded-for").map(str::to_string));
         entry.user_agent = header_str(req, "user-agent").map(str::to_string);
         entry.request_id = Some(ctx.request_id.clone());
         entry.authority = Some(ctx.authority.clone());

@@ -143,3 +143,38 @@ pub fn not_in_registry(
         format!("{why}\n"),
     )
 }
+
+/// Envoy's `normalize_path` (on in Istio's gateways): RFC 3986 §5.2.4 dot-segment removal, with
+/// `%2e` counted as `.`, applied before routing so `..` cannot step from one route's prefix into
+/// another's. Repeated slashes are kept (Istio leaves `merge_slashes` off). `None` when the path
+/// has no dot segment.
+pub fn normalize_path(path: &str) -> Option<String> {
+    let is_dot = |s: &str| s == "." || s.eq_ignore_ascii_case("%2e");
+    let is_dot_dot = |s: &str| {
+        let s = s.to_ascii_lowercase();
+        matches!(s.as_str(), ".." | ".%2e" | "%2e." | "%2e%2e")
+    };
+    let rest = path.strip_prefix('/')?;
+    if !rest.split('/').any(|s| is_dot(s) || is_dot_dot(s)) {
+        return None;
+    }
+    let segments: Vec<&str> = rest.split('/').collect();
+    let last = segments.len() - 1;
+    let mut out: Vec<&str> = Vec::with_capacity(segments.len());
+    for (i, seg) in segments.into_iter().enumerate() {
+        let dot = is_dot(seg);
+        let dot_dot = !dot && is_dot_dot(seg);
+        if dot_dot {
+            out.pop();
+        }
+        if dot || dot_dot {
+            // A trailing dot segment leaves a directory: `/a/b/..` → `/a/`.
+            if i == last {
+                out.push("");
+            }
+            continue;
+        }
+        out.push(seg);
+    }
+    Some(format!("/{}", out.join("/")))
+}

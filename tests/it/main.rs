@@ -5,4 +5,5 @@ mod support;
 
 mod corpus;
 mod egress;
+mod ingress;
 mod support_selftest;

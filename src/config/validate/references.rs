@@ -301,7 +301,7 @@ fn check_service_host(
         r.warn(
             format!("{path}.host"),
             format!(
-                "IST0101 destination host `{}` is not defined by any ServiceEntry visible from namespace {ns}: requests routed here get 503 (no cluster) (expected a ServiceEntry with this host)",
+                "IST0101 destination host `{}` is not defined by any ServiceEntry visible from namespace {ns}: an ingress gateway resolves it as a DNS name, an egress gateway under REGISTRY_ONLY answers 503 (expected a ServiceEntry with this host)",
                 d.host
             ),
         );
@@ -653,7 +653,7 @@ spec:
         assert_eq!(
             diags(&file(&[vs])),
             [
-                "t.yaml:9: warning: VirtualService default/vs: spec.http[0].route[0].destination.host: IST0101 destination host `unknown.example.com` is not defined by any ServiceEntry visible from namespace default: requests routed here get 503 (no cluster) (expected a ServiceEntry with this host)",
+                "t.yaml:9: warning: VirtualService default/vs: spec.http[0].route[0].destination.host: IST0101 destination host `unknown.example.com` is not defined by any ServiceEntry visible from namespace default: an ingress gateway resolves it as a DNS name, an egress gateway under REGISTRY_ONLY answers 503 (expected a ServiceEntry with this host)",
                 "t.yaml:11: warning: VirtualService default/vs: spec.http[0].route[1].destination.port.number: IST0101 port 8080 is not a port of ServiceEntry default/svc (ports: 80, 443, 9000) (expected one of its ports)",
             ]
         );

@@ -217,16 +217,30 @@ async fn destination_rule_subject_alt_names_must_be_in_the_upstream_certificate(
     assert_eq!(r.status, 503, "{} {}", r.head, r.body);
     let line = eg.log_line(&["\"GET /pinned", " 503 "]);
     assert!(line.contains(" UF "), "{line}");
-    assert!(line.contains("include none of subjectAltNames [pinned.example.test]"), "{line}");
-    assert_eq!(upstream.requests(), 0, "nothing is sent to an unverified upstream");
+    assert!(
+        line.contains("include none of subjectAltNames [pinned.example.test]"),
+        "{line}"
+    );
+    assert_eq!(
+        upstream.requests(),
+        0,
+        "nothing is sent to an unverified upstream"
+    );
 
     // A SAN the certificate does carry is accepted, even when it is not the SNI.
     let upstream = Backend::builder("api2")
-        .tls(pki.ca.server_cert(&["api2.example.test", "pinned.example.test"]))
+        .tls(
+            pki.ca
+                .server_cert(&["api2.example.test", "pinned.example.test"]),
+        )
         .start()
         .await;
     let eg = Egress::start(&docs(&[
-        &service_entry("api2", "api2.example.test", &[(80, "http", "HTTP", upstream.port())]),
+        &service_entry(
+            "api2",
+            "api2.example.test",
+            &[(80, "http", "HTTP", upstream.port())],
+        ),
         &destination_rule("api2", "api2.example.test", &pinned("pinned.example.test")),
     ]));
     let r = eg.get_host("api2.example.test", "/pinned").await;
