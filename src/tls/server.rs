@@ -12,7 +12,7 @@ use openssl::ssl::{
     SslVerifyMode, SslVersion,
 };
 use openssl::x509::store::X509StoreBuilder;
-use openssl::x509::{X509Ref, X509StoreContextRef, X509};
+use openssl::x509::{X509Ref, X509StoreContextRef, X509VerifyResult, X509};
 use pingora::listeners::TlsAccept;
 use pingora::tls::ext;
 
@@ -162,7 +162,18 @@ pub fn build(spec: ServerTlsSpec) -> Result<(ServerTls, Vec<String>), String> {
                 .map(|h| h.replace(':', "").to_ascii_lowercase())
                 .collect(),
         };
-        b.set_verify_callback(verify_mode, move |ok, ctx| ok && checks.verify(ctx));
+        b.set_verify_callback(verify_mode, move |ok, ctx| {
+            if !ok {
+                return false;
+            }
+            if !checks.verify(ctx) {
+                // Without an error code OpenSSL answers `internal_error`, as if the gateway
+                // were broken; this is a certificate it refuses on purpose.
+                ctx.set_error(X509VerifyResult::APPLICATION_VERIFICATION);
+                return false;
+            }
+            true
+        });
     }
     let summary = spec
         .certificates
