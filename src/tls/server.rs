@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use openssl::hash::MessageDigest;
 use openssl::ssl::{
-    select_next_proto, AlpnError, SniError, SslAcceptor, SslAlert, SslMethod, SslRef,
+    select_next_proto, AlpnError, SniError, SslAcceptor, SslAlert, SslMethod, SslOptions, SslRef,
     SslVerifyMode, SslVersion,
 };
 use openssl::x509::store::X509StoreBuilder;
@@ -89,8 +89,10 @@ pub fn build(spec: ServerTlsSpec) -> Result<(ServerTls, Vec<String>), String> {
         .map_err(|e| err("minProtocolVersion", e))?;
     b.set_max_proto_version(spec.max_version.and_then(ssl_version))
         .map_err(|e| err("maxProtocolVersion", e))?;
+    // Mozilla intermediate disables TLS 1.0/1.1 by option (the minimum version alone does
+    // not re-enable them), and OpenSSL 3 refuses them at its default security level.
     if matches!(min, SslVersion::TLS1 | SslVersion::TLS1_1) {
-        // OpenSSL 3 refuses TLS 1.0/1.1 at its default security level.
+        b.clear_options(SslOptions::NO_TLSV1 | SslOptions::NO_TLSV1_1);
         b.set_cipher_list("DEFAULT:@SECLEVEL=0")
             .map_err(|e| err("cipherSuites", e))?;
     }
