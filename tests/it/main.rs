@@ -5,3 +5,4 @@ mod support;
 
 mod corpus;
 mod support_selftest;
+mod tls;
