@@ -80,6 +80,9 @@ pub fn build(spec: ServerTlsSpec) -> Result<(ServerTls, Vec<String>), String> {
     let err = |what: &str, e: openssl::error::ErrorStack| format!("{what}: {e}");
     let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())
         .map_err(|e| err("TLS setup", e))?;
+    // The server's cipher order decides, as in Envoy (which makes `cipherSuites` a preference
+    // list); ChaCha20 still wins for clients that put it first (no AES hardware).
+    b.set_options(SslOptions::CIPHER_SERVER_PREFERENCE | SslOptions::PRIORITIZE_CHACHA);
     // Istio's default minimum is TLS 1.2 (Mozilla intermediate would allow nothing older anyway).
     let min = spec
         .min_version
