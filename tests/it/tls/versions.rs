@@ -1,5 +1,6 @@
 //! Protocol versions and ciphers per server: `minProtocolVersion` / `maxProtocolVersion` (the
-//! minimum defaults to TLS 1.2) and `cipherSuites` (TLS 1.2 ciphers).
+//! minimum defaults to TLS 1.2) and `cipherSuites` (TLS 1.2 ciphers, in the server's order of
+//! preference).
 
 use openssl::ssl::SslVersion;
 
@@ -86,6 +87,14 @@ async fn min_and_max_protocol_versions_and_cipher_suites_are_honoured() {
                     &["ciphers.example.com"],
                     with(json!({"cipherSuites": ["ECDHE-ECDSA-AES256-GCM-SHA384"]})),
                 ),
+                https(
+                    443,
+                    &["order.example.com"],
+                    with(json!({"cipherSuites": [
+                        "ECDHE-ECDSA-AES256-GCM-SHA384",
+                        "ECDHE-ECDSA-AES128-GCM-SHA256",
+                    ]})),
+                ),
                 https(443, &["legacy.example.com"], with(legacy.clone())),
                 https(
                     443,
@@ -143,6 +152,31 @@ async fn min_and_max_protocol_versions_and_cipher_suites_are_honoured() {
         .await
         .unwrap();
     assert_eq!(n.cipher, "ECDHE-ECDSA-AES128-GCM-SHA256");
+
+    // The server's order decides (as Envoy's), so cipherSuites is a preference list; a
+    // client that puts ChaCha20 first (no AES hardware) still gets it.
+    for (host, client, want) in [
+        (
+            "order.example.com",
+            "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384",
+            "ECDHE-ECDSA-AES256-GCM-SHA384",
+        ),
+        (
+            "default.example.com",
+            "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256",
+            "ECDHE-ECDSA-AES128-GCM-SHA256",
+        ),
+        (
+            "default.example.com",
+            "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-GCM-SHA256",
+            "ECDHE-ECDSA-CHACHA20-POLY1305",
+        ),
+    ] {
+        let n = connect(e, r, host, None, tls12, Some(client))
+            .await
+            .unwrap();
+        assert_eq!(n.cipher, want, "{host}, client prefers {client}");
+    }
 
     // minProtocolVersion TLSV1_1 with cipherSuites that support it lets TLS 1.1 in (and shows
     // the TLS 1.1 client above really offered TLS 1.1), with an ECDSA or an RSA certificate.
