@@ -131,8 +131,7 @@ impl Edge {
         }
     }
 
-    /// Everything a matched route does before the upstream: https redirect, faults, CORS
-    /// preflights, redirects, direct responses, the weighted choice of destination.
+    /// Everything a matched route does before the upstream: faults, CORS preflights, redirects, direct responses, the weighted choice of destination.
     async fn apply_route(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let Some(routed) = &ctx.routed else {
             return Ok(false);
@@ -147,19 +146,6 @@ impl Edge {
             path: req.uri.path(),
             query: req.uri.query(),
         };
-        if let (Some(r), "http") = (vhost.https_redirect, ctx.scheme) {
-            let (host, _) = crate::compile::action::split_authority(&ctx.authority);
-            let port = if r.port == 443 {
-                String::new()
-            } else {
-                format!(":{}", r.port)
-            };
-            let query = input.query.map(|q| format!("?{q}")).unwrap_or_default();
-            let location = format!("https://{host}{port}{}{query}", input.path);
-            let reply =
-                LocalReply::new(301, None, "https_redirect", "").header("location", location);
-            return self.reply(session, ctx, reply).await;
-        }
         if let Some(fault) = &route.fault {
             if let Some((ms, pct)) = fault.delay {
                 if fastrand::f64() * 100.0 < pct {

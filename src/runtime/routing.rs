@@ -80,6 +80,11 @@ pub fn decide(
         return egress_or_not_found(snapshot, req, host, port, addressing);
     };
     let vhost = &table.virtual_hosts[vhost_index];
+    // `tls.httpsRedirect` (Envoy `require_tls`) applies to the whole virtual host, before any
+    // route is matched: hosts without a route or a matching route are redirected too.
+    if let (Some(r), "http") = (vhost.https_redirect, req.scheme) {
+        return Decision::Reply(https_redirect(r.port, req));
+    }
     match vhost.routes.iter().position(|r| r.matches(req)) {
         Some(route) => Decision::Route {
             table: table.clone(),
@@ -88,6 +93,19 @@ pub fn decide(
         },
         None => Decision::Reply(LocalReply::no_route(host, req.path)),
     }
+}
+
+/// 301 to the same host and path (query kept) on https, `:443` omitted.
+fn https_redirect(port: u16, req: &RequestView<'_>) -> LocalReply {
+    let (host, _) = crate::compile::action::split_authority(req.authority);
+    let port = if port == 443 {
+        String::new()
+    } else {
+        format!(":{port}")
+    };
+    let query = req.query.map(|q| format!("?{q}")).unwrap_or_default();
+    let location = format!("https://{host}{port}{}{query}", req.path);
+    LocalReply::new(301, None, "https_redirect", "").header("location", location)
 }
 
 fn egress_or_not_found(

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use openssl::hash::MessageDigest;
 use openssl::ssl::{
-    select_next_proto, AlpnError, SniError, SslAcceptor, SslAlert, SslMethod, SslRef,
+    select_next_proto, AlpnError, SniError, SslAcceptor, SslAlert, SslMethod, SslOptions, SslRef,
     SslVerifyMode, SslVersion,
 };
 use openssl::x509::store::X509StoreBuilder;
-use openssl::x509::{X509Ref, X509StoreContextRef, X509};
+use openssl::x509::{X509Ref, X509StoreContextRef, X509VerifyResult, X509};
 use pingora::listeners::TlsAccept;
 use pingora::tls::ext;
 
@@ -80,6 +80,9 @@ pub fn build(spec: ServerTlsSpec) -> Result<(ServerTls, Vec<String>), String> {
     let err = |what: &str, e: openssl::error::ErrorStack| format!("{what}: {e}");
     let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())
         .map_err(|e| err("TLS setup", e))?;
+    // The server's cipher order decides, as in Envoy (which makes `cipherSuites` a preference
+    // list); ChaCha20 still wins for clients that put it first (no AES hardware).
+    b.set_options(SslOptions::CIPHER_SERVER_PREFERENCE | SslOptions::PRIORITIZE_CHACHA);
     // Istio's default minimum is TLS 1.2 (Mozilla intermediate would allow nothing older anyway).
     let min = spec
         .min_version
@@ -89,8 +92,10 @@ pub fn build(spec: ServerTlsSpec) -> Result<(ServerTls, Vec<String>), String> {
         .map_err(|e| err("minProtocolVersion", e))?;
     b.set_max_proto_version(spec.max_version.and_then(ssl_version))
         .map_err(|e| err("maxProtocolVersion", e))?;
+    // Mozilla intermediate disables TLS 1.0/1.1 by option (the minimum version alone does
+    // not re-enable them), and OpenSSL 3 refuses them at its default security level.
     if matches!(min, SslVersion::TLS1 | SslVersion::TLS1_1) {
-        // OpenSSL 3 refuses TLS 1.0/1.1 at its default security level.
+        b.clear_options(SslOptions::NO_TLSV1 | SslOptions::NO_TLSV1_1);
         b.set_cipher_list("DEFAULT:@SECLEVEL=0")
             .map_err(|e| err("cipherSuites", e))?;
     }
@@ -162,7 +167,18 @@ pub fn build(spec: ServerTlsSpec) -> Result<(ServerTls, Vec<String>), String> {
                 .map(|h| h.replace(':', "").to_ascii_lowercase())
                 .collect(),
         };
-        b.set_verify_callback(verify_mode, move |ok, ctx| ok && checks.verify(ctx));
+        b.set_verify_callback(verify_mode, move |ok, ctx| {
+            if !ok {
+                return false;
+            }
+            if !checks.verify(ctx) {
+                // Without an error code OpenSSL answers `internal_error`, as if the gateway
+                // were broken; this is a certificate it refuses on purpose.
+                ctx.set_error(X509VerifyResult::APPLICATION_VERIFICATION);
+                return false;
+            }
+            true
+        });
     }
     let summary = spec
         .certificates

@@ -7,3 +7,4 @@ mod corpus;
 mod egress;
 mod ingress;
 mod support_selftest;
+mod tls;

@@ -1,0 +1,49 @@
+//! Server TLS modes a standalone gateway cannot serve are refused by `check` (and by `run`)
+//! with the reason, not silently skipped.
+
+use std::time::Duration;
+
+use super::*;
+use crate::support::cli::run_check;
+
+#[test]
+fn check_and_run_reject_istio_mutual_and_auto_passthrough_with_a_reason() {
+    for (server, reason) in [
+        (
+            https(443, &["a.example.com"], json!({"mode": "ISTIO_MUTUAL"})),
+            "spec.servers[0].tls.mode: ISTIO_MUTUAL needs Istio's mesh certificates, which a standalone gateway does not have",
+        ),
+        (
+            server(
+                15443,
+                "TLS",
+                &["*.local"],
+                Some(json!({"mode": "AUTO_PASSTHROUGH"})),
+            ),
+            "spec.servers[0].tls.mode: AUTO_PASSTHROUGH routes by Istio's internal SNI scheme for multi-network meshes and is not supported",
+        ),
+    ] {
+        let cfg = ConfigDir::new();
+        cfg.write("edge.yaml", &yaml(&[gateway("edge", vec![server])]));
+        let (code, stdout, stderr) = run_check(cfg.path(), None);
+        assert_eq!(code, 1, "{stdout}{stderr}");
+        let line = stdout
+            .lines()
+            .find(|l| l.contains(reason))
+            .unwrap_or_else(|| panic!("expected {reason:?} in:\n{stdout}"));
+        assert!(
+            line.contains("edge.yaml:") && line.contains("Gateway default/edge"),
+            "the error names the file, line and Gateway: {line}"
+        );
+        assert!(!line.contains("warning"), "{line}");
+
+        let mut gw = Gateway::start(GatewayOpts {
+            wait_ready: false,
+            port_map: Some(crate::support::gateway::port_map(&[(443, free_port()), (15443, free_port())])),
+            ..GatewayOpts::new(cfg.path())
+        });
+        let status = gw.wait_exit(Duration::from_secs(30));
+        assert!(!status.success(), "run must refuse this config");
+        assert!(gw.logs_contain(reason), "{:#?}", gw.logs());
+    }
+}
