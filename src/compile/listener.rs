@@ -567,6 +567,7 @@ fn server_tls_for(
                 cert: cert.into(),
                 key: key.into(),
                 ca: tls.ca_certificates.as_ref().map(Into::into),
+                crl: tls.ca_crl.as_ref().map(Into::into),
             },
             "serverCertificate".into(),
         ));
@@ -597,6 +598,7 @@ fn server_tls_for(
                     cert: cert.into(),
                     key: key.into(),
                     ca: tc.ca_certificates.as_ref().map(Into::into),
+                    crl: None,
                 },
                 format!("tlsCertificates[{i}]"),
             ));
@@ -633,12 +635,39 @@ fn server_tls_for(
             .map(|p| load_certificates(&p))
         {
             Some(Ok(c)) => client_ca = c,
-            Some(Err(e)) => fail(&mut report, "caCertCredentialName", e),
-            None => fail(
-                &mut report,
-                "caCertCredentialName",
-                format!("no ca.crt found for credential `{name}`"),
-            ),
+            Some(Err(e)) => {
+                failed = true;
+                fail(&mut report, "caCertCredentialName", e);
+            }
+            None => {
+                failed = true;
+                fail(
+                    &mut report,
+                    "caCertCredentialName",
+                    format!("no ca.crt found for credential `{name}`"),
+                );
+            }
+        }
+    }
+    let mut crls = Vec::new();
+    if matches!(
+        tls.mode(),
+        ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual
+    ) {
+        for (cred, field) in &sources {
+            let Some(path) = &cred.crl else { continue };
+            let field = if tls.ca_crl.is_some() && field == "serverCertificate" {
+                "caCrl"
+            } else {
+                field
+            };
+            match crate::tls::certs::load_crl(path, &client_ca) {
+                Ok(crl) => crls.push(crl),
+                Err(e) => {
+                    failed = true;
+                    fail(&mut report, field, e);
+                }
+            }
         }
     }
     if failed {
@@ -656,6 +685,7 @@ fn server_tls_for(
         return None;
     }
     let spec = ServerTlsSpec {
+        crls,
         mode: tls.mode(),
         certificates,
         client_ca,

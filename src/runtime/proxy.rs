@@ -550,6 +550,25 @@ impl ProxyHttp for Edge {
         Ok(())
     }
 
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        // Istio's route timeout covers the whole response, not each read: a response still
+        // streaming at the deadline is cut off (the status is already sent; the log says UT).
+        if !end_of_stream && ctx.deadline.is_some_and(|d| Instant::now() >= d) {
+            ctx.reply = Some(LocalReply::timeout());
+            return Error::e_explain(
+                ReadTimedout,
+                "route timeout elapsed while the response was streaming",
+            );
+        }
+        Ok(None)
+    }
+
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,

@@ -157,6 +157,7 @@ async fn serve(
         }
     }
     tokio::spawn(state.dns.clone().refresh_loop());
+    tokio::spawn(warn_expiring_certificates(state.clone()));
     let reloader = Arc::new(Reloader {
         source,
         state: state.clone(),
@@ -195,6 +196,35 @@ async fn serve(
         info!("drained; exiting");
     }
     0
+}
+
+/// A long-running gateway keeps warning while a served certificate nears its expiry (reloads
+/// and start-up warn too).
+async fn warn_expiring_certificates(state: Arc<State>) {
+    use crate::compile::listener::{ChainAction, ListenerKind};
+    let mut tick = tokio::time::interval(Duration::from_secs(6 * 3600));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let snapshot = state.snapshot.load_full();
+        for l in snapshot.listeners.values() {
+            let ListenerKind::Tls(chains) = &l.kind else {
+                continue;
+            };
+            for c in &chains.chains {
+                let tls = match &c.action {
+                    ChainAction::TerminateHttp { tls, .. }
+                    | ChainAction::TerminateTcp { tls, .. } => tls,
+                    ChainAction::Passthrough { .. } => continue,
+                };
+                for cert in tls.certificates.iter() {
+                    if let Some(w) = cert.expiry_warning() {
+                        warn!(listener = %l.address, "{w}");
+                    }
+                }
+            }
+        }
+    }
 }
 
 async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {

@@ -147,6 +147,8 @@ pub struct Credential {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub ca: Option<PathBuf>,
+    /// `ca.crl` beside the CA: client certificates it revokes are refused.
+    pub crl: Option<PathBuf>,
 }
 
 /// Resolves `credentialName: NAME` to `<certs>/NAME/{tls.crt,tls.key[,ca.crt]}`, also accepting
@@ -174,6 +176,8 @@ pub fn resolve_credential(certs_dir: &Path, name: &str) -> Result<Credential, St
                     &["ca.crt", "cacert"],
                 )
             }),
+            crl: first(&dir, &["ca.crl"])
+                .or_else(|| first(&certs_dir.join(format!("{name}-cacert")), &["ca.crl"])),
         }),
         _ if !dir.is_dir() => Err(format!(
             "credential `{name}` not found: expected a folder {} with tls.crt and tls.key",
@@ -198,4 +202,35 @@ pub fn resolve_ca_credential(certs_dir: &Path, name: &str) -> Option<PathBuf> {
 /// An ASN.1 string as text (lossy for non-UTF-8 content).
 pub fn asn1_text(s: &openssl::asn1::Asn1StringRef) -> String {
     String::from_utf8_lossy(s.as_slice()).into_owned()
+}
+
+/// A certificate revocation list (PEM or DER), checked against the CAs that may have signed it.
+pub fn load_crl(path: &Path, cas: &[X509]) -> Result<openssl::x509::X509Crl, String> {
+    let bytes =
+        std::fs::read(path).map_err(|e| format!("cannot read CRL {}: {e}", path.display()))?;
+    let crl = openssl::x509::X509Crl::from_pem(&bytes)
+        .or_else(|_| openssl::x509::X509Crl::from_der(&bytes))
+        .map_err(|e| {
+            format!(
+                "{} is not a PEM or DER CRL: {}",
+                path.display(),
+                first_ssl_error(&e)
+            )
+        })?;
+    let signed = cas.iter().any(|ca| {
+        ca.subject_name()
+            .try_cmp(crl.issuer_name())
+            .is_ok_and(|o| o.is_eq())
+            && ca
+                .public_key()
+                .and_then(|k| crl.verify(&k))
+                .unwrap_or(false)
+    });
+    if !signed {
+        return Err(format!(
+            "CRL {} is not signed by any of the client CA certificates",
+            path.display()
+        ));
+    }
+    Ok(crl)
 }

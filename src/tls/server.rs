@@ -22,6 +22,8 @@ use crate::config::types::{ServerTlsMode, TlsProtocolVersion};
 /// What a terminating server asks of TLS, already resolved to files and parsed.
 pub struct ServerTlsSpec {
     pub mode: ServerTlsMode,
+    /// Revocation lists for client certificates (`caCrl`, or `ca.crl` in the credential).
+    pub crls: Vec<openssl::x509::X509Crl>,
     /// One, or two (RSA + ECDSA) certificate chains.
     pub certificates: Vec<CertChain>,
     pub client_ca: Vec<X509>,
@@ -159,6 +161,7 @@ pub fn build(spec: ServerTlsSpec) -> Result<(ServerTls, Vec<String>), String> {
             SslVerifyMode::PEER
         };
         let checks = ClientCertChecks {
+            crls: spec.crls,
             subject_alt_names: spec.subject_alt_names.clone(),
             spki: spec.verify_spki.clone(),
             hash: spec
@@ -171,13 +174,15 @@ pub fn build(spec: ServerTlsSpec) -> Result<(ServerTls, Vec<String>), String> {
             if !ok {
                 return false;
             }
-            if !checks.verify(ctx) {
-                // Without an error code OpenSSL answers `internal_error`, as if the gateway
-                // were broken; this is a certificate it refuses on purpose.
-                ctx.set_error(X509VerifyResult::APPLICATION_VERIFICATION);
-                return false;
+            match checks.verify(ctx) {
+                Ok(()) => true,
+                Err(reason) => {
+                    // Without an error code OpenSSL answers `internal_error`, as if the gateway
+                    // were broken; this is a certificate it refuses on purpose.
+                    ctx.set_error(reason);
+                    false
+                }
             }
-            true
         });
     }
     let summary = spec
@@ -199,27 +204,42 @@ pub fn build(spec: ServerTlsSpec) -> Result<(ServerTls, Vec<String>), String> {
 /// Istio's extra client-certificate checks, applied to the leaf during verification so a
 /// failure is a handshake alert, not a later reset.
 struct ClientCertChecks {
+    crls: Vec<openssl::x509::X509Crl>,
     subject_alt_names: Vec<String>,
     spki: Vec<String>,
     hash: Vec<String>,
 }
 
 impl ClientCertChecks {
-    fn verify(&self, ctx: &mut X509StoreContextRef) -> bool {
-        if ctx.error_depth() != 0 {
-            return true;
-        }
+    fn verify(&self, ctx: &mut X509StoreContextRef) -> Result<(), X509VerifyResult> {
+        const REFUSED: X509VerifyResult = X509VerifyResult::APPLICATION_VERIFICATION;
         let Some(cert) = ctx.current_cert() else {
-            return false;
+            return Err(REFUSED);
         };
+        // Every certificate of the chain is checked against the revocation lists.
+        let cert_owned = cert.to_owned();
+        if self.crls.iter().any(|crl| {
+            matches!(
+                crl.get_by_cert(&cert_owned),
+                openssl::x509::CrlStatus::Revoked(_)
+            )
+        }) {
+            // SAFETY: a constant OpenSSL verify code; from_raw only wraps the integer.
+            return Err(unsafe {
+                X509VerifyResult::from_raw(pingora::tls::ssl_sys::X509_V_ERR_CERT_REVOKED)
+            });
+        }
+        if ctx.error_depth() != 0 {
+            return Ok(());
+        }
         if !self.subject_alt_names.is_empty() {
             let sans = cert_sans(cert);
             if !sans.iter().any(|s| self.subject_alt_names.contains(s)) {
-                return false;
+                return Err(REFUSED);
             }
         }
         if self.spki.is_empty() && self.hash.is_empty() {
-            return true;
+            return Ok(());
         }
         // Either pin list may match (Istio: SPKI or hash).
         let spki_ok = !self.spki.is_empty()
@@ -233,7 +253,11 @@ impl ClientCertChecks {
                 .digest(MessageDigest::sha256())
                 .map(|d| hex(&d))
                 .is_ok_and(|h| self.hash.contains(&h));
-        spki_ok || hash_ok
+        if spki_ok || hash_ok {
+            Ok(())
+        } else {
+            Err(REFUSED)
+        }
     }
 }
 

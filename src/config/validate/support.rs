@@ -113,12 +113,6 @@ pub fn check(resources: &Resources, out: &mut Vec<Diagnostic>) {
     for gw in &resources.gateways {
         for (i, server) in gw.spec.servers.iter().enumerate() {
             let Some(tls) = &server.tls else { continue };
-            if tls.ca_crl.is_some() {
-                gw.reporter(out).warn(
-                    format!("spec.servers[{i}].tls.caCrl"),
-                    "certificate revocation lists are not checked; ignored",
-                );
-            }
             if tls.insecure_skip_verify.is_some() {
                 gw.reporter(out).warn(
                     format!("spec.servers[{i}].tls.insecureSkipVerify"),

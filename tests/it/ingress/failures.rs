@@ -152,6 +152,36 @@ async fn route_timeout_exceeded_gets_504_with_flag_ut() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_timeout_covers_the_whole_streamed_response() {
+    // `/stream/10` sends ten chunks 50 ms apart: headers arrive at once, the body takes ~450 ms.
+    let ing = IngressBuilder::new()
+        .backend(Backend::http("slow").await)
+        .routes(&rule(
+            "",
+            &[],
+            &format!("timeout: 200ms\n{}", route_to("slow")),
+        ))
+        .start();
+    let id = request_id();
+    let r = send(
+        ing.request(Method::GET, "a.example.com", "/stream/10")
+            .header("x-request-id", &id),
+    )
+    .await;
+    assert_eq!(
+        r.status().as_u16(),
+        200,
+        "the status was sent before the deadline"
+    );
+    assert!(
+        r.bytes().await.is_err(),
+        "the body must be cut off at the route timeout"
+    );
+    let line = ing.log_line(&id);
+    assert_eq!(line.get("response_flags"), "UT");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_alive_client_is_told_when_a_failure_reply_closes_the_connection() {
     use crate::support::client::{raw_exchange, raw_status};
     let ing = IngressBuilder::new()

@@ -200,6 +200,51 @@ fn pem(cert: &X509) -> String {
 }
 
 impl Ca {
+    /// A CRL (PEM) signed by this CA, revoking `revoked` (certificates this CA issued).
+    pub fn crl(&self, revoked: &[&CertKey]) -> String {
+        use openssl::x509::{X509CrlBuilder, X509RevokedBuilder};
+        let mut b = X509CrlBuilder::new().unwrap();
+        b.set_issuer_name(self.cert.subject_name()).unwrap();
+        b.set_last_update(&Asn1Time::days_from_now(0).unwrap())
+            .unwrap();
+        b.set_next_update(&Asn1Time::days_from_now(7).unwrap())
+            .unwrap();
+        for ck in revoked {
+            let mut r = X509RevokedBuilder::new().unwrap();
+            r.set_serial_number(ck.leaf.serial_number()).unwrap();
+            r.set_revocation_date(&Asn1Time::days_from_now(0).unwrap())
+                .unwrap();
+            b.add_revoked(r.build()).unwrap();
+        }
+        // OpenSSL requires the Authority Key Identifier: SEQUENCE { [0] keyIdentifier }.
+        let kid = match self.cert.subject_key_id() {
+            Some(k) => k.as_slice().to_vec(),
+            None => {
+                openssl::sha::sha1(&self.cert.public_key().unwrap().public_key_to_der().unwrap())
+                    .to_vec()
+            }
+        };
+        let mut der = vec![0x30, kid.len() as u8 + 2, 0x80, kid.len() as u8];
+        der.extend_from_slice(&kid);
+        let aki = openssl::x509::X509Extension::new_from_der(
+            &openssl::asn1::Asn1Object::from_str("2.5.29.35").unwrap(),
+            false,
+            &openssl::asn1::Asn1OctetString::new_from_bytes(&der).unwrap(),
+        )
+        .unwrap();
+        b.append_extension(aki).unwrap();
+        // CRL Number 1: INTEGER 1.
+        let number = openssl::x509::X509Extension::new_from_der(
+            &openssl::asn1::Asn1Object::from_str("2.5.29.20").unwrap(),
+            false,
+            &openssl::asn1::Asn1OctetString::new_from_bytes(&[0x02, 0x01, 0x01]).unwrap(),
+        )
+        .unwrap();
+        b.append_extension(number).unwrap();
+        b.sign(&self.key, MessageDigest::sha256()).unwrap();
+        String::from_utf8(b.build().unwrap().to_pem().unwrap()).unwrap()
+    }
+
     /// A new self-signed root CA (ECDSA P-256, 10 years).
     pub fn new(common_name: &str) -> Ca {
         Self::new_with_key(common_name, KeyType::Ecdsa)
@@ -363,6 +408,14 @@ impl Ca {
             .build(&b.x509v3_context(Some(&self.cert), None))
             .unwrap();
         b.append_extension(aki).unwrap();
+        // CRL Number 1: INTEGER 1.
+        let number = openssl::x509::X509Extension::new_from_der(
+            &openssl::asn1::Asn1Object::from_str("2.5.29.20").unwrap(),
+            false,
+            &openssl::asn1::Asn1OctetString::new_from_bytes(&[0x02, 0x01, 0x01]).unwrap(),
+        )
+        .unwrap();
+        b.append_extension(number).unwrap();
         b.sign(&self.key, MessageDigest::sha256()).unwrap();
         let leaf = b.build();
         let mut cert_pem = pem(&leaf);

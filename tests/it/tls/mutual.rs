@@ -266,3 +266,58 @@ async fn upstream_gets_xfcc_of_the_verified_client_and_never_the_clients_own() {
         assert_eq!(xfcc_seen(what), Vec::<String>::new(), "{what}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_refuses_client_certificates_the_crl_revokes() {
+    let server_root = Ca::new("CRL Server Root");
+    let client_root = Ca::new("CRL Client Root");
+    let kept = client_root.client_cert("kept-client", &[]);
+    let revoked = client_root.client_cert("revoked-client", &[]);
+    let server_cert = server_root.server_cert(&["crl.example.com"]);
+    // `ca.crl` beside `ca.crt` in the credential, as a Kubernetes Secret carries it.
+    let certs = credentials(&[("revoking", &server_cert, Some(&client_root))]);
+    std::fs::write(
+        certs.path().join("revoking/ca.crl"),
+        client_root.crl(&[&revoked]),
+    )
+    .unwrap();
+    let backend = Backend::http("crl-backend").await;
+    let (se, dest) = service_entry("crl-backend.internal", &backend, "HTTP");
+    let edge = Edge::start(
+        certs,
+        &[443],
+        &[
+            gateway(
+                "edge",
+                vec![https(
+                    443,
+                    &["crl.example.com"],
+                    tls_with("MUTUAL", "revoking", json!({})),
+                )],
+            ),
+            http_route("crl", &["crl.example.com"], "edge", &dest),
+            se,
+        ],
+    );
+    let t = Mtls {
+        edge,
+        backend,
+        server_root,
+        good: kept.clone(),
+        other: revoked.clone(),
+        foreign: revoked.clone(),
+    };
+    t.accepted(
+        "crl.example.com",
+        Some(&kept),
+        "a certificate the CRL does not list",
+    )
+    .await;
+    t.rejected(
+        "crl.example.com",
+        Some(&revoked),
+        "certificate revoked",
+        "a revoked certificate",
+    )
+    .await;
+}
