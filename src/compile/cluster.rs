@@ -69,6 +69,9 @@ pub struct Cluster {
     pub destination_rule: Option<String>,
     pub endpoints: Endpoints,
     pub lb: LbPolicy,
+    /// DestinationRule `outlierDetection`: passive ejection of failing endpoints.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outlier: Option<OutlierPolicy>,
     #[serde(skip)]
     balancer: Balancer,
     pub upstream: Upstream,
@@ -194,6 +197,22 @@ pub struct Picked {
 impl Cluster {
     /// Chooses an endpoint. Only DNS clusters await (a cached, asynchronous lookup).
     pub async fn pick(&self, input: PickInput<'_>, dns: &DnsCache) -> Result<Picked, PickError> {
+        // Ejected endpoints are avoided like ones this request already tried.
+        let mut avoid;
+        let input = if self.outlier.is_some() {
+            avoid = self.stats.ejected();
+            if avoid.is_empty() {
+                input
+            } else {
+                avoid.extend_from_slice(input.exclude);
+                PickInput {
+                    exclude: &avoid,
+                    ..input
+                }
+            }
+        } else {
+            input
+        };
         match &self.endpoints {
             Endpoints::Static(eps) => self.pick_static(eps, input),
             Endpoints::Dns(names) => {
@@ -293,6 +312,26 @@ impl Cluster {
         }
     }
 
+    /// Records how an attempt on `addr` ended, for outlier detection (no-op without it).
+    pub fn record_outcome(&self, addr: SocketAddr, outcome: crate::observe::stats::Outcome) {
+        let Some(o) = &self.outlier else { return };
+        let endpoints = match &self.endpoints {
+            Endpoints::Static(eps) => eps.len(),
+            _ => 1,
+        };
+        self.stats.record_outcome(
+            addr,
+            outcome,
+            crate::observe::stats::Thresholds {
+                consecutive_5xx: o.consecutive_5xx,
+                consecutive_gateway: o.consecutive_gateway,
+                base_ejection: o.base_ejection,
+                max_ejection_percent: o.max_ejection_percent,
+                endpoints,
+            },
+        );
+    }
+
     /// Whether a ServiceEntry registers this destination (egress REGISTRY_ONLY checks it).
     pub fn registered(&self) -> bool {
         self.service_entry.is_some()
@@ -315,6 +354,34 @@ fn weighted_choice<T>(weights: impl Iterator<Item = u32> + Clone, items: &[T]) -
         r -= w;
     }
     &items[0]
+}
+
+/// `outlierDetection`, with Envoy's defaults for what is unset.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutlierPolicy {
+    /// Consecutive 5xx (and connect failures) that eject an endpoint; 0 = off. Default 5.
+    pub consecutive_5xx: u32,
+    /// Consecutive 502/503/504 (and connect failures) that eject; 0 = off (the default).
+    pub consecutive_gateway: u32,
+    pub base_ejection: Duration,
+    /// At most this share of endpoints is ejected at once (Envoy always allows one).
+    pub max_ejection_percent: u32,
+}
+
+impl OutlierPolicy {
+    fn compile(o: &OutlierDetection) -> OutlierPolicy {
+        let count = |v: Option<i64>, default: u32| {
+            v.map_or(default, |n| n.clamp(0, i64::from(u32::MAX)) as u32)
+        };
+        OutlierPolicy {
+            consecutive_5xx: count(o.consecutive_5xx_errors, 5),
+            consecutive_gateway: count(o.consecutive_gateway_errors.or(o.consecutive_errors), 0),
+            base_ejection: o
+                .base_ejection_time
+                .map_or(Duration::from_secs(30), |d| d.get()),
+            max_ejection_percent: count(o.max_ejection_percent, 10).min(100),
+        }
+    }
 }
 
 /// The DestinationRule policy for one (host, subset, port), merged Istio's way
@@ -573,6 +640,10 @@ impl<'a> ClusterBuilder<'a> {
             destination_rule: drs.first().map(|d| d.key()),
             endpoints,
             lb,
+            outlier: policy
+                .outlier_detection
+                .as_ref()
+                .map(OutlierPolicy::compile),
             balancer,
             upstream,
             stats,

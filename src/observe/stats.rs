@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::sync::Semaphore;
@@ -36,6 +37,38 @@ pub struct ClusterStats {
     connection_slots: Mutex<Option<(u64, Arc<Semaphore>)>>,
     /// Requests served per upstream connection (by fd), for `maxRequestsPerConnection`.
     per_connection: Mutex<HashMap<i32, u64>>,
+    /// Outlier detection: consecutive failures and ejections per endpoint.
+    health: Mutex<HashMap<SocketAddr, EndpointHealth>>,
+    /// Endpoints ejected by outlier detection, in total.
+    pub ejections: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct EndpointHealth {
+    consecutive_5xx: u32,
+    consecutive_gateway: u32,
+    ejected_until: Option<Instant>,
+    ejections: u32,
+}
+
+/// How an upstream attempt ended, for outlier detection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    /// A 5xx other than 502/503/504.
+    ServerError,
+    /// 502/503/504, a connect failure, or a reset.
+    GatewayError,
+}
+
+/// The outlier thresholds a cluster runs with (see `compile::cluster::OutlierPolicy`).
+#[derive(Debug, Clone, Copy)]
+pub struct Thresholds {
+    pub consecutive_5xx: u32,
+    pub consecutive_gateway: u32,
+    pub base_ejection: Duration,
+    pub max_ejection_percent: u32,
+    pub endpoints: usize,
 }
 
 /// A point-in-time copy for the admin endpoint.
@@ -50,6 +83,7 @@ pub struct ClusterStatsView {
     pub reused_requests: u64,
     pub overflows: u64,
     pub connect_failures: u64,
+    pub ejections: u64,
     /// requests / connections opened: how many requests each upstream connection carried.
     pub requests_per_connection: f64,
 }
@@ -68,6 +102,7 @@ impl ClusterStats {
             reused_requests: self.reused_requests.load(Relaxed),
             overflows: self.overflows.load(Relaxed),
             connect_failures: self.connect_failures.load(Relaxed),
+            ejections: self.ejections.load(Relaxed),
             requests_per_connection: if opened == 0 {
                 0.0
             } else {
@@ -100,6 +135,56 @@ impl ClusterStats {
                 *slot = Some((limit, sem.clone()));
                 sem
             }
+        }
+    }
+
+    /// Endpoints currently ejected by outlier detection.
+    pub fn ejected(&self) -> Vec<SocketAddr> {
+        let now = Instant::now();
+        let health = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        health
+            .iter()
+            .filter(|(_, h)| h.ejected_until.is_some_and(|t| t > now))
+            .map(|(a, _)| *a)
+            .collect()
+    }
+
+    /// Records how an attempt on `addr` ended; ejects the endpoint when it crosses a threshold
+    /// (for `base_ejection` × the number of times it was ejected, Envoy's back-off).
+    pub fn record_outcome(&self, addr: SocketAddr, outcome: Outcome, t: Thresholds) {
+        let now = Instant::now();
+        let mut health = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        let ejected_now = health
+            .values()
+            .filter(|h| h.ejected_until.is_some_and(|u| u > now))
+            .count();
+        let h = health.entry(addr).or_default();
+        match outcome {
+            Outcome::Success => {
+                h.consecutive_5xx = 0;
+                h.consecutive_gateway = 0;
+                return;
+            }
+            Outcome::ServerError => {
+                h.consecutive_5xx += 1;
+                h.consecutive_gateway = 0;
+            }
+            Outcome::GatewayError => {
+                h.consecutive_5xx += 1;
+                h.consecutive_gateway += 1;
+            }
+        }
+        let tripped = (t.consecutive_5xx > 0 && h.consecutive_5xx >= t.consecutive_5xx)
+            || (t.consecutive_gateway > 0 && h.consecutive_gateway >= t.consecutive_gateway);
+        let already = h.ejected_until.is_some_and(|u| u > now);
+        let cap = (t.endpoints * t.max_ejection_percent as usize / 100).max(1);
+        if tripped && !already && ejected_now < cap {
+            h.ejections += 1;
+            h.ejected_until = Some(now + t.base_ejection * h.ejections);
+            h.consecutive_5xx = 0;
+            h.consecutive_gateway = 0;
+            self.ejections.fetch_add(1, Relaxed);
+            tracing::warn!(cluster = %self.name, endpoint = %addr, "outlier detection: endpoint ejected for {:?}", t.base_ejection * h.ejections);
         }
     }
 

@@ -30,6 +30,7 @@ use crate::compile::matcher::RequestView;
 use crate::compile::{OutboundPolicy, Role};
 use crate::config::host::normalize_request_host;
 use crate::observe::access_log::AccessLogEntry;
+use crate::observe::stats::Outcome;
 use crate::tls::server::DownstreamTls;
 
 /// The gateway's proxy logic; all state lives in [`State`].
@@ -284,6 +285,28 @@ impl Edge {
             _ => LocalReply::new(500, None, "internal_error", "internal error\n"),
         }
     }
+}
+
+/// Outlier detection learns from how the last attempt ended (earlier failed attempts were
+/// recorded in `fail_to_connect`).
+fn record_last_attempt(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
+    let (Some(t), Some(addr)) = (&ctx.target, ctx.upstream_addr) else {
+        return;
+    };
+    if t.cluster.outlier.is_none() || ctx.reply.as_ref().and_then(|r| r.flag) == Some(flags::UF) {
+        return;
+    }
+    let upstream_status = (ctx.upstream_service_time.is_some())
+        .then(|| session.response_written().map(|r| r.status.as_u16()))
+        .flatten();
+    let outcome = match (upstream_status, e) {
+        (Some(502..=504), _) => Outcome::GatewayError,
+        (Some(500..=599), _) => Outcome::ServerError,
+        (Some(_), _) => Outcome::Success,
+        (None, Some(err)) if err.esource() == &ErrorSource::Upstream => Outcome::GatewayError,
+        (None, _) => return,
+    };
+    t.cluster.record_outcome(addr, outcome);
 }
 
 #[async_trait]
@@ -629,6 +652,9 @@ impl ProxyHttp for Edge {
         );
         if let Some(t) = &ctx.target {
             t.cluster.stats.connect_failures.fetch_add(1, Relaxed);
+            if let Some(addr) = ctx.upstream_addr {
+                t.cluster.record_outcome(addr, Outcome::GatewayError);
+            }
         }
         if ctx.retry_policy().on_connect_failure && ctx.may_retry() {
             e.set_retry(true);
@@ -692,6 +718,7 @@ impl ProxyHttp for Edge {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         ctx.admission = None;
+        record_last_attempt(session, e, ctx);
         let state = &self.state;
         let req = session.req_header();
         let status = session

@@ -82,12 +82,6 @@ pub fn check(resources: &Resources, out: &mut Vec<Diagnostic>) {
             if tp.retry_budget.is_some() {
                 warn("retryBudget", "retry budgets are not supported; ignored");
             }
-            if tp.outlier_detection.is_some() {
-                warn(
-                    "outlierDetection",
-                    "outlier detection is not implemented: failing endpoints are not ejected (connect failures are retried on another endpoint)",
-                );
-            }
             lb_warnings(tp.load_balancer.as_ref(), &mut warn, "loadBalancer");
             pool_warnings(tp.connection_pool.as_ref(), &mut warn, "connectionPool");
             if tp.tls.as_ref().is_some_and(|t| t.ca_crl.is_some()) {
@@ -218,15 +212,10 @@ mod tests {
             "host: b.com\ntrafficPolicy:\n  outlierDetection: {consecutive5xxErrors: 3}\n  tunnel: {targetHost: x, targetPort: 1}\n",
         );
         let w = support_warnings(&dr);
-        assert_eq!(w.len(), 2, "{w:?}");
+        // outlierDetection is implemented: only the tunnel is reported.
+        assert_eq!(w.len(), 1, "{w:?}");
         assert!(
             w[0].contains("spec.trafficPolicy.tunnel: tunnelling"),
-            "{w:?}"
-        );
-        assert!(
-            w[1].contains(
-                "spec.trafficPolicy.outlierDetection: outlier detection is not implemented"
-            ),
             "{w:?}"
         );
     }

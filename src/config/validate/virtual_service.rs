@@ -414,7 +414,7 @@ fn check_match(
     if !m.source_labels.is_empty() {
         r.warn(
             format!("{base}.sourceLabels"),
-            "mesh-only: selects sidecars, ignored by a gateway (expected gateways, port or request attributes)",
+            "selects proxies, not requests: on a gateway the block applies only when these labels match the instance's labels (expected gateways, port or request attributes)",
         );
     }
     if m.source_namespace.is_some() {
@@ -1479,7 +1479,7 @@ mod tests {
             ),
             (
                 &m("sourceLabels: {app: web}"),
-                &["t.yaml:9: warning: VirtualService default/vs: spec.http[0].match[0].sourceLabels: mesh-only: selects sidecars, ignored by a gateway (expected gateways, port or request attributes)"],
+                &["t.yaml:9: warning: VirtualService default/vs: spec.http[0].match[0].sourceLabels: selects proxies, not requests: on a gateway the block applies only when these labels match the instance's labels (expected gateways, port or request attributes)"],
             ),
             (
                 &m("sourceNamespace: web"),

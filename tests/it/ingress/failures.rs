@@ -206,3 +206,61 @@ async fn keep_alive_client_is_told_when_a_failure_reply_closes_the_connection() 
         "504 kept the connection alive but it was closed: {first:?} then {second:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outlier_detection_ejects_an_endpoint_after_consecutive_errors() {
+    // Two endpoints behind one ServiceEntry; one answers 500 to everything.
+    let good = Backend::http("good").await;
+    let bad = Backend::builder("bad")
+        .fail_first(u64::MAX, 500)
+        .start()
+        .await;
+    let se = format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: pool, namespace: default}}
+spec:
+  hosts: ["pool.svc.local"]
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints:
+  - {{address: 127.0.0.1, ports: {{http: {}}}}}
+  - {{address: 127.0.0.1, ports: {{http: {}}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: pool, namespace: default}}
+spec:
+  host: pool.svc.local
+  trafficPolicy:
+    loadBalancer: {{simple: ROUND_ROBIN}}
+    outlierDetection: {{consecutive5xxErrors: 3, baseEjectionTime: 60s, maxEjectionPercent: 50}}
+"#,
+        good.port(),
+        bad.port()
+    );
+    let ing = IngressBuilder::new()
+        .file("pool.yaml", &se)
+        .routes(&rule(
+            "",
+            &[],
+            "route:\n- destination: {host: pool.svc.local}",
+        ))
+        .start();
+    let mut errors = 0;
+    for _ in 0..40 {
+        if ing.get("a.example.com", "/").await.status() != 200 {
+            errors += 1;
+        }
+    }
+    // The failing endpoint gets its three strikes, then no more traffic for a minute.
+    assert_eq!(
+        bad.requests(),
+        3,
+        "requests that reached the failing endpoint"
+    );
+    assert_eq!(errors, 3);
+    assert_eq!(good.requests(), 37);
+    let (_, stats) = ing.gw.admin_get("/stats");
+    assert!(stats.contains("\"ejections\": 1"), "{stats}");
+}
