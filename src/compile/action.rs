@@ -486,28 +486,9 @@ impl Fault {
     }
 }
 
-/// gRPC status names as Istio accepts them.
+/// A gRPC status name as Istio accepts it (`UNAVAILABLE`), or its number.
 pub fn grpc_code(name: &str) -> Option<u32> {
-    const NAMES: [&str; 17] = [
-        "OK",
-        "CANCELLED",
-        "UNKNOWN",
-        "INVALID_ARGUMENT",
-        "DEADLINE_EXCEEDED",
-        "NOT_FOUND",
-        "ALREADY_EXISTS",
-        "PERMISSION_DENIED",
-        "RESOURCE_EXHAUSTED",
-        "FAILED_PRECONDITION",
-        "ABORTED",
-        "OUT_OF_RANGE",
-        "UNIMPLEMENTED",
-        "INTERNAL",
-        "UNAVAILABLE",
-        "DATA_LOSS",
-        "UNAUTHENTICATED",
-    ];
-    NAMES
+    crate::config::types::GRPC_STATUS_NAMES
         .iter()
         .position(|n| *n == name)
         .map(|i| i as u32)

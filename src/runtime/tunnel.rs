@@ -47,6 +47,25 @@ impl ConnInfo {
     }
 }
 
+/// An endpoint of `cluster` for a connection to `host:port`.
+async fn pick(
+    state: &State,
+    cluster: &Cluster,
+    host: &str,
+    port: u16,
+) -> Result<SocketAddr, String> {
+    let input = PickInput {
+        request_host: host,
+        request_port: port,
+        ..Default::default()
+    };
+    cluster
+        .pick(input, &state.dns)
+        .await
+        .map(|p| p.address)
+        .map_err(|e| e.to_string())
+}
+
 /// Opens a connection to one endpoint of `cluster` (TLS-originated if its policy says so).
 async fn connect(
     state: &State,
@@ -54,16 +73,8 @@ async fn connect(
     host: &str,
     port: u16,
 ) -> Result<(Stream, SocketAddr), String> {
-    let input = PickInput {
-        request_host: host,
-        request_port: port,
-        ..Default::default()
-    };
-    let picked = cluster
-        .pick(input, &state.dns)
-        .await
-        .map_err(|e| e.to_string())?;
-    let p = peer(cluster, picked.address, host, None);
+    let address = pick(state, cluster, host, port).await?;
+    let p = peer(cluster, address, host, None);
     let stream = state.connector.new_stream(&p).await.map_err(|e| {
         format!(
             "{} {}",
@@ -81,7 +92,7 @@ async fn connect(
     if let Some(reason) = SanCheck::failure(Some(&digest)) {
         return Err(reason);
     }
-    Ok((stream, picked.address))
+    Ok((stream, address))
 }
 
 /// Proxies `client` to a destination of `route` until either side closes.
@@ -257,24 +268,16 @@ async fn connect_plain(
     host: &str,
     port: u16,
 ) -> Result<(Stream, SocketAddr), String> {
-    let input = PickInput {
-        request_host: host,
-        request_port: port,
-        ..Default::default()
-    };
-    let picked = cluster
-        .pick(input, &state.dns)
-        .await
-        .map_err(|e| e.to_string())?;
+    let address = pick(state, cluster, host, port).await?;
     let timeout = cluster.upstream.connect_timeout;
-    let tcp = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(picked.address))
+    let tcp = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(address))
         .await
-        .map_err(|_| format!("connect to {} timed out", picked.address))?
-        .map_err(|e| format!("connect to {}: {e}", picked.address))?;
+        .map_err(|_| format!("connect to {} timed out", address))?
+        .map_err(|e| format!("connect to {}: {e}", address))?;
     let _ = tcp.set_nodelay(true);
     Ok((
         Box::new(pingora::protocols::l4::stream::Stream::from(tcp)),
-        picked.address,
+        address,
     ))
 }
 

@@ -831,26 +831,6 @@ fn check_retries(r: &mut Reporter, path: &str, retries: &crate::config::types::H
     }
 }
 
-const GRPC_STATUSES: &[&str] = &[
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
-];
-
 fn check_fault(r: &mut Reporter, path: &str, fault: &crate::config::types::HttpFaultInjection) {
     if fault.abort.is_none() && fault.delay.is_none() {
         r.error(
@@ -887,7 +867,7 @@ fn check_fault(r: &mut Reporter, path: &str, fault: &crate::config::types::HttpF
             }
         }
         if let Some(g) = &abort.grpc_status {
-            if !GRPC_STATUSES.contains(&g.as_str()) {
+            if !crate::config::types::GRPC_STATUS_NAMES.contains(&g.as_str()) {
                 r.error(
                     format!("{p}.grpcStatus"),
                     format!("gRPC status {g:?} is not supported (expected a status name such as UNAVAILABLE or NOT_FOUND)"),
