@@ -14,12 +14,15 @@ pub fn describe(s: &Snapshot) -> String {
     let mut out = String::new();
     let i = &s.instance;
     let labels: Vec<String> = i.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let policy = match i.role {
+        super::Role::Egress => format!(", outbound policy {:?}", i.outbound_policy),
+        super::Role::Ingress => String::new(),
+    };
     let _ = writeln!(
         out,
-        "Instance: {:?}, labels {}, outbound policy {:?}",
+        "Instance: {:?}, labels {}{policy}",
         i.role,
-        labels.join(","),
-        i.outbound_policy
+        labels.join(",")
     );
     if s.listeners.is_empty() {
         let _ = writeln!(out, "\nNo listeners: no Gateway selects these labels.");

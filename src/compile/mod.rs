@@ -221,3 +221,89 @@ pub fn compile(
         diags,
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::load::load_files;
+    use crate::config::source::SourceFile;
+
+    fn snapshot(yaml: &str) -> Snapshot {
+        let (res, diags) = load_files(vec![SourceFile {
+            display: "t.yaml".into(),
+            path: "t.yaml".into(),
+            text: yaml.into(),
+        }]);
+        assert!(!diags.has_errors(), "{diags}");
+        compile(&res, &Instance::default(), &StatsRegistry::default())
+            .expect("compiles")
+            .0
+    }
+
+    fn vs(name: &str, created: &str, http: &str) -> String {
+        format!(
+            "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}, creationTimestamp: '{created}'}}\nspec:\n  hosts: [shop.example.com]\n  gateways: [gw]\n  http:\n{http}"
+        )
+    }
+
+    const GATEWAY: &str = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n  - port: {number: 8080, name: http, protocol: HTTP}\n    hosts: ['*']\n";
+
+    #[test]
+    fn routes_of_several_virtual_services_merge_by_creation_time_then_name_with_catch_alls_last() {
+        let route = |n: &str| {
+            format!("  - name: {n}\n    match: [{{uri: {{prefix: /{n}}}}}]\n    directResponse: {{status: 200}}\n")
+        };
+        let catch_all = "  - name: fallback\n    directResponse: {status: 404}\n";
+        let yaml = format!(
+            "{GATEWAY}{}{}{}{}",
+            // Oldest, but its catch-all must still go last.
+            vs(
+                "zeta",
+                "2020-01-01T00:00:00Z",
+                &format!("{}{catch_all}", route("z1"))
+            ),
+            vs(
+                "beta",
+                "2021-01-01T00:00:00Z",
+                &format!("{}{}", route("b1"), route("b2"))
+            ),
+            vs("alpha", "2021-01-01T00:00:00Z", &route("a1")),
+            vs("gamma", "2022-01-01T00:00:00Z", &route("g1")),
+        );
+        let s = snapshot(&yaml);
+        let listener = s.listeners.values().next().unwrap();
+        let ListenerKind::Http { routes } = &listener.kind else {
+            panic!()
+        };
+        let names: Vec<&str> = routes
+            .find("shop.example.com")
+            .unwrap()
+            .routes
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
+        // creation time first; equal times by name (alpha before beta); each keeps its own order.
+        assert_eq!(names, ["z1", "a1", "b1", "b2", "g1", "fallback"]);
+    }
+
+    #[test]
+    fn gateway_hosts_intersect_virtual_service_hosts_into_virtual_hosts() {
+        let yaml = format!(
+            "{}---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: v}}\nspec:\n  hosts: ['*.example.com', other.org]\n  gateways: [gw]\n  http:\n  - directResponse: {{status: 200}}\n",
+            GATEWAY.replace("hosts: ['*']", "hosts: [a.example.com, '*.b.example.com']")
+        );
+        let s = snapshot(&yaml);
+        let ListenerKind::Http { routes } = &s.listeners.values().next().unwrap().kind else {
+            panic!()
+        };
+        let domains: Vec<&str> = routes
+            .virtual_hosts
+            .iter()
+            .map(|v| v.domain.as_str())
+            .collect();
+        // The narrower side of each overlap; other.org is not on this gateway.
+        assert_eq!(domains, ["a.example.com", "*.b.example.com"]);
+        assert!(routes.find("x.b.example.com").is_some());
+        assert!(routes.find("c.example.com").is_none());
+    }
+}

@@ -353,7 +353,7 @@ fn check_destination_rule(
         r.warn(
             "spec.host",
             format!(
-                "IST0174 no ServiceEntry defines host `{}`, so this DestinationRule applies to no traffic (expected a ServiceEntry with this host)",
+                "IST0174 no ServiceEntry defines host `{}`; it applies only if a route sends to this host by its DNS name (expected a ServiceEntry with this host)",
                 dr.spec.host
             ),
         );
@@ -690,7 +690,7 @@ spec:
             diags(&file(&[yaml])),
             [
                 "t.yaml:17: warning: DestinationRule default/pool: spec.subsets[1].labels: IST0173 subset `v2` (version=v2) selects no endpoint of ServiceEntry default/pool, so routes to it get 503 (expected labels that some endpoint carries)",
-                "t.yaml:23: warning: DestinationRule default/ghost: spec.host: IST0174 no ServiceEntry defines host `ghost.example.com`, so this DestinationRule applies to no traffic (expected a ServiceEntry with this host)",
+                "t.yaml:23: warning: DestinationRule default/ghost: spec.host: IST0174 no ServiceEntry defines host `ghost.example.com`; it applies only if a route sends to this host by its DNS name (expected a ServiceEntry with this host)",
             ]
         );
     }
