@@ -61,13 +61,20 @@ impl Drop for ConnectionGuard {
     }
 }
 
-pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+/// Binds a listening socket. `reuse_port` (the Gateway listeners) lets a reload bind a server's
+/// new address while the old overlapping one (e.g. `0.0.0.0:P` → `127.0.0.1:P`) still listens;
+/// the old one is closed when the snapshot is swapped. A port held by another program (without
+/// SO_REUSEPORT) still fails to bind.
+pub fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
         TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
+    if reuse_port {
+        socket.set_reuseport(true)?;
+    }
     socket.set_nodelay(true)?;
     socket.bind(addr)?;
     socket.listen(1024)
@@ -110,7 +117,7 @@ impl Listeners {
             if running.contains_key(addr) {
                 continue;
             }
-            match bind(*addr) {
+            match bind(*addr, true) {
                 Ok(l) => bound.push((*addr, l)),
                 Err(e) => return Err(format!("cannot listen on {addr}: {e}")),
             }

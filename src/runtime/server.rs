@@ -133,7 +133,7 @@ async fn serve(
     let mut sigint = signal(SignalKind::interrupt()).ok();
     let mut sighup = signal(SignalKind::hangup()).ok();
 
-    let admin_listener = match super::listeners::bind(args.admin) {
+    let admin_listener = match super::listeners::bind(args.admin, false) {
         Ok(l) => l,
         Err(e) => {
             error!("cannot listen on the admin address {}: {e}", args.admin);
