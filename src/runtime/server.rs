@@ -114,10 +114,12 @@ async fn serve(
     };
     state.metrics.config_generation.set(1);
 
-    let mut conf = ServerConf::default();
-    conf.threads = args.threads.unwrap_or_else(num_threads);
-    // Idle upstream connections kept for reuse (shared by every upstream).
-    conf.upstream_keepalive_pool_size = 1024;
+    let conf = ServerConf {
+        threads: args.threads.unwrap_or_else(num_threads),
+        // Idle upstream connections kept for reuse (shared by every upstream).
+        upstream_keepalive_pool_size: 1024,
+        ..ServerConf::default()
+    };
     let mut proxy = pingora_proxy::http_proxy(
         &Arc::new(conf),
         Edge {
