@@ -32,6 +32,9 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 struct Running {
     accept: tokio::task::JoinHandle<()>,
+    /// This listener's own proxy: its `cleanup` wakes the listener's idle keep-alive
+    /// connections (parked in Pingora's `read_request`) so a removed listener closes them.
+    http: Arc<HttpProxy<Edge>>,
     /// `true` tells connections to finish their current request and close (Pingora's
     /// shutdown watch: no more keep-alive, h2 GOAWAY).
     drain: watch::Sender<bool>,
@@ -44,9 +47,12 @@ pub struct Prepared {
     bound: Vec<(SocketAddr, TcpListener)>,
 }
 
+/// Builds the HTTP proxy for one listener.
+pub type NewHttpProxy = Box<dyn Fn() -> Arc<HttpProxy<Edge>> + Send + Sync>;
+
 pub struct Listeners {
     state: Arc<State>,
-    http: Arc<HttpProxy<Edge>>,
+    new_http: NewHttpProxy,
     running: Mutex<BTreeMap<SocketAddr, Running>>,
     /// Open downstream connections, across all listeners.
     pub connections: Arc<AtomicUsize>,
@@ -99,10 +105,10 @@ async fn until_true(mut rx: watch::Receiver<bool>) {
 }
 
 impl Listeners {
-    pub fn new(state: Arc<State>, http: Arc<HttpProxy<Edge>>) -> Self {
+    pub fn new(state: Arc<State>, new_http: NewHttpProxy) -> Self {
         Listeners {
             state,
-            http,
+            new_http,
             running: Mutex::new(BTreeMap::new()),
             connections: Arc::new(AtomicUsize::new(0)),
         }
@@ -149,8 +155,10 @@ impl Listeners {
     fn stop(&self, r: Running, grace: Duration) {
         r.accept.abort();
         let _ = r.drain.send(true);
-        let kill = r.kill;
+        let (kill, http) = (r.kill, r.http);
         tokio::spawn(async move {
+            // Idle keep-alive connections close now; busy ones after their current request.
+            http.cleanup().await;
             tokio::time::sleep(grace).await;
             let _ = kill.send(true);
         });
@@ -163,10 +171,9 @@ impl Listeners {
             std::mem::take(&mut *running).into_values().collect()
         };
         for r in all {
+            // Also wakes keep-alive connections idling in Pingora so they close now.
             self.stop(r, self.state.options.drain_timeout);
         }
-        // Wakes keep-alive connections idling in Pingora so they close now.
-        self.http.cleanup().await;
     }
 
     pub fn addresses(&self) -> Vec<SocketAddr> {
@@ -182,7 +189,8 @@ impl Listeners {
         let (drain, drain_rx) = watch::channel(false);
         let (kill, kill_rx) = watch::channel(false);
         let state = self.state.clone();
-        let http = self.http.clone();
+        let http = (self.new_http)();
+        let running_http = http.clone();
         let connections = self.connections.clone();
         let accept = tokio::spawn(async move {
             loop {
@@ -214,6 +222,7 @@ impl Listeners {
         });
         Running {
             accept,
+            http: running_http,
             drain,
             kill,
         }

@@ -120,16 +120,22 @@ async fn serve(
         upstream_keepalive_pool_size: 1024,
         ..ServerConf::default()
     };
-    let mut proxy = pingora_proxy::http_proxy(
-        &Arc::new(conf),
-        Edge {
-            state: state.clone(),
-        },
-    );
-    let mut opts = HttpServerOptions::default();
-    opts.h2c = true;
-    proxy.server_options = Some(opts);
-    let listeners = Arc::new(Listeners::new(state.clone(), Arc::new(proxy)));
+    // One proxy per listener (see `Listeners`), all on the same settings and state.
+    let conf = Arc::new(conf);
+    let proxy_state = state.clone();
+    let new_http = move || {
+        let mut proxy = pingora_proxy::http_proxy(
+            &conf,
+            Edge {
+                state: proxy_state.clone(),
+            },
+        );
+        let mut opts = HttpServerOptions::default();
+        opts.h2c = true;
+        proxy.server_options = Some(opts);
+        Arc::new(proxy)
+    };
+    let listeners = Arc::new(Listeners::new(state.clone(), Box::new(new_http)));
 
     let mut sigterm = signal(SignalKind::terminate()).ok();
     let mut sigint = signal(SignalKind::interrupt()).ok();
