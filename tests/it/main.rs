@@ -4,4 +4,5 @@
 mod support;
 
 mod corpus;
+mod reload;
 mod support_selftest;
