@@ -3,9 +3,8 @@
 //! snapshot keeps serving and the error is logged exactly as `check` prints it.
 
 use std::collections::BTreeMap;
-use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use notify::{EventKind, RecursiveMode, Watcher};
@@ -15,7 +14,7 @@ use tracing::{error, info, warn};
 
 use crate::compile::{compile, Instance, Snapshot};
 use crate::config::diag::Diagnostics;
-use crate::config::load::{load_dir, Resources};
+use crate::config::load::{ParseCache, Resources};
 use crate::config::validate::validate;
 use crate::observe::stats::StatsRegistry;
 use crate::runtime::listeners::Listeners;
@@ -46,7 +45,16 @@ pub fn load_and_compile(
     source: &ConfigSource,
     stats: &StatsRegistry,
 ) -> Result<Loaded, Diagnostics> {
-    let (resources, mut diags) = load_dir(&source.config_dir);
+    load_and_compile_cached(source, stats, &mut ParseCache::default())
+}
+
+/// [`load_and_compile`] parsing only the files that changed since `cache` last saw them.
+pub fn load_and_compile_cached(
+    source: &ConfigSource,
+    stats: &StatsRegistry,
+    cache: &mut ParseCache,
+) -> Result<Loaded, Diagnostics> {
+    let (resources, mut diags) = cache.load_dir(&source.config_dir);
     diags.0.extend(validate(&resources));
     diags.sort();
     if diags.has_errors() {
@@ -77,23 +85,21 @@ pub fn files_hash(resources: &Resources) -> String {
 
 /// `Kind namespace/name` → hash of its spec, to report what a reload changed.
 fn fingerprints(resources: &Resources) -> BTreeMap<String, u64> {
-    fn fp<T: std::fmt::Debug>(out: &mut BTreeMap<String, u64>, kind: &str, key: String, spec: &T) {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        format!("{spec:?}").hash(&mut h);
-        out.insert(format!("{kind} {key}"), h.finish());
-    }
     let mut out = BTreeMap::new();
+    let mut add = |kind: &str, key: String, hash: u64| {
+        out.insert(format!("{kind} {key}"), hash);
+    };
     for r in &resources.gateways {
-        fp(&mut out, "Gateway", r.key(), &r.spec);
+        add("Gateway", r.key(), r.spec_hash);
     }
     for r in &resources.virtual_services {
-        fp(&mut out, "VirtualService", r.key(), &r.spec);
+        add("VirtualService", r.key(), r.spec_hash);
     }
     for r in &resources.service_entries {
-        fp(&mut out, "ServiceEntry", r.key(), &r.spec);
+        add("ServiceEntry", r.key(), r.spec_hash);
     }
     for r in &resources.destination_rules {
-        fp(&mut out, "DestinationRule", r.key(), &r.spec);
+        add("DestinationRule", r.key(), r.spec_hash);
     }
     out
 }
@@ -195,6 +201,8 @@ pub struct Reloader {
     pub source: ConfigSource,
     pub state: Arc<State>,
     pub listeners: Arc<Listeners>,
+    /// The parse of every file as of the last load, so a reload re-parses changed files only.
+    pub cache: Arc<Mutex<ParseCache>>,
 }
 
 impl Reloader {
@@ -203,7 +211,12 @@ impl Reloader {
         let start = Instant::now();
         let source = self.source.clone();
         let stats = self.state.stats.clone();
-        let built = tokio::task::spawn_blocking(move || load_and_compile(&source, &stats)).await;
+        let cache = self.cache.clone();
+        let built = tokio::task::spawn_blocking(move || {
+            let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+            load_and_compile_cached(&source, &stats, &mut cache)
+        })
+        .await;
         let result = match built {
             Ok(Ok(loaded)) => match self.listeners.prepare(&loaded.snapshot) {
                 Ok(prepared) => Ok((loaded, prepared)),
