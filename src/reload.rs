@@ -236,9 +236,15 @@ impl Reloader {
                 }
                 let changes = ChangeSet::between(&status.fingerprints, &loaded.fingerprints);
                 let snapshot = Arc::new(loaded.snapshot);
-                self.state.snapshot.store(snapshot.clone());
+                let old = self.state.snapshot.swap(snapshot.clone());
                 self.listeners.commit(prepared, &snapshot);
-                self.state.stats.prune();
+                // Freeing a large snapshot takes a while: not on a worker that serves requests.
+                // Then the stats of clusters that left the config (nothing references them).
+                let stats = self.state.stats.clone();
+                tokio::task::spawn_blocking(move || {
+                    drop(old);
+                    stats.prune();
+                });
                 status.generation += 1;
                 status.files_hash = loaded.files_hash;
                 status.fingerprints = loaded.fingerprints;
