@@ -447,6 +447,13 @@ async fn changed_destination_sends_requests_to_the_new_backend() {
         before,
         "no request goes to the old destination"
     );
+
+    // The served snapshot no longer has a cluster for the old destination.
+    let (code, dump) = env.gw.admin_get("/config_dump");
+    assert_eq!(code, 200);
+    let clusters = serde_json::from_str::<Value>(&dump).unwrap()["clusters"].to_string();
+    assert!(clusters.contains(&backend_host(&b)), "{clusters}");
+    assert!(!clusters.contains(&backend_host(&a)), "{clusters}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
