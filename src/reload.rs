@@ -3,7 +3,7 @@
 //! snapshot keeps serving and the error is logged exactly as `check` prints it.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -288,19 +288,12 @@ impl Reloader {
     /// SIGHUP can force a reload through the same debounce.
     pub fn watch(self: Arc<Self>, enabled: bool) -> mpsc::Sender<&'static str> {
         let (tx, mut rx) = mpsc::channel::<&'static str>(64);
-        let mut watcher_guard: Option<Box<dyn Watcher + Send>> = None;
-        if enabled {
-            let dirs: Vec<PathBuf> = [
-                self.source.config_dir.clone(),
-                self.source.instance.certs_dir.clone(),
-            ]
-            .into_iter()
-            .filter(|d| d.exists())
-            .collect();
-            watcher_guard = start_watcher(&dirs, tx.clone());
-        }
+        let dirs = vec![
+            self.source.config_dir.clone(),
+            self.source.instance.certs_dir.clone(),
+        ];
+        let mut watching = enabled.then(|| Watching::start(dirs, tx.clone()));
         tokio::spawn(async move {
-            let _keep_watching = watcher_guard;
             while let Some(mut reason) = rx.recv().await {
                 // Debounce: one rebuild per burst of events.
                 let deadline = Instant::now() + Duration::from_secs(2);
@@ -312,6 +305,9 @@ impl Reloader {
                         break;
                     }
                 }
+                if let Some(w) = watching.as_mut() {
+                    w.follow_replacements();
+                }
                 self.reload(reason).await;
             }
         });
@@ -319,9 +315,78 @@ impl Reloader {
     }
 }
 
-fn relevant(event: &notify::Result<notify::Event>) -> bool {
+/// The watches on the config and certs directories. Each directory is watched recursively
+/// (through a symlink, on its target) and its parent without recursion, so replacing the
+/// directory itself, or swapping the symlink that names it (a release layout's `current`), is
+/// seen too; the watches then move to the new target.
+struct Watching {
+    dirs: Vec<PathBuf>,
+    tx: mpsc::Sender<&'static str>,
+    /// What each directory resolved to when the watches were made.
+    resolved: Vec<Option<PathBuf>>,
+    _watcher: Option<Box<dyn Watcher + Send>>,
+}
+
+impl Watching {
+    fn start(dirs: Vec<PathBuf>, tx: mpsc::Sender<&'static str>) -> Watching {
+        let resolved = dirs.iter().map(|d| std::fs::canonicalize(d).ok()).collect();
+        let watcher = start_watcher(&dirs, tx.clone());
+        Watching {
+            dirs,
+            tx,
+            resolved,
+            _watcher: watcher,
+        }
+    }
+
+    /// Re-creates the watches if a directory now resolves elsewhere (or appeared).
+    fn follow_replacements(&mut self) {
+        let now: Vec<Option<PathBuf>> = self
+            .dirs
+            .iter()
+            .map(|d| std::fs::canonicalize(d).ok())
+            .collect();
+        if now != self.resolved {
+            info!(dirs = ?self.dirs, "a watched directory was replaced; watching the new one");
+            self._watcher = None;
+            *self = Watching::start(std::mem::take(&mut self.dirs), self.tx.clone());
+        }
+    }
+}
+
+/// `dir` as an absolute path whose last component is not resolved (it may be a symlink that
+/// is swapped), and its parent directory.
+fn absolute_and_parent(dir: &Path) -> (PathBuf, Option<PathBuf>) {
+    match (dir.parent(), dir.file_name()) {
+        (Some(parent), Some(name)) => {
+            let parent = if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            };
+            match std::fs::canonicalize(parent) {
+                Ok(parent) => (parent.join(name), Some(parent)),
+                Err(_) => (dir.to_path_buf(), None),
+            }
+        }
+        _ => (
+            std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf()),
+            None,
+        ),
+    }
+}
+
+/// Whether an event concerns one of `dirs` (absolute): anything under them, or the
+/// directory entry itself in its parent. Errors (e.g. a queue overflow) count.
+fn relevant(event: &notify::Result<notify::Event>, dirs: &[PathBuf]) -> bool {
     match event {
-        Ok(e) => !matches!(e.kind, EventKind::Access(_)),
+        Ok(e) => {
+            !matches!(e.kind, EventKind::Access(_))
+                && (e.paths.is_empty()
+                    || e.paths
+                        .iter()
+                        .any(|p| dirs.iter().any(|d| p.starts_with(d))))
+        }
         Err(_) => true,
     }
 }
@@ -330,45 +395,64 @@ fn start_watcher(
     dirs: &[PathBuf],
     tx: mpsc::Sender<&'static str>,
 ) -> Option<Box<dyn Watcher + Send>> {
+    let mut recursive = Vec::new();
+    let mut parents = Vec::new();
+    for d in dirs {
+        let (abs, parent) = absolute_and_parent(d);
+        if abs.exists() {
+            recursive.push(abs);
+        } else if parent.is_none() {
+            continue;
+        }
+        if let Some(p) = parent.filter(|p| !parents.contains(p)) {
+            parents.push(p);
+        }
+    }
+    let all: Vec<PathBuf> = dirs.iter().map(|d| absolute_and_parent(d).0).collect();
     let handler = {
-        let tx = tx.clone();
+        let (tx, all) = (tx.clone(), all.clone());
         move |event: notify::Result<notify::Event>| {
-            if relevant(&event) {
+            if relevant(&event, &all) {
                 let _ = tx.try_send("file change");
             }
         }
     };
-    let attempt = notify::recommended_watcher(handler).and_then(|mut w| {
-        for d in dirs {
+    let watch_all = |w: &mut dyn Watcher| -> notify::Result<()> {
+        for d in &recursive {
             w.watch(d, RecursiveMode::Recursive)?;
         }
+        for p in &parents {
+            w.watch(p, RecursiveMode::NonRecursive)?;
+        }
+        Ok(())
+    };
+    let attempt = notify::recommended_watcher(handler).and_then(|mut w| {
+        watch_all(&mut w)?;
         Ok(w)
     });
     match attempt {
         Ok(w) => {
-            info!(dirs = ?dirs, "watching for changes");
+            info!(dirs = ?recursive, "watching for changes");
             Some(Box::new(w))
         }
         Err(e) => {
             warn!(
                 "file notifications unavailable ({e}); polling {} every {:?} instead",
-                display_dirs(dirs),
+                display_dirs(&recursive),
                 POLL_INTERVAL
             );
             let handler = move |event: notify::Result<notify::Event>| {
-                if relevant(&event) {
+                if relevant(&event, &all) {
                     let _ = tx.try_send("file change (poll)");
                 }
             };
             let config = notify::Config::default().with_poll_interval(POLL_INTERVAL);
             let mut poll = notify::PollWatcher::new(handler, config).ok()?;
-            for d in dirs {
-                if let Err(e) = poll.watch(d, RecursiveMode::Recursive) {
-                    error!(
-                        "cannot poll {}: {e}; changes will only apply on SIGHUP",
-                        d.display()
-                    );
-                }
+            if let Err(e) = watch_all(&mut poll) {
+                error!(
+                    "cannot poll {}: {e}; changes will only apply on SIGHUP",
+                    display_dirs(&recursive)
+                );
             }
             Some(Box::new(poll))
         }
