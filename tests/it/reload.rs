@@ -647,6 +647,40 @@ async fn invalid_yaml_keeps_the_last_good_config_until_fixed() {
     assert!(status["last_error"].is_null(), "{status}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_name_in_another_file_is_rejected_until_removed() {
+    let env = Env::start(&[("a.yaml", direct_vs("site", "*", "v1"))]);
+    let before = env.status();
+    // The same VirtualService name in a new file (the first file is unchanged).
+    let dup = env.config.write("b.yaml", &direct_vs("site", "*", "v2"));
+    let status = wait_failed_after(&env.gw, counter(&before, "reloads_failed")).await;
+    assert_eq!(
+        counter(&status, "generation"),
+        counter(&before, "generation")
+    );
+    let err = status["last_error"].as_str().unwrap_or_default();
+    let first = env.config.file("a.yaml");
+    assert!(
+        err.contains(&format!(
+            "{}:4: VirtualService default/site: metadata.name: duplicate VirtualService default/site (first defined at {}:4)",
+            dup.display(),
+            first.display()
+        )),
+        "{status}"
+    );
+    assert!(serves(env.port, "example.com", "v1").await);
+
+    // Renamed: both load.
+    env.config
+        .write("b.yaml", &direct_vs("other", "other.example.com", "other"));
+    let status = env
+        .wait_generation_after(counter(&before, "generation"))
+        .await;
+    assert!(status["last_error"].is_null(), "{status}");
+    assert!(serves(env.port, "other.example.com", "other").await);
+    assert!(serves(env.port, "example.com", "v1").await);
+}
+
 /// Writes `bad` (a file with a valid change to VirtualService `site` and an invalid `broken`
 /// VirtualService) and proves nothing of it is applied, the error is reported as `check`
 /// reports it, and fixing `broken` applies everything.
@@ -865,6 +899,44 @@ async fn configmap_volume_swap_is_applied_and_files_load_once() {
         "no file was loaded twice:\n{}",
         gw.logs().join("\n")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_directory_replaced_by_a_symlink_swap_is_followed() {
+    // A release layout: --config is `current`, a symlink to a release directory that a deploy
+    // replaces atomically (new directory, new symlink renamed over `current`).
+    let port = free_port();
+    let root = ConfigDir::new();
+    let certs = ConfigDir::new();
+    let release = |n: &str, version: &str| {
+        root.write(&format!("{n}/gateway.yaml"), &gateway_yaml(&[port]));
+        root.write(&format!("{n}/vs.yaml"), &direct_vs("site", "*", version));
+    };
+    let swap_to = |n: &str| {
+        let tmp = root.file("current.tmp");
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(root.file(n), &tmp).unwrap();
+        std::fs::rename(&tmp, root.file("current")).unwrap();
+    };
+    release("r1", "v1");
+    swap_to("r1");
+    let gw = start_gateway(&root.file("current"), certs.path(), &[]);
+    assert!(serves(port, "example.com", "v1").await);
+
+    release("r2", "v2");
+    swap_to("r2");
+    eventually(APPLY, "the new release served", async || {
+        serves(port, "example.com", "v2").await
+    })
+    .await;
+
+    // Edits inside the new release are watched too.
+    root.write("r2/vs.yaml", &direct_vs("site", "*", "v2-edited"));
+    eventually(APPLY, "an edit in the new release served", async || {
+        serves(port, "example.com", "v2-edited").await
+    })
+    .await;
+    assert_eq!(counter(&reload_status(&gw), "reloads_failed"), 0);
 }
 
 // ---------------------------------------------------------------------------------------------
