@@ -3,9 +3,8 @@
 //! snapshot keeps serving and the error is logged exactly as `check` prints it.
 
 use std::collections::BTreeMap;
-use std::hash::{Hash, Hasher};
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use notify::{EventKind, RecursiveMode, Watcher};
@@ -15,7 +14,7 @@ use tracing::{error, info, warn};
 
 use crate::compile::{compile, Instance, Snapshot};
 use crate::config::diag::Diagnostics;
-use crate::config::load::{load_dir, Resources};
+use crate::config::load::{ParseCache, Resources};
 use crate::config::validate::validate;
 use crate::observe::stats::StatsRegistry;
 use crate::runtime::listeners::Listeners;
@@ -46,7 +45,16 @@ pub fn load_and_compile(
     source: &ConfigSource,
     stats: &StatsRegistry,
 ) -> Result<Loaded, Diagnostics> {
-    let (resources, mut diags) = load_dir(&source.config_dir);
+    load_and_compile_cached(source, stats, &mut ParseCache::default())
+}
+
+/// [`load_and_compile`] parsing only the files that changed since `cache` last saw them.
+pub fn load_and_compile_cached(
+    source: &ConfigSource,
+    stats: &StatsRegistry,
+    cache: &mut ParseCache,
+) -> Result<Loaded, Diagnostics> {
+    let (resources, mut diags) = cache.load_dir(&source.config_dir);
     diags.0.extend(validate(&resources));
     diags.sort();
     if diags.has_errors() {
@@ -77,23 +85,21 @@ pub fn files_hash(resources: &Resources) -> String {
 
 /// `Kind namespace/name` → hash of its spec, to report what a reload changed.
 fn fingerprints(resources: &Resources) -> BTreeMap<String, u64> {
-    fn fp<T: std::fmt::Debug>(out: &mut BTreeMap<String, u64>, kind: &str, key: String, spec: &T) {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        format!("{spec:?}").hash(&mut h);
-        out.insert(format!("{kind} {key}"), h.finish());
-    }
     let mut out = BTreeMap::new();
+    let mut add = |kind: &str, key: String, hash: u64| {
+        out.insert(format!("{kind} {key}"), hash);
+    };
     for r in &resources.gateways {
-        fp(&mut out, "Gateway", r.key(), &r.spec);
+        add("Gateway", r.key(), r.spec_hash);
     }
     for r in &resources.virtual_services {
-        fp(&mut out, "VirtualService", r.key(), &r.spec);
+        add("VirtualService", r.key(), r.spec_hash);
     }
     for r in &resources.service_entries {
-        fp(&mut out, "ServiceEntry", r.key(), &r.spec);
+        add("ServiceEntry", r.key(), r.spec_hash);
     }
     for r in &resources.destination_rules {
-        fp(&mut out, "DestinationRule", r.key(), &r.spec);
+        add("DestinationRule", r.key(), r.spec_hash);
     }
     out
 }
@@ -195,6 +201,8 @@ pub struct Reloader {
     pub source: ConfigSource,
     pub state: Arc<State>,
     pub listeners: Arc<Listeners>,
+    /// The parse of every file as of the last load, so a reload re-parses changed files only.
+    pub cache: Arc<Mutex<ParseCache>>,
 }
 
 impl Reloader {
@@ -203,7 +211,12 @@ impl Reloader {
         let start = Instant::now();
         let source = self.source.clone();
         let stats = self.state.stats.clone();
-        let built = tokio::task::spawn_blocking(move || load_and_compile(&source, &stats)).await;
+        let cache = self.cache.clone();
+        let built = tokio::task::spawn_blocking(move || {
+            let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+            load_and_compile_cached(&source, &stats, &mut cache)
+        })
+        .await;
         let result = match built {
             Ok(Ok(loaded)) => match self.listeners.prepare(&loaded.snapshot) {
                 Ok(prepared) => Ok((loaded, prepared)),
@@ -223,9 +236,15 @@ impl Reloader {
                 }
                 let changes = ChangeSet::between(&status.fingerprints, &loaded.fingerprints);
                 let snapshot = Arc::new(loaded.snapshot);
-                self.state.snapshot.store(snapshot.clone());
+                let old = self.state.snapshot.swap(snapshot.clone());
                 self.listeners.commit(prepared, &snapshot);
-                self.state.stats.prune();
+                // Freeing a large snapshot takes a while: not on a worker that serves requests.
+                // Then the stats of clusters that left the config (nothing references them).
+                let stats = self.state.stats.clone();
+                tokio::task::spawn_blocking(move || {
+                    drop(old);
+                    stats.prune();
+                });
                 status.generation += 1;
                 status.files_hash = loaded.files_hash;
                 status.fingerprints = loaded.fingerprints;
@@ -269,19 +288,12 @@ impl Reloader {
     /// SIGHUP can force a reload through the same debounce.
     pub fn watch(self: Arc<Self>, enabled: bool) -> mpsc::Sender<&'static str> {
         let (tx, mut rx) = mpsc::channel::<&'static str>(64);
-        let mut watcher_guard: Option<Box<dyn Watcher + Send>> = None;
-        if enabled {
-            let dirs: Vec<PathBuf> = [
-                self.source.config_dir.clone(),
-                self.source.instance.certs_dir.clone(),
-            ]
-            .into_iter()
-            .filter(|d| d.exists())
-            .collect();
-            watcher_guard = start_watcher(&dirs, tx.clone());
-        }
+        let dirs = vec![
+            self.source.config_dir.clone(),
+            self.source.instance.certs_dir.clone(),
+        ];
+        let mut watching = enabled.then(|| Watching::start(dirs, tx.clone()));
         tokio::spawn(async move {
-            let _keep_watching = watcher_guard;
             while let Some(mut reason) = rx.recv().await {
                 // Debounce: one rebuild per burst of events.
                 let deadline = Instant::now() + Duration::from_secs(2);
@@ -293,6 +305,9 @@ impl Reloader {
                         break;
                     }
                 }
+                if let Some(w) = watching.as_mut() {
+                    w.follow_replacements();
+                }
                 self.reload(reason).await;
             }
         });
@@ -300,9 +315,78 @@ impl Reloader {
     }
 }
 
-fn relevant(event: &notify::Result<notify::Event>) -> bool {
+/// The watches on the config and certs directories. Each directory is watched recursively
+/// (through a symlink, on its target) and its parent without recursion, so replacing the
+/// directory itself, or swapping the symlink that names it (a release layout's `current`), is
+/// seen too; the watches then move to the new target.
+struct Watching {
+    dirs: Vec<PathBuf>,
+    tx: mpsc::Sender<&'static str>,
+    /// What each directory resolved to when the watches were made.
+    resolved: Vec<Option<PathBuf>>,
+    _watcher: Option<Box<dyn Watcher + Send>>,
+}
+
+impl Watching {
+    fn start(dirs: Vec<PathBuf>, tx: mpsc::Sender<&'static str>) -> Watching {
+        let resolved = dirs.iter().map(|d| std::fs::canonicalize(d).ok()).collect();
+        let watcher = start_watcher(&dirs, tx.clone());
+        Watching {
+            dirs,
+            tx,
+            resolved,
+            _watcher: watcher,
+        }
+    }
+
+    /// Re-creates the watches if a directory now resolves elsewhere (or appeared).
+    fn follow_replacements(&mut self) {
+        let now: Vec<Option<PathBuf>> = self
+            .dirs
+            .iter()
+            .map(|d| std::fs::canonicalize(d).ok())
+            .collect();
+        if now != self.resolved {
+            info!(dirs = ?self.dirs, "a watched directory was replaced; watching the new one");
+            self._watcher = None;
+            *self = Watching::start(std::mem::take(&mut self.dirs), self.tx.clone());
+        }
+    }
+}
+
+/// `dir` as an absolute path whose last component is not resolved (it may be a symlink that
+/// is swapped), and its parent directory.
+fn absolute_and_parent(dir: &Path) -> (PathBuf, Option<PathBuf>) {
+    match (dir.parent(), dir.file_name()) {
+        (Some(parent), Some(name)) => {
+            let parent = if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            };
+            match std::fs::canonicalize(parent) {
+                Ok(parent) => (parent.join(name), Some(parent)),
+                Err(_) => (dir.to_path_buf(), None),
+            }
+        }
+        _ => (
+            std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf()),
+            None,
+        ),
+    }
+}
+
+/// Whether an event concerns one of `dirs` (absolute): anything under them, or the
+/// directory entry itself in its parent. Errors (e.g. a queue overflow) count.
+fn relevant(event: &notify::Result<notify::Event>, dirs: &[PathBuf]) -> bool {
     match event {
-        Ok(e) => !matches!(e.kind, EventKind::Access(_)),
+        Ok(e) => {
+            !matches!(e.kind, EventKind::Access(_))
+                && (e.paths.is_empty()
+                    || e.paths
+                        .iter()
+                        .any(|p| dirs.iter().any(|d| p.starts_with(d))))
+        }
         Err(_) => true,
     }
 }
@@ -311,45 +395,64 @@ fn start_watcher(
     dirs: &[PathBuf],
     tx: mpsc::Sender<&'static str>,
 ) -> Option<Box<dyn Watcher + Send>> {
+    let mut recursive = Vec::new();
+    let mut parents = Vec::new();
+    for d in dirs {
+        let (abs, parent) = absolute_and_parent(d);
+        if abs.exists() {
+            recursive.push(abs);
+        } else if parent.is_none() {
+            continue;
+        }
+        if let Some(p) = parent.filter(|p| !parents.contains(p)) {
+            parents.push(p);
+        }
+    }
+    let all: Vec<PathBuf> = dirs.iter().map(|d| absolute_and_parent(d).0).collect();
     let handler = {
-        let tx = tx.clone();
+        let (tx, all) = (tx.clone(), all.clone());
         move |event: notify::Result<notify::Event>| {
-            if relevant(&event) {
+            if relevant(&event, &all) {
                 let _ = tx.try_send("file change");
             }
         }
     };
-    let attempt = notify::recommended_watcher(handler).and_then(|mut w| {
-        for d in dirs {
+    let watch_all = |w: &mut dyn Watcher| -> notify::Result<()> {
+        for d in &recursive {
             w.watch(d, RecursiveMode::Recursive)?;
         }
+        for p in &parents {
+            w.watch(p, RecursiveMode::NonRecursive)?;
+        }
+        Ok(())
+    };
+    let attempt = notify::recommended_watcher(handler).and_then(|mut w| {
+        watch_all(&mut w)?;
         Ok(w)
     });
     match attempt {
         Ok(w) => {
-            info!(dirs = ?dirs, "watching for changes");
+            info!(dirs = ?recursive, "watching for changes");
             Some(Box::new(w))
         }
         Err(e) => {
             warn!(
                 "file notifications unavailable ({e}); polling {} every {:?} instead",
-                display_dirs(dirs),
+                display_dirs(&recursive),
                 POLL_INTERVAL
             );
             let handler = move |event: notify::Result<notify::Event>| {
-                if relevant(&event) {
+                if relevant(&event, &all) {
                     let _ = tx.try_send("file change (poll)");
                 }
             };
             let config = notify::Config::default().with_poll_interval(POLL_INTERVAL);
             let mut poll = notify::PollWatcher::new(handler, config).ok()?;
-            for d in dirs {
-                if let Err(e) = poll.watch(d, RecursiveMode::Recursive) {
-                    error!(
-                        "cannot poll {}: {e}; changes will only apply on SIGHUP",
-                        d.display()
-                    );
-                }
+            if let Err(e) = watch_all(&mut poll) {
+                error!(
+                    "cannot poll {}: {e}; changes will only apply on SIGHUP",
+                    display_dirs(&recursive)
+                );
             }
             Some(Box::new(poll))
         }

@@ -36,6 +36,9 @@ pub struct Resource<T> {
     pub meta: Meta,
     pub spec: T,
     pub origin: Origin,
+    /// Hash of the spec's content (computed once, when the file is parsed), to tell what a
+    /// reload changed.
+    pub spec_hash: u64,
 }
 
 impl<T> Resource<T> {
@@ -150,23 +153,115 @@ pub fn load_dir(dir: &Path) -> (Resources, Diagnostics) {
 
 /// Parses already-read files (also used by tests and benches to load from memory).
 pub fn load_files(files: Vec<SourceFile>) -> (Resources, Diagnostics) {
+    let parsed: Vec<Arc<ParsedFile>> = files
+        .into_iter()
+        .map(|f| Arc::new(parse_file(Arc::new(f))))
+        .collect();
+    merge(&parsed)
+}
+
+/// One file parsed on its own: its resources (in document order) and the diagnostics of its
+/// documents. Names duplicated across documents are reported by [`merge`].
+#[derive(Debug)]
+pub struct ParsedFile {
+    pub file: Arc<SourceFile>,
+    resources: Resources,
+    diags: Vec<Diagnostic>,
+}
+
+/// Parses every document of `file`.
+pub fn parse_file(file: Arc<SourceFile>) -> ParsedFile {
     let mut loader = Loader::default();
-    for file in files {
-        let file = Arc::new(file);
-        loader.resources.files.push(file.clone());
-        for doc in split_documents(&file.text) {
-            loader.document(&file, doc);
+    for doc in split_documents(&file.text) {
+        loader.document(&file, doc);
+    }
+    ParsedFile {
+        file,
+        resources: loader.resources,
+        diags: loader.diags,
+    }
+}
+
+/// Joins parsed files, in order, into one set of resources; a second object with the same
+/// kind, namespace and name is an error (the first one wins).
+pub fn merge(parsed: &[Arc<ParsedFile>]) -> (Resources, Diagnostics) {
+    let mut out = Resources::default();
+    let mut m = Merge::default();
+    for p in parsed {
+        let r = &p.resources;
+        out.files.push(p.file.clone());
+        m.diags.extend(p.diags.iter().cloned());
+        m.add(&r.gateways, &mut out.gateways);
+        m.add(&r.virtual_services, &mut out.virtual_services);
+        m.add(&r.service_entries, &mut out.service_entries);
+        m.add(&r.destination_rules, &mut out.destination_rules);
+    }
+    (out, Diagnostics(m.diags))
+}
+
+#[derive(Default)]
+struct Merge {
+    diags: Vec<Diagnostic>,
+    /// (kind, namespace, name) → where it was first defined.
+    seen: HashMap<(Kind, String, String), Origin>,
+}
+
+impl Merge {
+    fn add<T: Clone>(&mut self, items: &[Resource<T>], into: &mut Vec<Resource<T>>) {
+        for r in items {
+            let key = (r.kind, r.meta.namespace.clone(), r.meta.name.clone());
+            if let Some(first) = self.seen.get(&key) {
+                let message = format!(
+                    "duplicate {} {}/{} (first defined at {}:{}); names are unique per kind and namespace",
+                    r.kind,
+                    r.meta.namespace,
+                    r.meta.name,
+                    first.file.display,
+                    first.line_of("metadata.name")
+                );
+                r.reporter(&mut self.diags).error("metadata.name", message);
+                continue;
+            }
+            self.seen.insert(key, r.origin.clone());
+            into.push(r.clone());
         }
     }
-    (loader.resources, Diagnostics(loader.diags))
+}
+
+/// Parsed files kept between loads of one directory, so a reload parses only the files whose
+/// content changed (parsing dominates the load of a large directory); validation and compile
+/// still see the whole configuration.
+#[derive(Debug, Default)]
+pub struct ParseCache {
+    files: HashMap<std::path::PathBuf, Arc<ParsedFile>>,
+}
+
+impl ParseCache {
+    /// [`load_dir`], re-using the parse of every file whose content is unchanged.
+    pub fn load_dir(&mut self, dir: &Path) -> (Resources, Diagnostics) {
+        let files = match read_dir(dir) {
+            Ok(files) => files,
+            Err(problems) => return (Resources::default(), Diagnostics(problems)),
+        };
+        let parsed: Vec<Arc<ParsedFile>> = files
+            .into_iter()
+            .map(|f| match self.files.get(&f.path) {
+                Some(p) if p.file.text == f.text && p.file.display == f.display => p.clone(),
+                _ => Arc::new(parse_file(Arc::new(f))),
+            })
+            .collect();
+        self.files = parsed
+            .iter()
+            .map(|p| (p.file.path.clone(), p.clone()))
+            .collect();
+        merge(&parsed)
+    }
 }
 
 #[derive(Default)]
 struct Loader {
     resources: Resources,
     diags: Vec<Diagnostic>,
-    /// (kind, namespace, name) → where it was first defined.
-    seen: HashMap<(Kind, String, String), Origin>,
 }
 
 impl Loader {
@@ -270,7 +365,7 @@ impl Loader {
         }
     }
 
-    fn typed<T: DeserializeOwned + Default>(
+    fn typed<T: DeserializeOwned + Default + std::fmt::Debug>(
         &mut self,
         kind: Kind,
         value: Value,
@@ -334,19 +429,12 @@ impl Loader {
             return;
         };
         let meta = envelope.metadata.unwrap_or_default();
-        let key = (kind, namespace.clone(), name.clone());
-        if let Some(first) = self.seen.get(&key) {
-            report.error(
-                "metadata.name",
-                format!(
-                    "duplicate {kind} {namespace}/{name} (first defined at {}:{}); names are unique per kind and namespace",
-                    first.file.display,
-                    first.line_of("metadata.name")
-                ),
-            );
-            return;
-        }
-        self.seen.insert(key, origin.clone());
+        let spec_hash = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            format!("{spec:?}").hash(&mut h);
+            h.finish()
+        };
         let resource = Resource {
             kind,
             api_version: envelope.api_version,
@@ -359,6 +447,7 @@ impl Loader {
             },
             spec,
             origin,
+            spec_hash,
         };
         store(&mut self.resources, resource);
     }

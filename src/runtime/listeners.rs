@@ -46,6 +46,7 @@ pub struct Prepared {
 
 pub struct Listeners {
     state: Arc<State>,
+    /// One proxy for every listener, so every listener shares the upstream connection pool.
     http: Arc<HttpProxy<Edge>>,
     running: Mutex<BTreeMap<SocketAddr, Running>>,
     /// Open downstream connections, across all listeners.
@@ -61,13 +62,20 @@ impl Drop for ConnectionGuard {
     }
 }
 
-pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+/// Binds a listening socket. `reuse_port` (the Gateway listeners) lets a reload bind a server's
+/// new address while the old overlapping one (e.g. `0.0.0.0:P` → `127.0.0.1:P`) still listens;
+/// the old one is closed when the snapshot is swapped. A port held by another program (without
+/// SO_REUSEPORT) still fails to bind.
+pub fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
         TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
+    if reuse_port {
+        socket.set_reuseport(true)?;
+    }
     socket.set_nodelay(true)?;
     socket.bind(addr)?;
     socket.listen(1024)
@@ -110,7 +118,7 @@ impl Listeners {
             if running.contains_key(addr) {
                 continue;
             }
-            match bind(*addr) {
+            match bind(*addr, true) {
                 Ok(l) => bound.push((*addr, l)),
                 Err(e) => return Err(format!("cannot listen on {addr}: {e}")),
             }
@@ -139,6 +147,8 @@ impl Listeners {
         }
     }
 
+    /// Stops accepting; idle keep-alive connections close at once (see [`serve_h1`]), busy
+    /// ones after their current request, and whatever is left after `grace`.
     fn stop(&self, r: Running, grace: Duration) {
         r.accept.abort();
         let _ = r.drain.send(true);
@@ -158,7 +168,7 @@ impl Listeners {
         for r in all {
             self.stop(r, self.state.options.drain_timeout);
         }
-        // Wakes keep-alive connections idling in Pingora so they close now.
+        // Wakes anything still parked in Pingora's own keep-alive wait.
         self.http.cleanup().await;
     }
 
@@ -298,7 +308,15 @@ async fn serve(
                     )
                     .await;
                     match hs {
-                        Ok(Ok(tls_stream)) => serve_http(&http, Box::new(tls_stream), &drain).await,
+                        Ok(Ok(tls_stream)) => {
+                            use pingora::protocols::{Ssl, ALPN};
+                            let h2 = matches!(tls_stream.selected_alpn_proto(), Some(ALPN::H2));
+                            if h2 {
+                                serve_http(&http, Box::new(tls_stream), &drain).await
+                            } else {
+                                serve_h1(&http, Box::new(tls_stream), &drain).await
+                            }
+                        }
                         Ok(Err(e)) => debug!(%client, sni = ?sni, "TLS handshake failed: {e}"),
                         Err(_) => debug!(%client, "TLS handshake timed out"),
                     }
@@ -330,22 +348,52 @@ async fn serve_http(http: &Arc<HttpProxy<Edge>>, stream: Stream, drain: &watch::
     }
 }
 
-/// A plain connection known to be HTTP/1.x. Pingora's own h2c detection would read exactly the
-/// 24-byte preface first, which never completes for a shorter request (`GET / HTTP/1.0\r\n\r\n`
-/// waited forever), so [`h2c_preface`] classifies the connection and this runs Pingora's
-/// HTTP/1 keep-alive loop directly, with the one proxy (and so the one upstream pool).
+/// A connection known to be HTTP/1.x, plain or TLS. Pingora's own h2c detection would read
+/// exactly the 24-byte preface first, which never completes for a shorter request
+/// (`GET / HTTP/1.0\r\n\r\n` waited forever), so [`h2c_preface`] classifies plain
+/// connections and this runs Pingora's HTTP/1 keep-alive loop directly. Between requests it
+/// waits for the next request itself: when the listener is removed (or the process shuts
+/// down) an idle keep-alive connection is closed at once instead of waiting for its timeout.
 async fn serve_h1(http: &Arc<HttpProxy<Edge>>, stream: Stream, drain: &watch::Receiver<bool>) {
-    use pingora::apps::HttpServerApp;
+    use pingora::apps::{HttpPersistentSettings, HttpServerApp};
     use pingora::protocols::http::ServerSession;
+    use tokio::io::AsyncReadExt;
     let mut session = ServerSession::new_http1(stream);
-    session.set_keepalive(if *drain.borrow() { None } else { Some(60) });
+    session.set_keepalive(if *drain.borrow() {
+        None
+    } else {
+        Some(KEEPALIVE.as_secs())
+    });
     let mut result = http.process_new_http(session, drain).await;
-    while let Some((stream, settings)) = result.map(|r| r.consume()) {
+    while let Some((mut stream, settings)) = result.map(|r| r.consume()) {
+        let mut first = [0u8; 2048];
+        let mut drained = drain.clone();
+        let read = tokio::select! {
+            r = tokio::time::timeout(KEEPALIVE, stream.read(&mut first)) => r,
+            _ = until_true_ref(&mut drained) => return,
+        };
+        let n = match read {
+            Ok(Ok(n)) if n > 0 => n,
+            _ => return, // closed by the client, an error, or the keep-alive timeout
+        };
         let mut session = ServerSession::new_http1(stream);
-        if let Some(settings) = settings {
-            settings.apply_to_session(&mut session);
-        }
+        let mut settings =
+            settings.unwrap_or_else(|| HttpPersistentSettings::for_session(&session));
+        // The bytes read while waiting start the next request.
+        settings.set_pipelined_prefix(bytes::BytesMut::from(&first[..n]));
+        settings.apply_to_session(&mut session);
         result = http.process_new_http(session, drain).await;
+    }
+}
+
+/// How long an idle HTTP/1 keep-alive connection is kept (Pingora's default).
+const KEEPALIVE: Duration = Duration::from_secs(60);
+
+async fn until_true_ref(rx: &mut watch::Receiver<bool>) {
+    while !*rx.borrow_and_update() {
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 }
 

@@ -606,10 +606,17 @@ impl ProxyHttp for Edge {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        // A reload removed this connection's listener while the request was in flight: this
+        // response completes, then the connection closes (drains) instead of being kept alive
+        // for requests the listener no longer serves.
+        let local = session.server_addr().and_then(|a| a.as_inet()).copied();
+        if local.is_some_and(|a| self.state.snapshot.load().listener(a).is_none()) {
+            session.set_keepalive(None);
+        }
         if resp.status != http::StatusCode::SWITCHING_PROTOCOLS {
             for h in ["connection", "keep-alive", "proxy-connection"] {
                 resp.remove_header(h);

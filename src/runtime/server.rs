@@ -14,10 +14,11 @@ use super::listeners::{serve_app, Listeners};
 use super::proxy::Edge;
 use super::{RuntimeOptions, State};
 use crate::cli::RunArgs;
+use crate::config::load::ParseCache;
 use crate::observe::access_log::AccessLog;
 use crate::observe::admin::Admin;
 use crate::observe::stats::StatsRegistry;
-use crate::reload::{load_and_compile, ConfigSource, ReloadStatus, Reloader};
+use crate::reload::{load_and_compile_cached, ConfigSource, ReloadStatus, Reloader};
 
 pub fn init_logging() {
     use tracing_subscriber::EnvFilter;
@@ -40,7 +41,8 @@ pub fn run(args: RunArgs) -> i32 {
     };
     let stats = Arc::new(StatsRegistry::default());
     let started = Instant::now();
-    let loaded = match load_and_compile(&source, &stats) {
+    let mut cache = ParseCache::default();
+    let loaded = match load_and_compile_cached(&source, &stats, &mut cache) {
         Ok(l) => l,
         Err(diags) => {
             eprint!("{diags}");
@@ -83,7 +85,7 @@ pub fn run(args: RunArgs) -> i32 {
             return 1;
         }
     };
-    let code = runtime.block_on(serve(args, source, loaded, stats));
+    let code = runtime.block_on(serve(args, source, loaded, cache, stats));
     runtime.shutdown_timeout(Duration::from_secs(1));
     code
 }
@@ -92,6 +94,7 @@ async fn serve(
     args: RunArgs,
     source: ConfigSource,
     loaded: crate::reload::Loaded,
+    cache: ParseCache,
     stats: Arc<StatsRegistry>,
 ) -> i32 {
     let options = RuntimeOptions {
@@ -135,7 +138,7 @@ async fn serve(
     let mut sigint = signal(SignalKind::interrupt()).ok();
     let mut sighup = signal(SignalKind::hangup()).ok();
 
-    let admin_listener = match super::listeners::bind(args.admin) {
+    let admin_listener = match super::listeners::bind(args.admin, false) {
         Ok(l) => l,
         Err(e) => {
             error!("cannot listen on the admin address {}: {e}", args.admin);
@@ -162,6 +165,7 @@ async fn serve(
         source,
         state: state.clone(),
         listeners: listeners.clone(),
+        cache: Arc::new(std::sync::Mutex::new(cache)),
     });
     let trigger = reloader.watch(args.watch);
     state.ready.store(true, Relaxed);

@@ -6,5 +6,6 @@ mod support;
 mod corpus;
 mod egress;
 mod ingress;
+mod reload;
 mod support_selftest;
 mod tls;
