@@ -190,7 +190,7 @@ pub fn check(args: &CheckArgs) -> i32 {
         // Serve every Gateway regardless of selector: check them all.
         let mut all = resources.clone();
         for gw in &mut all.gateways {
-            gw.spec.selector.clear();
+            std::sync::Arc::make_mut(gw).spec.selector.clear();
         }
         let result = compile(&all, &instance, &StatsRegistry::default());
         match result {

@@ -453,7 +453,7 @@ impl<'a> DestinationRules<'a> {
             .map(|dr| {
                 (
                     HostPattern::parse(&canonical_host(&dr.spec.host, &dr.meta.namespace)),
-                    dr,
+                    &**dr,
                 )
             })
             .collect();

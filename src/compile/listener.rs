@@ -360,7 +360,7 @@ fn http_route_table(
     // domain → (routes per VirtualService, https redirect)
     let mut hosts: BTreeMap<HostPattern, HostRoutes> = BTreeMap::new();
     let mut seen: HashMap<(String, String, u16), Vec<Route>> = HashMap::new();
-    let delegates = |ns: &str, name: &str| -> Option<Resource<VirtualService>> {
+    let delegates = |ns: &str, name: &str| -> Option<Arc<Resource<VirtualService>>> {
         resources
             .virtual_services
             .iter()

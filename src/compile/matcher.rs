@@ -70,7 +70,7 @@ impl StrMatch {
 
 /// Istio regexes match the whole value (Envoy `safe_regex`).
 pub fn anchored_regex(re: &str) -> Result<Regex, regex::Error> {
-    Regex::new(&format!("^(?:{re})$"))
+    crate::config::regex_cache::anchored(re)
 }
 
 /// The URI condition, with `ignoreUriCase` folded in at compile time.

@@ -65,7 +65,7 @@ impl Registry {
             hosts: Vec::new(),
         };
         for se in &resources.service_entries {
-            let entry = Arc::new(se.clone());
+            let entry = Arc::clone(se);
             let ports: Vec<RegisteredPort> = se
                 .spec
                 .ports

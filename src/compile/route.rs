@@ -88,13 +88,17 @@ pub fn vs_binds_gateway(vs: &Resource<VirtualService>, gateway: &str) -> bool {
         .any(|g| resolve_gateway_ref(g, &vs.meta.namespace) == gateway)
 }
 
+/// Looks up a VirtualService by namespace and name (delegation).
+pub type FindVirtualService<'a> =
+    &'a dyn Fn(&str, &str) -> Option<std::sync::Arc<Resource<VirtualService>>>;
+
 /// Compiles the `http` rules of `vs` for one server. Generation stops after the first
 /// catch-all block (what follows can never match), as Istio does.
 pub fn compile_http_routes(
     vs: &Resource<VirtualService>,
     server: &ServerContext<'_>,
     clusters: &mut ClusterBuilder<'_>,
-    delegates: &dyn Fn(&str, &str) -> Option<Resource<VirtualService>>,
+    delegates: FindVirtualService<'_>,
     errors: &mut Vec<String>,
 ) -> Vec<Route> {
     let mut out = Vec::new();
@@ -107,9 +111,7 @@ pub fn compile_http_routes(
                 .unwrap_or_else(|| vs.meta.namespace.clone());
             match delegates(&ns, &d.name) {
                 Some(child) => {
-                    if compile_delegate(
-                        vs, rule, &child, server, clusters, delegates, errors, &mut out,
-                    ) {
+                    if compile_delegate(vs, rule, &child, server, clusters, errors, &mut out) {
                         return out;
                     }
                 }
@@ -146,14 +148,12 @@ pub fn compile_http_routes(
 
 /// Istio delegation: each rule of the delegate VirtualService, its match merged with the root
 /// rule's block. Returns true when a catch-all ended generation.
-#[allow(clippy::too_many_arguments)]
 fn compile_delegate(
     root: &Resource<VirtualService>,
     root_rule: &HttpRoute,
     child: &Resource<VirtualService>,
     server: &ServerContext<'_>,
     clusters: &mut ClusterBuilder<'_>,
-    _delegates: &dyn Fn(&str, &str) -> Option<Resource<VirtualService>>,
     errors: &mut Vec<String>,
     out: &mut Vec<Route>,
 ) -> bool {

@@ -63,10 +63,11 @@ impl<T> Resource<T> {
 /// Everything loaded from one config directory, in file order.
 #[derive(Debug, Default, Clone)]
 pub struct Resources {
-    pub gateways: Vec<Resource<Gateway>>,
-    pub virtual_services: Vec<Resource<VirtualService>>,
-    pub service_entries: Vec<Resource<ServiceEntry>>,
-    pub destination_rules: Vec<Resource<DestinationRule>>,
+    // Shared, not copied: a reload re-uses the parsed objects of every unchanged file.
+    pub gateways: Vec<Arc<Resource<Gateway>>>,
+    pub virtual_services: Vec<Arc<Resource<VirtualService>>>,
+    pub service_entries: Vec<Arc<Resource<ServiceEntry>>>,
+    pub destination_rules: Vec<Arc<Resource<DestinationRule>>>,
     pub files: Vec<Arc<SourceFile>>,
 }
 
@@ -83,10 +84,12 @@ impl Resources {
     }
 }
 
-/// Reads every YAML file under `dir` (recursive, sorted). Hidden entries are skipped, which is
-/// what makes Kubernetes ConfigMap volumes load once: their real files live under `..data/` and
-/// `..<timestamp>/`, and the visible names are symlinks into them.
-pub fn read_dir(dir: &Path) -> Result<Vec<SourceFile>, Vec<Diagnostic>> {
+/// Every YAML file under `dir` (recursive, sorted): (path, metadata). Hidden entries are
+/// skipped, which is what makes Kubernetes ConfigMap volumes load once: their real files live
+/// under `..data/` and `..<timestamp>/`, and the visible names are symlinks into them.
+pub fn list_dir(
+    dir: &Path,
+) -> Result<Vec<(std::path::PathBuf, std::fs::Metadata)>, Vec<Diagnostic>> {
     let mut files = Vec::new();
     let mut problems = Vec::new();
     if !dir.is_dir() {
@@ -117,15 +120,39 @@ pub fn read_dir(dir: &Path) -> Result<Vec<SourceFile>, Vec<Diagnostic>> {
         if ext != "yaml" && ext != "yml" {
             continue;
         }
-        match std::fs::read_to_string(path) {
-            Ok(text) => files.push(SourceFile {
-                display: path.display().to_string(),
-                path: path.to_path_buf(),
-                text,
-            }),
+        match entry.metadata() {
+            Ok(meta) => files.push((path.to_path_buf(), meta)),
             Err(e) => problems.push(plain_error(format!("{}: cannot read: {e}", path.display()))),
         }
     }
+    if problems.is_empty() {
+        Ok(files)
+    } else {
+        Err(problems)
+    }
+}
+
+fn read_source(path: &Path) -> Result<SourceFile, String> {
+    std::fs::read_to_string(path)
+        .map(|text| SourceFile {
+            display: path.display().to_string(),
+            path: path.to_path_buf(),
+            text,
+        })
+        .map_err(|e| format!("{}: cannot read: {e}", path.display()))
+}
+
+/// Reads every YAML file under `dir` (see [`list_dir`]).
+pub fn read_dir(dir: &Path) -> Result<Vec<SourceFile>, Vec<Diagnostic>> {
+    let mut problems = Vec::new();
+    let files: Vec<SourceFile> = list_dir(dir)?
+        .iter()
+        .filter_map(|(path, _)| {
+            read_source(path)
+                .map_err(|e| problems.push(plain_error(e)))
+                .ok()
+        })
+        .collect();
     if problems.is_empty() {
         Ok(files)
     } else {
@@ -207,7 +234,7 @@ struct Merge {
 }
 
 impl Merge {
-    fn add<T: Clone>(&mut self, items: &[Resource<T>], into: &mut Vec<Resource<T>>) {
+    fn add<T>(&mut self, items: &[Arc<Resource<T>>], into: &mut Vec<Arc<Resource<T>>>) {
         for r in items {
             let key = (r.kind, r.meta.namespace.clone(), r.meta.name.clone());
             if let Some(first) = self.seen.get(&key) {
@@ -223,7 +250,7 @@ impl Merge {
                 continue;
             }
             self.seen.insert(key, r.origin.clone());
-            into.push(r.clone());
+            into.push(Arc::clone(r));
         }
     }
 }
@@ -233,27 +260,80 @@ impl Merge {
 /// still see the whole configuration.
 #[derive(Debug, Default)]
 pub struct ParseCache {
-    files: HashMap<std::path::PathBuf, Arc<ParsedFile>>,
+    files: HashMap<std::path::PathBuf, (Stamp, Arc<ParsedFile>)>,
+}
+
+/// What identifies a file's content without reading it: inode, size, modification and change
+/// times. A file changed within the last two seconds is always re-read (a rewrite of the same
+/// size inside the file system's timestamp granularity would otherwise go unseen).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(meta: &std::fs::Metadata) -> Stamp {
+        use std::os::unix::fs::MetadataExt;
+        Stamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+
+    fn settled(&self) -> bool {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        now - self.mtime.0.max(self.ctime.0) > 2
+    }
 }
 
 impl ParseCache {
-    /// [`load_dir`], re-using the parse of every file whose content is unchanged.
+    /// [`load_dir`], re-using the parse of every file that has not changed on disk: an
+    /// unchanged file is neither read nor parsed again.
     pub fn load_dir(&mut self, dir: &Path) -> (Resources, Diagnostics) {
-        let files = match read_dir(dir) {
+        let listed = match list_dir(dir) {
             Ok(files) => files,
             Err(problems) => return (Resources::default(), Diagnostics(problems)),
         };
-        let parsed: Vec<Arc<ParsedFile>> = files
-            .into_iter()
-            .map(|f| match self.files.get(&f.path) {
-                Some(p) if p.file.text == f.text && p.file.display == f.display => p.clone(),
-                _ => Arc::new(parse_file(Arc::new(f))),
-            })
-            .collect();
-        self.files = parsed
-            .iter()
-            .map(|p| (p.file.path.clone(), p.clone()))
-            .collect();
+        let mut problems = Vec::new();
+        let mut next = HashMap::with_capacity(listed.len());
+        let mut parsed = Vec::with_capacity(listed.len());
+        for (path, meta) in listed {
+            let stamp = Stamp::of(&meta);
+            let cached = self
+                .files
+                .get(&path)
+                .filter(|(s, _)| *s == stamp && s.settled())
+                .map(|(_, p)| p.clone());
+            let file = match cached {
+                Some(p) => p,
+                None => match read_source(&path) {
+                    // The content may be unchanged after all (a touched or re-written file).
+                    Ok(f) => match self.files.get(&path) {
+                        Some((_, p)) if p.file.text == f.text => p.clone(),
+                        _ => Arc::new(parse_file(Arc::new(f))),
+                    },
+                    Err(e) => {
+                        problems.push(plain_error(e));
+                        continue;
+                    }
+                },
+            };
+            next.insert(path, (stamp, file.clone()));
+            parsed.push(file);
+        }
+        self.files = next;
+        if !problems.is_empty() {
+            return (Resources::default(), Diagnostics(problems));
+        }
         merge(&parsed)
     }
 }
@@ -370,7 +450,7 @@ impl Loader {
         kind: Kind,
         value: Value,
         origin: Origin,
-        store: impl FnOnce(&mut Resources, Resource<T>),
+        store: impl FnOnce(&mut Resources, Arc<Resource<T>>),
     ) {
         let name = value
             .get("metadata")
@@ -449,7 +529,7 @@ impl Loader {
             origin,
             spec_hash,
         };
-        store(&mut self.resources, resource);
+        store(&mut self.resources, Arc::new(resource));
     }
 }
 

@@ -6,6 +6,7 @@
 pub mod diag;
 pub mod host;
 pub mod load;
+pub mod regex_cache;
 pub mod source;
 pub mod types;
 pub mod validate;

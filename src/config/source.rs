@@ -170,10 +170,11 @@ pub fn split_documents(text: &str) -> Vec<DocSpan> {
     let mut offset = 0;
     for (line_no, line) in text.split_inclusive('\n').enumerate() {
         let content = line.trim_end_matches(['\n', '\r']);
+        // `---` or `...` alone, or followed by a space or tab (`--- !tag`, `--- {a: 1}`).
         let is_marker = |m: &str| {
-            content == m
-                || content.starts_with(&format!("{m} "))
-                || content.starts_with(&format!("{m}\t"))
+            content
+                .strip_prefix(m)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t']))
         };
         if is_marker("---") && offset > start {
             docs.push(DocSpan {

@@ -469,7 +469,10 @@ struct ServerRef<'a> {
 
 /// IST0145 (two servers on one port with overlapping hosts, in Gateways that select the same
 /// instance) and IST0138 (two HTTPS servers on one port sharing a certificate), as warnings.
-pub(super) fn check_conflicts(gateways: &[Resource<Gateway>], out: &mut Vec<Diagnostic>) {
+pub(super) fn check_conflicts(
+    gateways: &[std::sync::Arc<Resource<Gateway>>],
+    out: &mut Vec<Diagnostic>,
+) {
     // (port, bind) → server hosts; exact names bucketed so large configs stay linear.
     type Key<'a> = (u32, &'a str);
     let mut exact: HashMap<(Key, String), Vec<ServerRef>> = HashMap::new();
@@ -588,7 +591,10 @@ fn certificate_key(tls: &ServerTls) -> Option<String> {
     }
 }
 
-fn check_duplicate_certificates(gateways: &[Resource<Gateway>], out: &mut Vec<Diagnostic>) {
+fn check_duplicate_certificates(
+    gateways: &[std::sync::Arc<Resource<Gateway>>],
+    out: &mut Vec<Diagnostic>,
+) {
     let mut by_cert: HashMap<(u32, String), Vec<(usize, usize)>> = HashMap::new();
     for (g, gw) in gateways.iter().enumerate() {
         for (s, server) in gw.spec.servers.iter().enumerate() {

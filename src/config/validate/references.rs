@@ -434,7 +434,10 @@ fn visible_together(a: &Resource<ServiceEntry>, b: &Resource<ServiceEntry>) -> b
 
 /// IST0177: one host and port declared with different protocols by ServiceEntries that some
 /// namespace sees together.
-fn check_service_entry_protocols(ses: &[Resource<ServiceEntry>], out: &mut Vec<Diagnostic>) {
+fn check_service_entry_protocols(
+    ses: &[std::sync::Arc<Resource<ServiceEntry>>],
+    out: &mut Vec<Diagnostic>,
+) {
     let mut seen: HashMap<(String, u32), Vec<(usize, String)>> = HashMap::new();
     let mut findings = Vec::new();
     for (s, se) in ses.iter().enumerate() {

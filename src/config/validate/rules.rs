@@ -177,7 +177,7 @@ pub(crate) fn check_regex(re: &str) -> Result<(), String> {
             re.len()
         ));
     }
-    match regex::Regex::new(&format!("^(?:{re})$")) {
+    match crate::config::regex_cache::anchored(re) {
         Ok(_) => Ok(()),
         Err(e) => Err(format!(
             "regex `{re}` does not compile: {} (expected RE2 syntax, matched against the whole value; PCRE look-around and backreferences are not supported)",
