@@ -20,7 +20,10 @@ SCENARIOS=${SCENARIOS:-"http newconn tls tlsnew h2 egress"}
 PROXIES=${PROXIES:-"nginx portcullis envoy"}
 work=$(mktemp -d /tmp/portcullis-load.XXXXXX)
 pids=()
-cleanup() { for p in "${pids[@]:-}"; do kill "$p" 2>/dev/null || true; done; sleep 0.3; rm -rf "$work"; }
+cleanup() {
+  for p in "${pids[@]:-}"; do pkill -P "$p" 2>/dev/null || true; kill "$p" 2>/dev/null || true; done
+  sleep 0.3; rm -rf "$work"
+}
 trap cleanup EXIT
 
 for tool in wrk h2load nginx openssl python3; do
@@ -64,7 +67,7 @@ http {
            access_log $work/origin-tls.log conn; location / { return 200 '$body'; } }
 }
 CONF
-pin 0 nginx -c "$work/origin.conf" & pids+=($!)
+taskset -c 0 nginx -c "$work/origin.conf" & pids+=($!)
 
 # nginx as the proxy
 cat > "$work/nginx.conf" <<CONF
@@ -104,6 +107,13 @@ spec:
   - port: {number: ${HTTPS[portcullis]}, name: https, protocol: HTTPS}
     hosts: ["*"]
     tls: {mode: SIMPLE, credentialName: bench}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: bench-egress}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
   - port: {number: ${EGRESS[portcullis]}, name: egress, protocol: HTTP}
     hosts: [origin.bench.local]
 ---
@@ -121,7 +131,7 @@ kind: VirtualService
 metadata: {name: egress}
 spec:
   hosts: [origin.bench.local]
-  gateways: [bench]
+  gateways: [bench-egress]
   http:
   - route: [{destination: {host: origin.bench.local, port: {number: $ORIGIN_TLS}}}]
 ---
@@ -203,22 +213,21 @@ CONF
 declare -A PID
 start_proxy() {
   case $1 in
-    nginx) pin 0 nginx -c "$work/nginx.conf" & PID[nginx]=$!;;
-    portcullis) pin 0 "$portcullis" run --config "$work/gateways" --certs "$work/certs" --bind 127.0.0.1 \
+    nginx) taskset -c 0 nginx -c "$work/nginx.conf" & PID[nginx]=$!;;
+    portcullis) taskset -c 0 "$portcullis" run --config "$work/gateways" --certs "$work/certs" --bind 127.0.0.1 \
                   --admin 127.0.0.1:18299 --threads 1 --watch false >/dev/null 2>"$work/portcullis.err" & PID[portcullis]=$!;;
-    envoy) pin 0 "$envoy_bin" -c "$work/envoy.yaml" --concurrency 1 -l error >"$work/envoy.log" 2>&1 & PID[envoy]=$!;;
+    envoy) taskset -c 0 "$envoy_bin" -c "$work/envoy.yaml" --concurrency 1 -l error >"$work/envoy.log" 2>&1 & PID[envoy]=$!;;
   esac
   pids+=("${PID[$1]}")
   for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:${HTTP[$1]}/" && return 0; sleep 0.1; done
   echo "$1 did not start" >&2; return 1
 }
 
-# CPU ticks of a process and its children (nginx master + worker).
+# CPU ticks (user + system) of a process and all its descendants (nginx master + worker).
 cpu_ticks() {
-  local total=0 p
-  for p in $1 $(pgrep -P "$1" || true); do
-    [ -r "/proc/$p/stat" ] && total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat")))
-  done
+  local total p
+  total=$(awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0)
+  for p in $(pgrep -P "$1" || true); do total=$((total + $(cpu_ticks "$p"))); done
   echo "$total"
 }
 

@@ -6,8 +6,8 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
@@ -147,34 +147,46 @@ pub fn format_time(t: SystemTime) -> String {
     )
 }
 
-/// The access-log sink.
+/// The access-log sink. Request workers append formatted lines to a shared buffer; a writer
+/// thread flushes it to stdout every [`FLUSH_INTERVAL`]. A worker never waits for stdout and
+/// never wakes another thread per line (that wake-up cost more than the line itself). If stdout
+/// falls so far behind that the buffer passes [`MAX_BUFFER`], lines are dropped and counted.
 pub struct AccessLog {
     format: LogFormat,
-    tx: SyncSender<String>,
+    buffer: Arc<Mutex<Vec<u8>>>,
     pub dropped: AtomicU64,
 }
+
+const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
+const MAX_BUFFER: usize = 8 << 20;
 
 impl AccessLog {
     /// Starts the writer thread.
     pub fn stdout(format: LogFormat) -> AccessLog {
-        let (tx, rx) = sync_channel::<String>(16_384);
+        let buffer: Arc<Mutex<Vec<u8>>> = Arc::new(Mutex::new(Vec::with_capacity(64 * 1024)));
+        let shared = buffer.clone();
         std::thread::Builder::new()
             .name("access-log".into())
             .spawn(move || {
-                let stdout = std::io::stdout();
-                let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
-                while let Ok(line) = rx.recv() {
-                    let _ = out.write_all(line.as_bytes());
-                    while let Ok(more) = rx.try_recv() {
-                        let _ = out.write_all(more.as_bytes());
+                let mut spare = Vec::with_capacity(64 * 1024);
+                loop {
+                    std::thread::sleep(FLUSH_INTERVAL);
+                    {
+                        let mut b = shared.lock().unwrap_or_else(|e| e.into_inner());
+                        std::mem::swap(&mut *b, &mut spare);
                     }
-                    let _ = out.flush();
+                    if !spare.is_empty() {
+                        let mut out = std::io::stdout().lock();
+                        let _ = out.write_all(&spare);
+                        let _ = out.flush();
+                        spare.clear();
+                    }
                 }
             })
             .ok();
         AccessLog {
             format,
-            tx,
+            buffer,
             dropped: AtomicU64::new(0),
         }
     }
@@ -185,9 +197,12 @@ impl AccessLog {
             LogFormat::Json => serde_json::to_string(entry).unwrap_or_default(),
         };
         line.push('\n');
-        if let Err(TrySendError::Full(_)) = self.tx.try_send(line) {
+        let mut b = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
+        if b.len() + line.len() > MAX_BUFFER {
             self.dropped.fetch_add(1, Relaxed);
+            return;
         }
+        b.extend_from_slice(line.as_bytes());
     }
 }
 

@@ -73,10 +73,15 @@ pub fn run(args: RunArgs) -> i32 {
         loaded.snapshot.instance.role,
         loaded.snapshot.instance.labels,
     );
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // One worker needs no work-stealing scheduler: a current-thread runtime saves its
+    // cross-thread wake-ups (the blocking pool for reloads exists either way).
+    let mut builder = match args.threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
     builder.enable_all().thread_name("portcullis-worker");
-    if let Some(n) = args.threads {
-        builder.worker_threads(n.max(1));
+    if let Some(n) = args.threads.filter(|n| *n > 1) {
+        builder.worker_threads(n);
     }
     let runtime = match builder.build() {
         Ok(rt) => rt,
