@@ -217,7 +217,7 @@ run() {
 
     # Rewrite the VirtualService REWRITES times, spread over the run (leave 2 s at each end).
     local interval
-    interval="$(python3 -c "print(max(0.0, ($DURATION - 4) / $REWRITES))")"
+    interval="$(python3 -c "print(max(0.0, ($DURATION - 4) / max($REWRITES, 1)))")"
     sleep 2
     for i in $(seq 1 "$REWRITES"); do
         if (( i % 2 )); then write_vs b; else write_vs a; fi
