@@ -22,7 +22,7 @@ use super::context::{RequestCtx, Routed, Target};
 use super::headers::{apply_request_ops, apply_response_ops};
 use super::reply::{flags, LocalReply};
 use super::routing::{decide, normalize_path, Addressing, Decision};
-use super::upstream::{admit, peer, SanCheck};
+use super::upstream::{admit, peer};
 use super::State;
 use crate::compile::action::{Abort, Action, RedirectInput};
 use crate::compile::cluster::{HashKey, LbPolicy, PickInput};
@@ -32,6 +32,7 @@ use crate::config::host::normalize_request_host;
 use crate::observe::access_log::AccessLogEntry;
 use crate::observe::stats::Outcome;
 use crate::tls::server::DownstreamTls;
+use crate::tls::upstream::SanCheck;
 
 /// The gateway's proxy logic; all state lives in [`State`].
 pub struct Edge {

@@ -9,7 +9,7 @@ use pingora::protocols::Stream;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::routing::{not_in_registry, Addressing};
-use super::upstream::{peer, SanCheck};
+use super::upstream::peer;
 use super::State;
 use crate::compile::cluster::{Cluster, PickInput};
 use crate::compile::listener::TcpRoute;
@@ -17,6 +17,7 @@ use crate::compile::{OutboundPolicy, Role};
 use crate::config::host::normalize_request_host;
 use crate::observe::access_log::AccessLogEntry;
 use crate::tls::client_hello::{peek_client_hello, Parse, MAX_CLIENT_HELLO};
+use crate::tls::upstream::SanCheck;
 
 /// Who is on the other end of a proxied connection, for the log.
 pub struct ConnInfo {

@@ -154,29 +154,9 @@ pub fn peer(
         o.verify_cert = t.verify;
         o.ca = t.ca.clone();
         peer.client_cert_key = t.client_cert.clone();
-        if t.verify && !t.subject_alt_names.is_empty() {
-            // Istio: with subjectAltNames the certificate must carry one of them (the SNI alone
-            // is not enough). Pingora can only add names to the hostname check, so the chain
-            // is verified by OpenSSL and the SANs here; `check_upstream_sans` acts on the result.
-            o.verify_hostname = false;
-            let wanted: Arc<[String]> = t.subject_alt_names.clone().into();
-            o.upstream_tls_handshake_complete_hook = Some(Arc::new(move |ssl| {
-                let presented = ssl
-                    .peer_certificate()
-                    .map(|c| crate::tls::server::cert_sans(&c))
-                    .unwrap_or_default();
-                let ok = presented
-                    .iter()
-                    .any(|s| wanted.iter().any(|w| san_matches(w, s)));
-                Some(Arc::new(SanCheck {
-                    ok,
-                    presented,
-                    wanted: wanted.clone(),
-                }) as Arc<dyn std::any::Any + Send + Sync>)
-            }));
-        } else {
-            o.verify_hostname = t.verify;
-        }
+        // With subjectAltNames, the SANs are checked by the compiled hook instead of the SNI.
+        o.upstream_tls_handshake_complete_hook = t.san_check.clone();
+        o.verify_hostname = t.verify && t.san_check.is_none();
     }
     if up.http2 {
         o.set_http_version(2, 2);
@@ -196,39 +176,4 @@ pub fn peer(
         tls: tls.is_some(),
     })));
     peer
-}
-
-/// The outcome of the `subjectAltNames` check made when an upstream TLS connection is set up.
-#[derive(Debug)]
-pub struct SanCheck {
-    pub ok: bool,
-    pub presented: Vec<String>,
-    pub wanted: Arc<[String]>,
-}
-
-impl SanCheck {
-    /// The failure reason for a connection whose certificate carries none of the wanted names.
-    pub fn failure(digest: Option<&pingora::protocols::Digest>) -> Option<String> {
-        let check = digest?.ssl_digest.as_ref()?.extension.get::<SanCheck>()?;
-        (!check.ok).then(|| {
-            format!(
-                "upstream certificate SANs [{}] include none of subjectAltNames [{}]",
-                check.presented.join(", "),
-                check.wanted.join(", ")
-            )
-        })
-    }
-}
-
-/// A DR subjectAltNames entry against a certificate SAN (a `*.` SAN covers one label).
-fn san_matches(wanted: &str, presented: &str) -> bool {
-    if wanted.eq_ignore_ascii_case(presented) {
-        return true;
-    }
-    match presented.strip_prefix("*.") {
-        Some(suffix) => wanted
-            .split_once('.')
-            .is_some_and(|(label, rest)| !label.is_empty() && rest.eq_ignore_ascii_case(suffix)),
-        None => false,
-    }
 }

@@ -24,6 +24,8 @@ pub struct OriginationTls {
     pub subject_alt_names: Vec<String>,
     /// Distinguishes pools of connections made with different CA/client cert/SNI settings.
     pub policy_key: u64,
+    /// Checks `subject_alt_names` when a connection is made (see [`SanCheck`]).
+    pub san_check: Option<pingora::protocols::tls::HandshakeCompleteHook>,
     pub mode: ClientTlsMode,
 }
 
@@ -117,7 +119,10 @@ impl OriginationTls {
         tls.sni.hash(&mut hasher);
         verify.hash(&mut hasher);
         subject_alt_names.hash(&mut hasher);
+        let san_check =
+            (verify && !subject_alt_names.is_empty()).then(|| SanCheck::hook(&subject_alt_names));
         Ok(Some(OriginationTls {
+            san_check,
             sni: tls.sni.clone().filter(|s| !s.is_empty()),
             verify,
             ca,
@@ -126,5 +131,61 @@ impl OriginationTls {
             policy_key: hasher.finish(),
             mode,
         }))
+    }
+}
+
+/// Istio: with DestinationRule `subjectAltNames`, the upstream certificate must carry one of
+/// them (the SNI alone is not enough). Pingora can only add names to its hostname check, so the
+/// chain is verified by OpenSSL and the SANs by this hook, whose result the proxy reads from the
+/// connection's digest ([`SanCheck::failure`]).
+#[derive(Debug)]
+pub struct SanCheck {
+    pub ok: bool,
+    pub presented: Vec<String>,
+    pub wanted: Arc<[String]>,
+}
+
+impl SanCheck {
+    fn hook(wanted: &[String]) -> pingora::protocols::tls::HandshakeCompleteHook {
+        let wanted: Arc<[String]> = wanted.into();
+        Arc::new(move |ssl| {
+            let presented = ssl
+                .peer_certificate()
+                .map(|c| super::server::cert_sans(&c))
+                .unwrap_or_default();
+            let ok = presented
+                .iter()
+                .any(|s| wanted.iter().any(|w| san_matches(w, s)));
+            Some(Arc::new(SanCheck {
+                ok,
+                presented,
+                wanted: wanted.clone(),
+            }) as Arc<dyn std::any::Any + Send + Sync>)
+        })
+    }
+
+    /// The failure reason for a connection whose certificate carries none of the wanted names.
+    pub fn failure(digest: Option<&pingora::protocols::Digest>) -> Option<String> {
+        let check = digest?.ssl_digest.as_ref()?.extension.get::<SanCheck>()?;
+        (!check.ok).then(|| {
+            format!(
+                "upstream certificate SANs [{}] include none of subjectAltNames [{}]",
+                check.presented.join(", "),
+                check.wanted.join(", ")
+            )
+        })
+    }
+}
+
+/// A DR subjectAltNames entry against a certificate SAN (a `*.` SAN covers one label).
+fn san_matches(wanted: &str, presented: &str) -> bool {
+    if wanted.eq_ignore_ascii_case(presented) {
+        return true;
+    }
+    match presented.strip_prefix("*.") {
+        Some(suffix) => wanted
+            .split_once('.')
+            .is_some_and(|(label, rest)| !label.is_empty() && rest.eq_ignore_ascii_case(suffix)),
+        None => false,
     }
 }
