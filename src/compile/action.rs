@@ -383,10 +383,6 @@ pub struct RetryPolicy {
     pub on_connect_failure: bool,
     /// `reset`, `refused-stream`, `reset-before-request`: the upstream dropped the connection.
     pub on_reset: bool,
-    /// Status codes that trigger a retry (`5xx`, `gateway-error`, bare codes).
-    pub on_status: Vec<u16>,
-    pub on_5xx: bool,
-    pub on_gateway_error: bool,
     #[serde(
         skip_serializing_if = "Option::is_none",
         serialize_with = "opt_duration"
@@ -400,9 +396,6 @@ impl Default for RetryPolicy {
             attempts: 2,
             on_connect_failure: true,
             on_reset: true,
-            on_status: Vec::new(),
-            on_5xx: false,
-            on_gateway_error: false,
             per_try_timeout: None,
         }
     }
@@ -417,9 +410,6 @@ impl RetryPolicy {
             attempts: r.attempts.max(0) as u32,
             on_connect_failure: false,
             on_reset: false,
-            on_status: Vec::new(),
-            on_5xx: false,
-            on_gateway_error: false,
             per_try_timeout: r.per_try_timeout.map(|d| d.get()),
         };
         let retry_on = r.retry_on.clone().unwrap_or_else(|| {
@@ -429,23 +419,11 @@ impl RetryPolicy {
             match token {
                 "connect-failure" => p.on_connect_failure = true,
                 "reset" | "refused-stream" | "reset-before-request" => p.on_reset = true,
-                "5xx" => p.on_5xx = true,
-                "gateway-error" => p.on_gateway_error = true,
-                code => {
-                    if let Ok(c) = code.parse::<u16>() {
-                        p.on_status.push(c);
-                    }
-                }
+                // Status-based retries are not supported (validation warns); see `support.rs`.
+                _ => {}
             }
         }
         p
-    }
-
-    /// Whether an upstream response with this status should be retried.
-    pub fn retries_status(&self, status: u16) -> bool {
-        (self.on_5xx && status >= 500)
-            || (self.on_gateway_error && matches!(status, 502..=504))
-            || self.on_status.contains(&status)
     }
 }
 
@@ -630,12 +608,13 @@ mod tests {
     fn default_retry_policy_is_istios() {
         let p = RetryPolicy::compile(None);
         assert_eq!(p.attempts, 2);
-        assert!(p.on_connect_failure && p.on_reset && !p.on_5xx);
+        assert!(p.on_connect_failure && p.on_reset);
+        // An explicit retryOn replaces the default list.
         let p = RetryPolicy::compile(Some(&HttpRetry {
             attempts: 3,
-            retry_on: Some("5xx,503".into()),
+            retry_on: Some("reset".into()),
             ..Default::default()
         }));
-        assert!(p.retries_status(500) && p.retries_status(503) && !p.on_connect_failure);
+        assert!(p.on_reset && !p.on_connect_failure && p.attempts == 3);
     }
 }
