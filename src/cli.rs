@@ -67,6 +67,10 @@ pub struct InstanceArgs {
     /// Egress: what happens to hosts no ServiceEntry lists.
     #[arg(long, value_enum, default_value = "REGISTRY_ONLY")]
     pub outbound_policy: OutboundPolicy,
+    /// Seconds an idle upstream connection is kept at most, whatever `idleTimeout` says (Istio's
+    /// default is 1 h); below the upstreams' own keep-alive limit, so they never close first.
+    #[arg(long, default_value = "55", value_name = "SECS", value_parser = parse_secs)]
+    pub upstream_idle_cap: Duration,
 }
 
 impl InstanceArgs {
@@ -85,6 +89,7 @@ impl InstanceArgs {
             certs_dir,
             role,
             outbound_policy: self.outbound_policy,
+            upstream_idle_cap: self.upstream_idle_cap,
         }
     }
 }
@@ -104,9 +109,15 @@ pub struct RunArgs {
     /// Seconds in-flight requests get to finish on SIGTERM (and when a reload removes a port).
     #[arg(long, default_value = "10", value_name = "SECS", value_parser = parse_secs)]
     pub drain_timeout: Duration,
-    /// Watch --config and --certs and reload on change (SIGHUP always reloads).
-    #[arg(long, default_value = "true", action = clap::ArgAction::Set, value_name = "BOOL")]
-    pub watch: bool,
+    /// Watch --config and --certs and reload on change: true (file notifications, polling if
+    /// they are unavailable), poll, or false (SIGHUP still reloads).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "true",
+        value_name = "true|poll|false"
+    )]
+    pub watch: crate::reload::WatchMode,
     /// Worker threads (default: one per CPU).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,

@@ -20,6 +20,20 @@ use crate::observe::stats::StatsRegistry;
 use crate::runtime::listeners::Listeners;
 use crate::runtime::State;
 
+/// How `--config` and `--certs` are watched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WatchMode {
+    /// File notifications (inotify), falling back to polling if they are unavailable.
+    #[value(name = "true")]
+    On,
+    /// No watching: SIGHUP reloads.
+    #[value(name = "false")]
+    Off,
+    /// Poll every second (for file systems without notifications, e.g. some network mounts).
+    #[value(name = "poll")]
+    Poll,
+}
+
 /// Bursts of file events closer than this make one reload.
 pub const DEBOUNCE: Duration = Duration::from_millis(200);
 /// Polling interval when file notifications are unavailable.
@@ -286,13 +300,14 @@ impl Reloader {
     /// Watches the config and certs directories; falls back to polling if the platform's
     /// notifications are unavailable (e.g. inotify limits). Returns the trigger channel so
     /// SIGHUP can force a reload through the same debounce.
-    pub fn watch(self: Arc<Self>, enabled: bool) -> mpsc::Sender<&'static str> {
+    pub fn watch(self: Arc<Self>, mode: WatchMode) -> mpsc::Sender<&'static str> {
         let (tx, mut rx) = mpsc::channel::<&'static str>(64);
         let dirs = vec![
             self.source.config_dir.clone(),
             self.source.instance.certs_dir.clone(),
         ];
-        let mut watching = enabled.then(|| Watching::start(dirs, tx.clone()));
+        let mut watching =
+            (mode != WatchMode::Off).then(|| Watching::start(dirs, tx.clone(), mode));
         tokio::spawn(async move {
             while let Some(mut reason) = rx.recv().await {
                 // Debounce: one rebuild per burst of events.
@@ -324,17 +339,19 @@ struct Watching {
     tx: mpsc::Sender<&'static str>,
     /// What each directory resolved to when the watches were made.
     resolved: Vec<Option<PathBuf>>,
+    mode: WatchMode,
     _watcher: Option<Box<dyn Watcher + Send>>,
 }
 
 impl Watching {
-    fn start(dirs: Vec<PathBuf>, tx: mpsc::Sender<&'static str>) -> Watching {
+    fn start(dirs: Vec<PathBuf>, tx: mpsc::Sender<&'static str>, mode: WatchMode) -> Watching {
         let resolved = dirs.iter().map(|d| std::fs::canonicalize(d).ok()).collect();
-        let watcher = start_watcher(&dirs, tx.clone());
+        let watcher = start_watcher(&dirs, tx.clone(), mode == WatchMode::Poll);
         Watching {
             dirs,
             tx,
             resolved,
+            mode,
             _watcher: watcher,
         }
     }
@@ -349,7 +366,7 @@ impl Watching {
         if now != self.resolved {
             info!(dirs = ?self.dirs, "a watched directory was replaced; watching the new one");
             self._watcher = None;
-            *self = Watching::start(std::mem::take(&mut self.dirs), self.tx.clone());
+            *self = Watching::start(std::mem::take(&mut self.dirs), self.tx.clone(), self.mode);
         }
     }
 }
@@ -394,6 +411,7 @@ fn relevant(event: &notify::Result<notify::Event>, dirs: &[PathBuf]) -> bool {
 fn start_watcher(
     dirs: &[PathBuf],
     tx: mpsc::Sender<&'static str>,
+    force_poll: bool,
 ) -> Option<Box<dyn Watcher + Send>> {
     let mut recursive = Vec::new();
     let mut parents = Vec::new();
@@ -426,10 +444,16 @@ fn start_watcher(
         }
         Ok(())
     };
-    let attempt = notify::recommended_watcher(handler).and_then(|mut w| {
-        watch_all(&mut w)?;
-        Ok(w)
-    });
+    let attempt = if force_poll {
+        Err(notify::Error::generic(
+            "polling was asked for (--watch poll)",
+        ))
+    } else {
+        notify::recommended_watcher(handler).and_then(|mut w| {
+            watch_all(&mut w)?;
+            Ok(w)
+        })
+    };
     match attempt {
         Ok(w) => {
             info!(dirs = ?recursive, "watching for changes");
@@ -446,7 +470,10 @@ fn start_watcher(
                     let _ = tx.try_send("file change (poll)");
                 }
             };
-            let config = notify::Config::default().with_poll_interval(POLL_INTERVAL);
+            // Contents are compared too: modification times are only compared to the second.
+            let config = notify::Config::default()
+                .with_poll_interval(POLL_INTERVAL)
+                .with_compare_contents(true);
             let mut poll = notify::PollWatcher::new(handler, config).ok()?;
             if let Err(e) = watch_all(&mut poll) {
                 error!(

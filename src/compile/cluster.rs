@@ -28,10 +28,12 @@ use crate::tls::upstream::OriginationTls;
 
 /// Envoy/Istio default connect timeout (meshConfig.connectTimeout).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Idle upstream connections are closed after this when the DestinationRule says nothing.
-/// Istio's default is 1h, but most servers drop idle keep-alive connections after 60–75 s
-/// (nginx 75 s), and reusing a connection the server is closing is what produces 503 UC.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(55);
+/// `connectionPool.http.idleTimeout` when the DestinationRule says nothing: Istio's 1h.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// The cap on any idle timeout (`--upstream-idle-cap`): most servers drop idle keep-alive
+/// connections after 60–75 s (nginx 75 s), and reusing a connection the server is closing is
+/// what produces Envoy's intermittent 503 UC; closing ours first avoids the race.
+pub const DEFAULT_IDLE_CAP: Duration = Duration::from_secs(55);
 /// h2 streams multiplexed per upstream connection unless `maxConcurrentStreams` says otherwise.
 pub const DEFAULT_H2_STREAMS: usize = 100;
 
@@ -494,6 +496,7 @@ pub struct ClusterBuilder<'a> {
     pub registry: &'a Registry,
     rules: DestinationRules<'a>,
     certs_dir: &'a Path,
+    idle_cap: Duration,
     stats: &'a StatsRegistry,
     built: HashMap<ClusterKey, Arc<Cluster>>,
 }
@@ -509,6 +512,7 @@ impl<'a> ClusterBuilder<'a> {
             registry,
             rules: DestinationRules::new(resources),
             certs_dir,
+            idle_cap: DEFAULT_IDLE_CAP,
             stats,
             built: HashMap::new(),
         }
@@ -546,6 +550,12 @@ impl<'a> ClusterBuilder<'a> {
         let cluster = Arc::new(self.build(&key, registered.as_deref(), namespace)?);
         self.built.insert(key, cluster.clone());
         Ok(cluster)
+    }
+
+    /// The longest any upstream connection may stay idle (see [`DEFAULT_IDLE_CAP`]).
+    pub fn with_idle_cap(mut self, cap: Duration) -> Self {
+        self.idle_cap = cap;
+        self
     }
 
     pub fn clusters(&self) -> impl Iterator<Item = &Arc<Cluster>> {
@@ -767,7 +777,8 @@ impl<'a> ClusterBuilder<'a> {
                 .or_else(|| tcp.and_then(|t| t.idle_timeout))
                 .map(|d| d.get())
                 .filter(|d| !d.is_zero())
-                .unwrap_or(DEFAULT_IDLE_TIMEOUT),
+                .unwrap_or(DEFAULT_IDLE_TIMEOUT)
+                .min(self.idle_cap),
             max_requests_per_connection: positive(http.and_then(|h| h.max_requests_per_connection)),
             max_connections: positive(tcp.and_then(|t| t.max_connections)),
             max_pending_requests: positive(http.and_then(|h| h.http1_max_pending_requests)),
@@ -923,6 +934,31 @@ spec:
             .destination("reviews", None, Some("v9"), "shop", 80)
             .unwrap_err()
             .contains("subset `v9`"));
+    }
+
+    #[test]
+    fn idle_timeouts_default_to_istios_hour_under_the_cap() {
+        let res = resources(&format!(
+            "{SE_AND_DR}---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: short}}\nspec:\n  host: short.example.com\n  trafficPolicy: {{connectionPool: {{http: {{idleTimeout: 5s}}}}}}\n"
+        ));
+        let registry = Registry::build(&res);
+        let stats = StatsRegistry::default();
+        let mut b = ClusterBuilder::new(&res, &registry, Path::new("certs"), &stats);
+        // No DestinationRule idleTimeout: Istio's 1 h, held under the cap.
+        let c = b
+            .destination("example.org", Some(80), None, "default", 80)
+            .unwrap();
+        assert_eq!(c.upstream.idle_timeout, DEFAULT_IDLE_CAP);
+        let c = b
+            .destination("short.example.com", Some(80), None, "default", 80)
+            .unwrap();
+        assert_eq!(c.upstream.idle_timeout, Duration::from_secs(5));
+        let mut b = ClusterBuilder::new(&res, &registry, Path::new("certs"), &stats)
+            .with_idle_cap(Duration::from_secs(7200));
+        let c = b
+            .destination("example.org", Some(80), None, "default", 80)
+            .unwrap();
+        assert_eq!(c.upstream.idle_timeout, DEFAULT_IDLE_TIMEOUT);
     }
 
     #[test]

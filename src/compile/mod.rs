@@ -55,6 +55,18 @@ pub struct Instance {
     pub certs_dir: PathBuf,
     pub role: Role,
     pub outbound_policy: OutboundPolicy,
+    /// Upper bound on how long idle upstream connections are kept.
+    #[serde(with = "humantime_ms")]
+    pub upstream_idle_cap: std::time::Duration,
+}
+
+mod humantime_ms {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{}ms", d.as_millis()))
+    }
 }
 
 impl Default for Instance {
@@ -66,6 +78,7 @@ impl Default for Instance {
             certs_dir: PathBuf::from("certs"),
             role: Role::Ingress,
             outbound_policy: OutboundPolicy::RegistryOnly,
+            upstream_idle_cap: cluster::DEFAULT_IDLE_CAP,
         }
     }
 }
@@ -130,7 +143,8 @@ pub fn compile(
 ) -> Result<(Snapshot, Diagnostics), Diagnostics> {
     let mut diags: Vec<Diagnostic> = Vec::new();
     let registry = Registry::build(resources);
-    let mut clusters = ClusterBuilder::new(resources, &registry, &instance.certs_dir, stats);
+    let mut clusters = ClusterBuilder::new(resources, &registry, &instance.certs_dir, stats)
+        .with_idle_cap(instance.upstream_idle_cap);
     let listeners = listener::build_listeners(resources, instance, &mut clusters, &mut diags);
 
     let mut egress_clusters = HashMap::new();

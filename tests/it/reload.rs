@@ -1020,6 +1020,25 @@ async fn with_watch_false_a_change_waits_for_sighup() {
     assert!(serves(env.port, "new.example.com", "new").await);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polling_follows_changes_without_file_notifications() {
+    // The fallback for file systems without notifications (and for exhausted inotify limits).
+    let env = Env::start_with(
+        &[("vs.yaml", direct_vs("site", "*", "v1"))],
+        &["--watch", "poll"],
+    );
+    env.gw.wait_for_log("polling", WAIT);
+    let g = env.generation();
+    env.config.write("vs.yaml", &direct_vs("site", "*", "v2"));
+    // One poll interval (1 s) plus the debounce: well within the 10 s wait.
+    let status = env.wait_generation_after(g).await;
+    assert!(
+        reload_ok_line(&env.gw, &status).contains("poll"),
+        "the reload came from polling"
+    );
+    assert!(serves(env.port, "example.com", "v2").await);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Listeners follow the config
 
