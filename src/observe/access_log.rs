@@ -191,6 +191,14 @@ impl AccessLog {
         }
     }
 
+    /// Writes out whatever is buffered (at exit, so no line of a drained request is lost).
+    pub fn flush(&self) {
+        let pending = std::mem::take(&mut *self.buffer.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(&pending);
+        let _ = out.flush();
+    }
+
     pub fn log(&self, entry: &AccessLogEntry) {
         let mut line = match self.format {
             LogFormat::Text => entry.to_text(),

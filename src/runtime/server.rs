@@ -204,6 +204,7 @@ async fn serve(
     } else {
         info!("drained; exiting");
     }
+    state.access_log.flush();
     0
 }
 
