@@ -320,8 +320,14 @@ impl Reloader {
                         break;
                     }
                 }
-                if let Some(w) = watching.as_mut() {
-                    w.follow_replacements();
+                // Re-resolving the directories is file-system work: off the async workers.
+                if let Some(mut w) = watching.take() {
+                    watching = tokio::task::spawn_blocking(move || {
+                        w.follow_replacements();
+                        w
+                    })
+                    .await
+                    .ok();
                 }
                 self.reload(reason).await;
             }

@@ -748,11 +748,20 @@ impl<'a> ClusterBuilder<'a> {
         let se_sans = registered
             .map(|r| r.entry.spec.subject_alt_names.clone())
             .unwrap_or_default();
-        let tls = match &policy.tls {
+        let mut tls = match &policy.tls {
             Some(t) => OriginationTls::compile(t, self.certs_dir, &se_sans)
                 .map_err(|e| format!("{name}: {e}"))?,
             None => None,
         };
+        // Without a DR `sni`, the SNI is the destination host; only a wildcard or IP destination
+        // leaves it to the request's host (Envoy's auto SNI), decided per request.
+        if let Some(t) = tls.as_mut().filter(|t| t.sni.is_none()) {
+            let named =
+                !HostPattern::parse(&key.host).is_wildcard() && key.host.parse::<IpAddr>().is_err();
+            if named {
+                t.sni = Some(key.host.clone());
+            }
+        }
         let upgrade = http.and_then(|h| h.h2_upgrade_policy);
         let http2 = match upgrade {
             Some(H2UpgradePolicy::Upgrade) => true,

@@ -294,7 +294,7 @@ fn cluster(out: &mut String, c: &Cluster) {
         extras.push(format!(
             "TLS {:?} sni {}",
             t.mode,
-            t.sni.as_deref().unwrap_or(&c.host)
+            t.sni.as_deref().unwrap_or("(the requested host)")
         ));
     }
     if c.upstream.http2 {

@@ -12,7 +12,6 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::reply::LocalReply;
 use crate::compile::cluster::Cluster;
-use crate::config::host::HostPattern;
 use crate::observe::stats::ClusterStats;
 
 /// A request's hold on its cluster's capacity; released when the request ends.
@@ -113,20 +112,6 @@ impl Tracing for ConnectionCounter {
     }
 }
 
-/// The SNI for TLS origination: DR `sni`, else the destination host (the requested host for
-/// wildcard registry entries, as Envoy's auto SNI).
-pub fn origination_sni(cluster: &Cluster, request_host: &str) -> String {
-    match cluster.upstream.tls.as_ref().and_then(|t| t.sni.clone()) {
-        Some(sni) => sni,
-        None if HostPattern::parse(&cluster.host).is_wildcard()
-            || cluster.host.parse::<std::net::IpAddr>().is_ok() =>
-        {
-            request_host.to_string()
-        }
-        None => cluster.host.clone(),
-    }
-}
-
 /// The peer for one attempt. `budget` is what is left of the route (or per-try) timeout.
 pub fn peer(
     cluster: &Cluster,
@@ -137,7 +122,8 @@ pub fn peer(
     let up = &cluster.upstream;
     let tls = up.tls.as_deref();
     let sni = if tls.is_some() {
-        origination_sni(cluster, request_host)
+        tls.and_then(|t| t.sni.clone())
+            .unwrap_or_else(|| request_host.to_string())
     } else {
         String::new()
     };

@@ -14,7 +14,8 @@ use crate::config::types::{ClientTls, ClientTlsMode};
 /// Compiled origination settings for one cluster.
 #[derive(Clone)]
 pub struct OriginationTls {
-    /// `None`: use the destination host (or, for wildcard registry entries, the request host).
+    /// The SNI to send: the DR's `sni`, else the destination host (filled in by the cluster
+    /// build); `None` only for wildcard or IP destinations, which use the request's host.
     pub sni: Option<String>,
     pub verify: bool,
     /// `None`: the system trust store.

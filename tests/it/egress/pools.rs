@@ -8,6 +8,25 @@ use super::*;
 use crate::support::client::http_client;
 
 /// Connection ids the backend saw, by the value of request header `x-policy`.
+/// A VirtualService sending requests with `x-policy: <matched>` to subset `matched` of the API
+/// host and every other request to subset `fallback`.
+fn subset_by_policy_vs(matched: &str, fallback: &str) -> String {
+    format!(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: api, namespace: default}}
+spec:
+  hosts: [{API}]
+  gateways: [egressgateway]
+  http:
+  - match: [{{headers: {{x-policy: {{exact: {matched}}}}}}}]
+    route: [{{destination: {{host: {API}, subset: {matched}}}}}]
+  - route: [{{destination: {{host: {API}, subset: {fallback}}}}}]
+"#
+    )
+}
+
 fn conns_by_policy(upstream: &Backend) -> BTreeMap<String, BTreeSet<u64>> {
     let mut out: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
     for r in upstream.requests_seen() {
@@ -47,20 +66,7 @@ spec:
       tls: {{mode: SIMPLE, caCertificates: {ca}, sni: b.example.test}}
 "#
     );
-    let vs = format!(
-        r#"
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: api, namespace: default}}
-spec:
-  hosts: [{API}]
-  gateways: [egressgateway]
-  http:
-  - match: [{{headers: {{x-policy: {{exact: a}}}}}}]
-    route: [{{destination: {{host: {API}, subset: a}}}}]
-  - route: [{{destination: {{host: {API}, subset: b}}}}]
-"#
-    );
+    let vs = subset_by_policy_vs("a", "b");
     let eg = Egress::start(&docs(&[
         &service_entry("api", API, &[(80, "http", "HTTP", upstream.port())]),
         &dr,
@@ -124,20 +130,7 @@ spec:
         pki.ca_path(),
         rogue_ca_file.display()
     );
-    let vs = format!(
-        r#"
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: api, namespace: default}}
-spec:
-  hosts: [{API}]
-  gateways: [egressgateway]
-  http:
-  - match: [{{headers: {{x-policy: {{exact: rogue}}}}}}]
-    route: [{{destination: {{host: {API}, subset: rogue}}}}]
-  - route: [{{destination: {{host: {API}, subset: trusted}}}}]
-"#
-    );
+    let vs = subset_by_policy_vs("rogue", "trusted");
     let eg = Egress::start(&docs(&[
         &service_entry("api", API, &[(80, "http", "HTTP", upstream.port())]),
         &dr,
