@@ -5,7 +5,7 @@ mod common;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use portcullis::compile::{compile, Instance};
 use portcullis::config::validate::validate;
-use portcullis::observe::stats::StatsRegistry;
+use portcullis::upstream::StatsRegistry;
 
 fn pipeline(c: &mut Criterion) {
     let mut group = c.benchmark_group("config");

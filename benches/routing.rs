@@ -9,7 +9,7 @@ use portcullis::compile::listener::ListenerKind;
 use portcullis::compile::matcher::RequestView;
 use portcullis::compile::route::first_match;
 use portcullis::compile::{compile, Instance};
-use portcullis::observe::stats::StatsRegistry;
+use portcullis::upstream::StatsRegistry;
 
 fn routing(c: &mut Criterion) {
     let mut lookup = c.benchmark_group("host_lookup");

@@ -10,8 +10,8 @@ use portcullis::compile::{compile, Instance};
 use portcullis::config::load::ParseCache;
 use portcullis::config::load::{load_files, read_dir};
 use portcullis::config::validate::validate;
-use portcullis::observe::stats::StatsRegistry;
 use portcullis::reload::{files_hash, load_and_compile, load_and_compile_cached, ConfigSource};
+use portcullis::upstream::StatsRegistry;
 
 fn main() {
     let mut args = std::env::args().skip(1);

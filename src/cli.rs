@@ -12,7 +12,7 @@ use crate::compile::{compile, Instance, OutboundPolicy, Role};
 use crate::config::load::load_dir;
 use crate::config::validate::validate;
 use crate::observe::access_log::LogFormat;
-use crate::observe::stats::StatsRegistry;
+use crate::upstream::StatsRegistry;
 
 #[derive(Debug, Parser)]
 #[command(

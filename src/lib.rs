@@ -11,3 +11,4 @@ pub mod observe;
 pub mod reload;
 pub mod runtime;
 pub mod tls;
+pub mod upstream;

@@ -16,9 +16,9 @@ use crate::compile::{compile, Instance, Snapshot};
 use crate::config::diag::Diagnostics;
 use crate::config::load::{ParseCache, Resources};
 use crate::config::validate::validate;
-use crate::observe::stats::StatsRegistry;
 use crate::runtime::listeners::Listeners;
 use crate::runtime::State;
+use crate::upstream::StatsRegistry;
 
 /// How `--config` and `--certs` are watched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -10,9 +10,9 @@ use http::{HeaderName, HeaderValue};
 use regex::Regex;
 use serde::{Serialize, Serializer};
 
-use super::cluster::Cluster;
 use super::matcher::StrMatch;
 use crate::config::types::{CorsPolicy, HeaderOperations, HttpFaultInjection, HttpRetry};
+use crate::upstream::Cluster;
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -2,40 +2,30 @@
 //! DestinationRule policy that applies (connection pool, circuit breakers, TLS origination).
 //! Named as Istio names them: `outbound|<port>|<subset>|<host>`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use pingora_load_balancing::selection::{
-    BackendIter, BackendSelection, Consistent, Random, RoundRobin,
-};
-use pingora_load_balancing::Backend;
 use serde::Serialize;
 
 use super::registry::{RegisteredHost, Registry};
 use crate::config::host::{canonical_host, HostPattern};
 use crate::config::load::{Resource, Resources};
 use crate::config::types::{
-    ClientTls, ConnectionPoolSettings, ConsistentHash, DestinationRule, H2UpgradePolicy,
-    LoadBalancerSettings, OutlierDetection, Protocol, Resolution, SimpleLb, TrafficPolicy,
+    ClientTls, ConnectionPoolSettings, DestinationRule, H2UpgradePolicy, LoadBalancerSettings,
+    OutlierDetection, Protocol, Resolution, TrafficPolicy,
 };
-use crate::dns::{DnsCache, DnsError};
-use crate::observe::stats::{ClusterStats, StatsRegistry};
 use crate::tls::upstream::OriginationTls;
-
-/// Envoy/Istio default connect timeout (meshConfig.connectTimeout).
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// `connectionPool.http.idleTimeout` when the DestinationRule says nothing: Istio's 1h.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
-/// The cap on any idle timeout (`--upstream-idle-cap`): most servers drop idle keep-alive
-/// connections after 60–75 s (nginx 75 s), and reusing a connection the server is closing is
-/// what produces Envoy's intermittent 503 UC; closing ours first avoids the race.
-pub const DEFAULT_IDLE_CAP: Duration = Duration::from_secs(55);
-/// h2 streams multiplexed per upstream connection unless `maxConcurrentStreams` says otherwise.
-pub const DEFAULT_H2_STREAMS: usize = 100;
+use crate::upstream::balancer::LbPolicy;
+use crate::upstream::breaker::CircuitBreaker;
+use crate::upstream::endpoint::{DnsEndpoint, Endpoint, Endpoints};
+use crate::upstream::outlier::OutlierPolicy;
+use crate::upstream::peer::{
+    Upstream, DEFAULT_CONNECT_TIMEOUT, DEFAULT_H2_STREAMS, DEFAULT_IDLE_CAP, DEFAULT_IDLE_TIMEOUT,
+};
+use crate::upstream::{Cluster, ClusterSpec, StatsRegistry};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct ClusterKey {
@@ -56,333 +46,6 @@ impl ClusterKey {
             self.subset.as_deref().unwrap_or(""),
             self.host
         )
-    }
-}
-
-#[derive(Debug, Serialize)]
-pub struct Cluster {
-    pub name: String,
-    pub host: String,
-    pub port: u16,
-    pub subset: Option<String>,
-    /// `namespace/name` of the ServiceEntry that registers the host, if any.
-    pub service_entry: Option<String>,
-    /// `namespace/name` of the DestinationRule that applies, if any.
-    pub destination_rule: Option<String>,
-    pub endpoints: Endpoints,
-    pub lb: LbPolicy,
-    /// DestinationRule `outlierDetection`: passive ejection of failing endpoints.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub outlier: Option<OutlierPolicy>,
-    #[serde(skip)]
-    balancer: Balancer,
-    pub upstream: Upstream,
-    #[serde(skip)]
-    pub stats: Arc<ClusterStats>,
-    #[serde(skip)]
-    rr: AtomicUsize,
-}
-
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Endpoints {
-    /// Fixed addresses (STATIC ServiceEntry endpoints, or an IP literal).
-    Static(Vec<Endpoint>),
-    /// Names resolved asynchronously, every address a host (Istio DNS / STRICT_DNS).
-    Dns(Vec<DnsEndpoint>),
-    /// Resolve the host the request asked for (NONE / DYNAMIC_DNS on wildcard entries, and
-    /// ALLOW_ANY egress). Port 0 means the port the request asked for.
-    RequestHost { port: u16 },
-}
-
-#[derive(Debug, Serialize)]
-pub struct Endpoint {
-    pub address: SocketAddr,
-    pub weight: u32,
-    #[serde(skip)]
-    pub active: Arc<AtomicU64>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct DnsEndpoint {
-    pub name: String,
-    pub port: u16,
-    pub weight: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum LbPolicy {
-    RoundRobin,
-    Random,
-    LeastRequest,
-    ConsistentHash(HashKey),
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum HashKey {
-    Header(String),
-    Cookie(String),
-    SourceIp,
-    QueryParameter(String),
-}
-
-enum Balancer {
-    None,
-    RoundRobin(Arc<RoundRobin>),
-    Random(Arc<Random>),
-    Consistent(Arc<Consistent>),
-}
-
-impl std::fmt::Debug for Balancer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Balancer::None => "None",
-            Balancer::RoundRobin(_) => "RoundRobin",
-            Balancer::Random(_) => "Random",
-            Balancer::Consistent(_) => "Consistent",
-        })
-    }
-}
-
-/// How connections to the upstream are made and limited.
-#[derive(Debug, Serialize)]
-pub struct Upstream {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tls: Option<Arc<OriginationTls>>,
-    /// Speak HTTP/2 to the upstream (GRPC/HTTP2 port, or `h2UpgradePolicy: UPGRADE`).
-    pub http2: bool,
-    pub connect_timeout: Duration,
-    pub idle_timeout: Duration,
-    pub max_requests_per_connection: Option<u64>,
-    /// `tcp.maxConnections`; `None` = unlimited.
-    pub max_connections: Option<u64>,
-    /// `http.http1MaxPendingRequests`: how many requests may wait for a connection slot.
-    pub max_pending_requests: Option<u64>,
-    /// `http.http2MaxRequests`: concurrent requests to the cluster.
-    pub max_requests: Option<u64>,
-    pub max_h2_streams: usize,
-    /// Pool isolation: connections are only reused within one cluster and TLS policy.
-    pub group_key: u64,
-    pub tcp_keepalive: Option<(Duration, Duration, usize)>,
-}
-
-/// What a pick needs from the request.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct PickInput<'a> {
-    /// The request's host (without port), for request-host clusters.
-    pub request_host: &'a str,
-    /// The port the request asked for, for request-host clusters on port 0.
-    pub request_port: u16,
-    /// Consistent-hash input, already extracted from the request per `HashKey`.
-    pub hash_input: Option<&'a [u8]>,
-    /// Endpoints already tried by this request (Istio's previous-hosts retry predicate).
-    pub exclude: &'a [SocketAddr],
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum PickError {
-    #[error("no healthy upstream: cluster {0} has no endpoints")]
-    NoEndpoints(String),
-    #[error(transparent)]
-    Dns(#[from] DnsError),
-}
-
-/// The chosen endpoint, with the counter LEAST_REQUEST balances on.
-#[derive(Debug, Clone)]
-pub struct Picked {
-    pub address: SocketAddr,
-    pub active: Option<Arc<AtomicU64>>,
-}
-
-impl Cluster {
-    /// Chooses an endpoint. Only DNS clusters await (a cached, asynchronous lookup).
-    pub async fn pick(&self, input: PickInput<'_>, dns: &DnsCache) -> Result<Picked, PickError> {
-        // Ejected endpoints are avoided like ones this request already tried.
-        let mut avoid;
-        let input = if self.outlier.is_some() {
-            avoid = self.stats.ejected();
-            if avoid.is_empty() {
-                input
-            } else {
-                avoid.extend_from_slice(input.exclude);
-                PickInput {
-                    exclude: &avoid,
-                    ..input
-                }
-            }
-        } else {
-            input
-        };
-        match &self.endpoints {
-            Endpoints::Static(eps) => self.pick_static(eps, input),
-            Endpoints::Dns(names) => {
-                let ep = match names.len() {
-                    0 => return Err(PickError::NoEndpoints(self.name.clone())),
-                    1 => &names[0],
-                    _ => weighted_choice(names.iter().map(|n| n.weight), names),
-                };
-                let addrs = dns.resolve(&ep.name).await?;
-                Ok(self.pick_resolved(&addrs, ep.port, input))
-            }
-            Endpoints::RequestHost { port } => {
-                let port = if *port == 0 {
-                    input.request_port
-                } else {
-                    *port
-                };
-                let addrs = dns.resolve(input.request_host).await?;
-                Ok(self.pick_resolved(&addrs, port, input))
-            }
-        }
-    }
-
-    fn pick_resolved(&self, addrs: &[IpAddr], port: u16, input: PickInput<'_>) -> Picked {
-        let start = self.rr.fetch_add(1, Relaxed);
-        let n = addrs.len();
-        let choice = (0..n)
-            .map(|i| SocketAddr::new(addrs[(start + i) % n], port))
-            .find(|a| !input.exclude.contains(a))
-            .unwrap_or_else(|| SocketAddr::new(addrs[start % n], port));
-        Picked {
-            address: choice,
-            active: None,
-        }
-    }
-
-    fn pick_static(&self, eps: &[Endpoint], input: PickInput<'_>) -> Result<Picked, PickError> {
-        if eps.is_empty() {
-            return Err(PickError::NoEndpoints(self.name.clone()));
-        }
-        let by_addr = |addr: SocketAddr| eps.iter().find(|e| e.address == addr);
-        let from_iter =
-            |mut iter: Box<dyn FnMut() -> Option<SocketAddr> + '_>| -> Option<SocketAddr> {
-                let first = iter()?;
-                if !input.exclude.contains(&first) {
-                    return Some(first);
-                }
-                (0..eps.len() * 2)
-                    .filter_map(|_| iter())
-                    .find(|a| !input.exclude.contains(a))
-                    .or(Some(first))
-            };
-        let chosen = match (&self.balancer, &self.lb) {
-            (_, LbPolicy::LeastRequest) => Some(self.least_request(eps, input)),
-            (Balancer::RoundRobin(b), _) => {
-                let mut it = b.iter(&[]);
-                from_iter(Box::new(move || backend_addr(it.next())))
-            }
-            (Balancer::Random(b), _) => {
-                let mut it = b.iter(&[]);
-                from_iter(Box::new(move || backend_addr(it.next())))
-            }
-            (Balancer::Consistent(b), _) => {
-                let key = input.hash_input.unwrap_or(&[]);
-                let mut it = b.iter(key);
-                from_iter(Box::new(move || backend_addr(it.next())))
-            }
-            (Balancer::None, _) => None,
-        };
-        let address = chosen.unwrap_or(eps[0].address);
-        Ok(Picked {
-            address,
-            active: by_addr(address).map(|e| e.active.clone()),
-        })
-    }
-
-    /// Envoy's LEAST_REQUEST: the less busy of two random (weighted) choices.
-    fn least_request(&self, eps: &[Endpoint], input: PickInput<'_>) -> SocketAddr {
-        let candidates: Vec<&Endpoint> = eps
-            .iter()
-            .filter(|e| !input.exclude.contains(&e.address))
-            .collect();
-        let pool: Vec<&Endpoint> = if candidates.is_empty() {
-            eps.iter().collect()
-        } else {
-            candidates
-        };
-        if pool.len() == 1 {
-            return pool[0].address;
-        }
-        let a = weighted_choice(pool.iter().map(|e| e.weight), &pool);
-        let b = weighted_choice(pool.iter().map(|e| e.weight), &pool);
-        if b.active.load(Relaxed) < a.active.load(Relaxed) {
-            b.address
-        } else {
-            a.address
-        }
-    }
-
-    /// Records how an attempt on `addr` ended, for outlier detection (no-op without it).
-    pub fn record_outcome(&self, addr: SocketAddr, outcome: crate::observe::stats::Outcome) {
-        let Some(o) = &self.outlier else { return };
-        let endpoints = match &self.endpoints {
-            Endpoints::Static(eps) => eps.len(),
-            _ => 1,
-        };
-        self.stats.record_outcome(
-            addr,
-            outcome,
-            crate::observe::stats::Thresholds {
-                consecutive_5xx: o.consecutive_5xx,
-                consecutive_gateway: o.consecutive_gateway,
-                base_ejection: o.base_ejection,
-                max_ejection_percent: o.max_ejection_percent,
-                endpoints,
-            },
-        );
-    }
-
-    /// Whether a ServiceEntry registers this destination (egress REGISTRY_ONLY checks it).
-    pub fn registered(&self) -> bool {
-        self.service_entry.is_some()
-    }
-}
-
-fn backend_addr(b: Option<&Backend>) -> Option<SocketAddr> {
-    b.and_then(|b| b.addr.as_inet().copied())
-}
-
-/// Picks an item with probability proportional to its weight (weights of 0 count as 1).
-fn weighted_choice<T>(weights: impl Iterator<Item = u32> + Clone, items: &[T]) -> &T {
-    let total: u64 = weights.clone().map(|w| u64::from(w.max(1))).sum();
-    let mut r = fastrand::u64(0..total.max(1));
-    for (w, item) in weights.zip(items) {
-        let w = u64::from(w.max(1));
-        if r < w {
-            return item;
-        }
-        r -= w;
-    }
-    &items[0]
-}
-
-/// `outlierDetection`, with Envoy's defaults for what is unset.
-#[derive(Debug, Clone, Serialize)]
-pub struct OutlierPolicy {
-    /// Consecutive 5xx (and connect failures) that eject an endpoint; 0 = off. Default 5.
-    pub consecutive_5xx: u32,
-    /// Consecutive 502/503/504 (and connect failures) that eject; 0 = off (the default).
-    pub consecutive_gateway: u32,
-    pub base_ejection: Duration,
-    /// At most this share of endpoints is ejected at once (Envoy always allows one).
-    pub max_ejection_percent: u32,
-}
-
-impl OutlierPolicy {
-    fn compile(o: &OutlierDetection) -> OutlierPolicy {
-        let count = |v: Option<i64>, default: u32| {
-            v.map_or(default, |n| n.clamp(0, i64::from(u32::MAX)) as u32)
-        };
-        OutlierPolicy {
-            consecutive_5xx: count(o.consecutive_5xx_errors, 5),
-            consecutive_gateway: count(o.consecutive_gateway_errors.or(o.consecutive_errors), 0),
-            base_ejection: o
-                .base_ejection_time
-                .map_or(Duration::from_secs(30), |d| d.get()),
-            max_ejection_percent: count(o.max_ejection_percent, 10).min(100),
-        }
     }
 }
 
@@ -601,19 +264,6 @@ impl<'a> ClusterBuilder<'a> {
             Some(reg) => self.registered_endpoints(reg, key, subset_labels, &name)?,
             None => literal_or_dns(&key.host, key.port),
         };
-        let lb = lb_policy(policy.load_balancer.as_ref());
-        let balancer = match (&endpoints, &lb) {
-            (Endpoints::Static(eps), LbPolicy::RoundRobin) => {
-                Balancer::RoundRobin(Arc::new(RoundRobin::build(&backends(eps))))
-            }
-            (Endpoints::Static(eps), LbPolicy::Random) => {
-                Balancer::Random(Arc::new(Random::build(&backends(eps))))
-            }
-            (Endpoints::Static(eps), LbPolicy::ConsistentHash(_)) => {
-                Balancer::Consistent(Arc::new(Consistent::build(&backends(eps))))
-            }
-            _ => Balancer::None,
-        };
         let upstream = self.upstream(
             &name,
             &policy,
@@ -621,27 +271,9 @@ impl<'a> ClusterBuilder<'a> {
             registered,
             key,
         )?;
+        let circuit_breaker = circuit_breaker(&policy);
         let stats = self.stats.cluster(&name);
-        if let Endpoints::Static(eps) = &endpoints {
-            // LEAST_REQUEST counters survive reloads with the stats.
-            for ep in eps {
-                let counter = stats.endpoint_counter(ep.address);
-                ep.active.store(0, Relaxed);
-                let _ = counter;
-            }
-        }
-        let endpoints = match endpoints {
-            Endpoints::Static(eps) => Endpoints::Static(
-                eps.into_iter()
-                    .map(|e| Endpoint {
-                        active: stats.endpoint_counter(e.address),
-                        ..e
-                    })
-                    .collect(),
-            ),
-            other => other,
-        };
-        Ok(Cluster {
+        let spec = ClusterSpec {
             name,
             host: key.host.clone(),
             port: key.port,
@@ -649,16 +281,15 @@ impl<'a> ClusterBuilder<'a> {
             service_entry: registered.map(|r| r.service_entry.clone()),
             destination_rule: drs.first().map(|d| d.key()),
             endpoints,
-            lb,
+            lb: LbPolicy::compile(policy.load_balancer.as_ref()),
             outlier: policy
                 .outlier_detection
                 .as_ref()
                 .map(OutlierPolicy::compile),
-            balancer,
+            circuit_breaker,
             upstream,
-            stats,
-            rr: AtomicUsize::new(fastrand::usize(..)),
-        })
+        };
+        Ok(Cluster::new(spec, stats))
     }
 
     fn registered_endpoints(
@@ -687,11 +318,8 @@ impl<'a> ClusterBuilder<'a> {
                 selected
                     .filter_map(|ep| {
                         let ip: IpAddr = ep.address.parse().ok()?;
-                        Some(Endpoint {
-                            address: SocketAddr::new(ip, endpoint_port(&ep.ports)),
-                            weight: ep.weight.unwrap_or(1).max(1),
-                            active: Default::default(),
-                        })
+                        let address = SocketAddr::new(ip, endpoint_port(&ep.ports));
+                        Some(Endpoint::new(address, ep.weight.unwrap_or(1)))
                     })
                     .collect(),
             ),
@@ -743,8 +371,6 @@ impl<'a> ClusterBuilder<'a> {
         let pool = policy.connection_pool.as_ref();
         let tcp = pool.and_then(|p| p.tcp.as_ref());
         let http = pool.and_then(|p| p.http.as_ref());
-        // 0 means "not set" for these Istio fields.
-        let positive = |v: Option<i64>| v.filter(|n| *n > 0).map(|n| n as u64);
         let se_sans = registered
             .map(|r| r.entry.spec.subject_alt_names.clone())
             .unwrap_or_default();
@@ -788,10 +414,6 @@ impl<'a> ClusterBuilder<'a> {
                 .filter(|d| !d.is_zero())
                 .unwrap_or(DEFAULT_IDLE_TIMEOUT)
                 .min(self.idle_cap),
-            max_requests_per_connection: positive(http.and_then(|h| h.max_requests_per_connection)),
-            max_connections: positive(tcp.and_then(|t| t.max_connections)),
-            max_pending_requests: positive(http.and_then(|h| h.http1_max_pending_requests)),
-            max_requests: positive(http.and_then(|h| h.http2_max_requests)),
             max_h2_streams: positive(http.and_then(|h| h.max_concurrent_streams))
                 .map_or(DEFAULT_H2_STREAMS, |n| n as usize),
             group_key,
@@ -806,17 +428,31 @@ impl<'a> ClusterBuilder<'a> {
     }
 }
 
+/// 0 means "not set" for Istio's connection-pool numbers.
+fn positive(v: Option<i64>) -> Option<u64> {
+    v.filter(|n| *n > 0).map(|n| n as u64)
+}
+
+/// `connectionPool` limits as Envoy's circuit breakers.
+fn circuit_breaker(policy: &EffectivePolicy) -> CircuitBreaker {
+    let pool = policy.connection_pool.as_ref();
+    let tcp = pool.and_then(|p| p.tcp.as_ref());
+    let http = pool.and_then(|p| p.http.as_ref());
+    CircuitBreaker {
+        max_requests: positive(http.and_then(|h| h.http2_max_requests)),
+        max_connections: positive(tcp.and_then(|t| t.max_connections)),
+        max_pending_requests: positive(http.and_then(|h| h.http1_max_pending_requests)),
+        max_requests_per_connection: positive(http.and_then(|h| h.max_requests_per_connection)),
+    }
+}
+
 fn literal_or_dns(host: &str, port: u16) -> Endpoints {
     match host
         .trim_start_matches('[')
         .trim_end_matches(']')
         .parse::<IpAddr>()
     {
-        Ok(ip) => Endpoints::Static(vec![Endpoint {
-            address: SocketAddr::new(ip, port),
-            weight: 1,
-            active: Default::default(),
-        }]),
+        Ok(ip) => Endpoints::Static(vec![Endpoint::new(SocketAddr::new(ip, port), 1)]),
         Err(_) if HostPattern::parse(host).is_wildcard() => Endpoints::RequestHost { port },
         Err(_) => Endpoints::Dns(vec![DnsEndpoint {
             name: host.to_string(),
@@ -824,51 +460,6 @@ fn literal_or_dns(host: &str, port: u16) -> Endpoints {
             weight: 1,
         }]),
     }
-}
-
-fn backends(eps: &[Endpoint]) -> BTreeSet<Backend> {
-    eps.iter()
-        .map(|e| Backend {
-            addr: pingora::protocols::l4::socket::SocketAddr::Inet(e.address),
-            weight: e.weight.max(1) as usize,
-            ext: Default::default(),
-        })
-        .collect()
-}
-
-fn lb_policy(lb: Option<&LoadBalancerSettings>) -> LbPolicy {
-    let Some(lb) = lb else {
-        return LbPolicy::LeastRequest;
-    };
-    if let Some(ch) = &lb.consistent_hash {
-        if let Some(key) = hash_key(ch) {
-            return LbPolicy::ConsistentHash(key);
-        }
-    }
-    match lb.simple.unwrap_or_default() {
-        SimpleLb::RoundRobin => LbPolicy::RoundRobin,
-        SimpleLb::Random => LbPolicy::Random,
-        // PASSTHROUGH (original destination) has no meaning without sidecar capture.
-        SimpleLb::Unspecified
-        | SimpleLb::LeastRequest
-        | SimpleLb::LeastConn
-        | SimpleLb::Passthrough => LbPolicy::LeastRequest,
-    }
-}
-
-fn hash_key(ch: &ConsistentHash) -> Option<HashKey> {
-    if let Some(h) = &ch.http_header_name {
-        return Some(HashKey::Header(h.to_ascii_lowercase()));
-    }
-    if let Some(c) = &ch.http_cookie {
-        return Some(HashKey::Cookie(c.name.clone()));
-    }
-    if ch.use_source_ip == Some(true) {
-        return Some(HashKey::SourceIp);
-    }
-    ch.http_query_parameter_name
-        .clone()
-        .map(HashKey::QueryParameter)
 }
 
 #[cfg(test)]
@@ -936,8 +527,8 @@ spec:
         }
         // The port-level entry replaced the whole connection pool (maxConnections not inherited)
         // and the load balancer (so the subset's RANDOM is replaced by the default).
-        assert_eq!(c.upstream.max_connections, None);
-        assert_eq!(c.upstream.max_requests, Some(5));
+        assert_eq!(c.circuit_breaker.max_connections, None);
+        assert_eq!(c.circuit_breaker.max_requests, Some(5));
         assert_eq!(c.lb, LbPolicy::LeastRequest);
         assert!(b
             .destination("reviews", None, Some("v9"), "shop", 80)
@@ -986,30 +577,5 @@ spec:
             .destination("127.0.0.1", Some(8080), None, "default", 80)
             .unwrap();
         assert!(matches!(&ip.endpoints, Endpoints::Static(e) if e[0].address.port() == 8080));
-    }
-
-    #[test]
-    fn weighted_round_robin_honours_endpoint_weights() {
-        let res = resources(&SE_AND_DR.replace("portLevelSettings:", "portLevelSettingsX:").replace("    - port: {number: 9080}\n      connectionPool: {http: {http2MaxRequests: 5}}\n", ""));
-        let registry = Registry::build(&res);
-        let stats = StatsRegistry::default();
-        let mut b = ClusterBuilder::new(&res, &registry, Path::new("certs"), &stats);
-        let c = b.destination("reviews", None, None, "shop", 80).unwrap();
-        assert_eq!(c.lb, LbPolicy::RoundRobin);
-        let mut counts = HashMap::new();
-        for _ in 0..400 {
-            let p = c
-                .pick_static(
-                    match &c.endpoints {
-                        Endpoints::Static(e) => e,
-                        _ => unreachable!(),
-                    },
-                    PickInput::default(),
-                )
-                .unwrap();
-            *counts.entry(p.address.ip().to_string()).or_insert(0) += 1;
-        }
-        assert_eq!(counts["10.0.0.2"], 300);
-        assert_eq!(counts["10.0.0.1"], 100);
     }
 }

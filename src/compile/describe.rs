@@ -3,12 +3,13 @@
 use std::fmt::Write as _;
 
 use super::action::{Action, PathRewrite, RedirectPath, RedirectPort};
-use super::cluster::{Cluster, Endpoints};
 use super::listener::{ChainAction, ListenerKind, TcpRoute};
 use super::route::Route;
 use super::vhost::RouteTable;
 use super::Snapshot;
 use crate::config::types::{HttpMatchRequest, StringMatch};
+use crate::upstream::endpoint::Endpoints;
+use crate::upstream::Cluster;
 
 pub fn describe(s: &Snapshot) -> String {
     let mut out = String::new();
@@ -300,7 +301,7 @@ fn cluster(out: &mut String, c: &Cluster) {
     if c.upstream.http2 {
         extras.push("HTTP/2".into());
     }
-    if let Some(m) = c.upstream.max_connections {
+    if let Some(m) = c.circuit_breaker.max_connections {
         extras.push(format!("maxConnections {m}"));
     }
     let source = match (&c.service_entry, &c.destination_rule) {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::cluster::{Cluster, ClusterBuilder};
+use super::cluster::ClusterBuilder;
 use super::route::{
     compile_http_routes, merge_virtual_host_routes, resolve_gateway_ref, vs_binds_gateway, Route,
     ServerContext, VsOrder,
@@ -23,6 +23,7 @@ use crate::config::types::{
 };
 use crate::tls::certs::{load_certificates, resolve_credential, CertChain, Credential};
 use crate::tls::server::{self as server_tls, ServerTls, ServerTlsSpec};
+use crate::upstream::Cluster;
 
 /// A listening socket and what it serves.
 #[derive(Debug, Serialize)]

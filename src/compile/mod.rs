@@ -20,8 +20,8 @@ use serde::Serialize;
 
 use crate::config::diag::{Diagnostic, Diagnostics};
 use crate::config::load::Resources;
-use crate::observe::stats::StatsRegistry;
-use cluster::{Cluster, ClusterBuilder};
+use crate::upstream::{Cluster, StatsRegistry};
+use cluster::ClusterBuilder;
 use listener::{Listener, ListenerKind};
 use registry::Registry;
 
@@ -78,7 +78,7 @@ impl Default for Instance {
             certs_dir: PathBuf::from("certs"),
             role: Role::Ingress,
             outbound_policy: OutboundPolicy::RegistryOnly,
-            upstream_idle_cap: cluster::DEFAULT_IDLE_CAP,
+            upstream_idle_cap: crate::upstream::peer::DEFAULT_IDLE_CAP,
         }
     }
 }

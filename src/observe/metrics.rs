@@ -9,7 +9,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-use super::stats::StatsRegistry;
+use crate::upstream::StatsRegistry;
 
 pub struct Metrics {
     registry: Registry,

@@ -3,4 +3,3 @@
 pub mod access_log;
 pub mod admin;
 pub mod metrics;
-pub mod stats;

@@ -7,13 +7,13 @@ use std::time::{Instant, SystemTime};
 
 use super::reply::LocalReply;
 use super::routing::Addressing;
-use super::upstream::Admission;
 use crate::compile::action::{Action, Forward, RetryPolicy, WeightedCluster};
-use crate::compile::cluster::Cluster;
 use crate::compile::route::Route;
 use crate::compile::vhost::RouteTable;
 use crate::compile::Snapshot;
 use crate::tls::server::DownstreamTls;
+use crate::upstream::breaker::Admission;
+use crate::upstream::Cluster;
 
 /// The route a request matched (the table is kept alive by the request).
 pub struct Routed {

@@ -10,7 +10,6 @@ pub mod reply;
 pub mod routing;
 pub mod server;
 pub mod tunnel;
-pub mod upstream;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -26,8 +25,8 @@ use crate::compile::Snapshot;
 use crate::dns::DnsCache;
 use crate::observe::access_log::AccessLog;
 use crate::observe::metrics::Metrics;
-use crate::observe::stats::StatsRegistry;
 use crate::reload::ReloadStatus;
+use crate::upstream::StatsRegistry;
 
 /// Settings of the running process that are not part of the config snapshot.
 #[derive(Debug, Clone)]

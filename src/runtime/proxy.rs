@@ -22,17 +22,16 @@ use super::context::{RequestCtx, Routed, Target};
 use super::headers::{apply_request_ops, apply_response_ops};
 use super::reply::{flags, LocalReply};
 use super::routing::{decide, normalize_path, Addressing, Decision};
-use super::upstream::{admit, peer};
 use super::State;
 use crate::compile::action::{Abort, Action, RedirectInput};
-use crate::compile::cluster::{HashKey, LbPolicy, PickInput};
 use crate::compile::matcher::RequestView;
 use crate::compile::{OutboundPolicy, Role};
 use crate::config::host::normalize_request_host;
 use crate::observe::access_log::AccessLogEntry;
-use crate::observe::stats::Outcome;
 use crate::tls::server::DownstreamTls;
 use crate::tls::upstream::SanCheck;
+use crate::upstream::outlier::Outcome;
+use crate::upstream::PickInput;
 
 /// The gateway's proxy logic; all state lives in [`State`].
 pub struct Edge {
@@ -233,33 +232,6 @@ impl Edge {
         }
     }
 
-    /// Consistent-hash input for the cluster's hash key.
-    fn hash_input(session: &Session, policy: &LbPolicy) -> Option<Vec<u8>> {
-        let LbPolicy::ConsistentHash(key) = policy else {
-            return None;
-        };
-        let req = session.req_header();
-        match key {
-            HashKey::Header(h) => req.headers.get(h.as_str()).map(|v| v.as_bytes().to_vec()),
-            HashKey::Cookie(name) => req.headers.get_all("cookie").iter().find_map(|v| {
-                v.to_str().ok()?.split(';').find_map(|kv| {
-                    let (k, v) = kv.trim().split_once('=')?;
-                    (k == name).then(|| v.as_bytes().to_vec())
-                })
-            }),
-            HashKey::SourceIp => session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .map(|a| a.ip().to_string().into_bytes()),
-            HashKey::QueryParameter(q) => req.uri.query().and_then(|qs| {
-                qs.split('&').find_map(|kv| {
-                    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-                    (k == q).then(|| v.as_bytes().to_vec())
-                })
-            }),
-        }
-    }
-
     fn classify(e: &Error, ctx: &RequestCtx) -> LocalReply {
         use ErrorType::*;
         let reason = ctx
@@ -435,9 +407,13 @@ impl ProxyHttp for Edge {
             );
             return self.reply(session, ctx, r).await;
         }
-        match admit(&cluster).await {
+        match cluster.admit().await {
             Ok(a) => ctx.admission = Some(a),
-            Err(r) => return self.reply(session, ctx, r).await,
+            Err(_) => {
+                return self
+                    .reply(session, ctx, LocalReply::overflow(&cluster.name))
+                    .await
+            }
         }
         Ok(false)
     }
@@ -465,11 +441,18 @@ impl ProxyHttp for Edge {
             (Some(r), Some(p)) => Some(r.min(p)),
             (r, p) => r.or(p),
         };
-        let hash = Self::hash_input(session, &cluster.lb);
+        let mut buf = [0u8; 48];
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
         let input = PickInput {
             request_host: &ctx.host,
             request_port: ctx.port,
-            hash_input: hash.as_deref(),
+            hash_input: cluster
+                .lb
+                .hash_key()
+                .and_then(|k| k.input(session.req_header(), client, &mut buf)),
             exclude: &ctx.tried,
         };
         let picked = match cluster.pick(input, &self.state.dns).await {
@@ -485,7 +468,7 @@ impl ProxyHttp for Edge {
         ctx.upstream_addr = Some(picked.address);
         ctx.tried.push(picked.address);
         ctx.upstream_start = Some(now);
-        Ok(Box::new(peer(&cluster, picked.address, &ctx.host, budget)))
+        Ok(Box::new(cluster.peer(picked.address, &ctx.host, budget)))
     }
 
     async fn connected_to_upstream(
@@ -503,13 +486,7 @@ impl ProxyHttp for Edge {
             return Error::e_explain(TLSHandshakeFailure, reason);
         }
         if let Some(t) = &ctx.target {
-            let stats = &t.cluster.stats;
-            if reused {
-                stats.reused_requests.fetch_add(1, Relaxed);
-            }
-            if let Some(max) = t.cluster.upstream.max_requests_per_connection {
-                ctx.close_upstream = stats.count_on_connection(fd, reused) >= max;
-            }
+            ctx.close_upstream = t.cluster.on_connection(fd, reused);
         }
         Ok(())
     }

@@ -5,12 +5,12 @@
 use std::sync::Arc;
 
 use super::reply::{flags, LocalReply};
-use crate::compile::cluster::Cluster;
 use crate::compile::listener::{Listener, ListenerKind};
 use crate::compile::matcher::RequestView;
 use crate::compile::vhost::RouteTable;
 use crate::compile::{OutboundPolicy, Role, Snapshot};
 use crate::tls::server::DownstreamTls;
+use crate::upstream::Cluster;
 
 /// Where a request goes.
 pub enum Decision {

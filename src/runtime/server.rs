@@ -17,8 +17,8 @@ use crate::cli::RunArgs;
 use crate::config::load::ParseCache;
 use crate::observe::access_log::AccessLog;
 use crate::observe::admin::Admin;
-use crate::observe::stats::StatsRegistry;
 use crate::reload::{load_and_compile_cached, ConfigSource, ReloadStatus, Reloader};
+use crate::upstream::StatsRegistry;
 
 pub fn init_logging() {
     use tracing_subscriber::EnvFilter;

@@ -9,15 +9,14 @@ use pingora::protocols::Stream;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::routing::{not_in_registry, Addressing};
-use super::upstream::peer;
 use super::State;
-use crate::compile::cluster::{Cluster, PickInput};
 use crate::compile::listener::TcpRoute;
 use crate::compile::{OutboundPolicy, Role};
 use crate::config::host::normalize_request_host;
 use crate::observe::access_log::AccessLogEntry;
 use crate::tls::client_hello::{peek_client_hello, Parse, MAX_CLIENT_HELLO};
 use crate::tls::upstream::SanCheck;
+use crate::upstream::{Cluster, PickInput};
 
 /// Who is on the other end of a proxied connection, for the log.
 pub struct ConnInfo {
@@ -75,7 +74,7 @@ async fn connect(
     port: u16,
 ) -> Result<(Stream, SocketAddr), String> {
     let address = pick(state, cluster, host, port).await?;
-    let p = peer(cluster, address, host, None);
+    let p = cluster.peer(address, host, None);
     let stream = state.connector.new_stream(&p).await.map_err(|e| {
         format!(
             "{} {}",
