@@ -1,18 +1,15 @@
-//! The command line: `run`, `check`, `routes`. Thin: parse, call into the library, exit code.
+//! The command line: `run`, `check`, `routes` and their flags. Types only; `app` runs them.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::compile::{compile, Instance, OutboundPolicy, Role};
-use crate::config::load::load_dir;
-use crate::config::validate::validate;
+use crate::compile::{Instance, OutboundPolicy, Role};
 use crate::observe::access_log::LogFormat;
-use crate::upstream::StatsRegistry;
+use crate::reload::watch::WatchMode;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -117,7 +114,7 @@ pub struct RunArgs {
         default_value = "true",
         value_name = "true|poll|false"
     )]
-    pub watch: crate::reload::WatchMode,
+    pub watch: WatchMode,
     /// Worker threads (default: one per CPU).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
@@ -176,82 +173,4 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
         .filter(|v| *v >= 0.0 && v.is_finite())
         .map(Duration::from_secs_f64)
         .ok_or_else(|| format!("`{s}` is not a number of seconds"))
-}
-
-/// Parses the command line and runs the command; returns the process exit code.
-pub fn main() -> i32 {
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Run(args) => crate::runtime::server::run(args),
-        Command::Check(args) => check(&args),
-        Command::Routes(args) => routes(&args),
-    }
-}
-
-/// `check`: load, validate, and compile every Gateway (as if this instance served them all),
-/// so certificate files are checked too.
-pub fn check(args: &CheckArgs) -> i32 {
-    let (resources, mut diags) = load_dir(&args.config.config);
-    diags.0.extend(validate(&resources));
-    if !diags.has_errors() {
-        let instance = Instance {
-            certs_dir: args.config.certs.clone(),
-            ..Instance::default()
-        };
-        // Serve every Gateway regardless of selector: check them all.
-        let mut all = resources.clone();
-        for gw in &mut all.gateways {
-            std::sync::Arc::make_mut(gw).spec.selector.clear();
-        }
-        let result = compile(&all, &instance, &StatsRegistry::default());
-        match result {
-            Ok((_, compile_diags)) => diags.0.extend(compile_diags.0),
-            Err(compile_diags) => diags.0.extend(compile_diags.0),
-        }
-    }
-    diags.sort();
-    dedup(&mut diags);
-    print!("{diags}");
-    let errors = diags.error_count();
-    let warnings = diags.0.len() - errors;
-    println!(
-        "{}: {} resources in {} files; {errors} error(s), {warnings} warning(s)",
-        args.config.config.display(),
-        resources.len(),
-        resources.files.len()
-    );
-    i32::from(errors > 0)
-}
-
-fn dedup(diags: &mut crate::config::Diagnostics) {
-    let mut seen = std::collections::HashSet::new();
-    diags.0.retain(|d| seen.insert(d.to_string()));
-}
-
-/// `routes`: what this instance would serve, for a person to check by eye (or `--json`).
-pub fn routes(args: &RoutesArgs) -> i32 {
-    let source = crate::reload::ConfigSource {
-        config_dir: args.config.config.clone(),
-        instance: args.instance.instance(args.config.certs.clone()),
-    };
-    match crate::reload::load_and_compile(&source, &Arc::new(StatsRegistry::default())) {
-        Ok(loaded) => {
-            for w in loaded.warnings.warnings() {
-                eprintln!("{w}");
-            }
-            if args.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&loaded.snapshot).unwrap_or_default()
-                );
-            } else {
-                print!("{}", crate::compile::describe::describe(&loaded.snapshot));
-            }
-            0
-        }
-        Err(diags) => {
-            eprint!("{diags}");
-            1
-        }
-    }
 }

@@ -3,6 +3,8 @@
 //! Data flows one way: `config` (load, validate) → `compile` (an immutable `Snapshot`) →
 //! `runtime` (Pingora services reading the current snapshot) → `observe` (logs, metrics, admin).
 
+pub mod admin;
+pub mod app;
 pub mod cli;
 pub mod compile;
 pub mod config;

@@ -4,5 +4,5 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
-    std::process::exit(portcullis::cli::main());
+    std::process::exit(portcullis::app::main());
 }

@@ -9,11 +9,12 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::cluster::ClusterBuilder;
+use super::host_index::HostIndex;
 use super::route::{
     compile_http_routes, merge_virtual_host_routes, resolve_gateway_ref, vs_binds_gateway, Route,
     ServerContext, VsOrder,
 };
-use super::vhost::{HostIndex, HttpsRedirect, RouteTable, VirtualHost};
+use super::vhost::{HttpsRedirect, RouteTable, VirtualHost};
 use super::Instance;
 use crate::config::diag::Diagnostic;
 use crate::config::host::{intersection, HostPattern, ServerHost};

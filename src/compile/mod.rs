@@ -5,6 +5,7 @@
 pub mod action;
 pub mod cluster;
 pub mod describe;
+pub mod host_index;
 pub mod listener;
 pub mod matcher;
 pub mod registry;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::vhost::HostIndex;
+use super::host_index::HostIndex;
 use crate::config::host::HostPattern;
 use crate::config::load::{Resource, Resources};
 use crate::config::types::{Protocol, Resolution, ServiceEntry};

@@ -1,5 +1,4 @@
-//! Observability: access log, metrics, per-cluster stats and the admin listener.
+//! Observability: the access log and the metrics the runtime writes to.
 
 pub mod access_log;
-pub mod admin;
 pub mod metrics;

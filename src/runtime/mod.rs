@@ -1,6 +1,6 @@
 //! Runtime: the Pingora side. One `ArcSwap<Snapshot>` is read by every connection and
-//! request; the listener set, the proxy and the admin listener are built here, and SIGTERM
-//! drains them.
+//! request; [`server::Gateway`] builds the proxy and the listener set, applies new snapshots
+//! and drains on shutdown. It knows nothing of the CLI, the watcher or the admin endpoints.
 
 pub mod context;
 pub mod headers;
@@ -25,7 +25,6 @@ use crate::compile::Snapshot;
 use crate::dns::DnsCache;
 use crate::observe::access_log::AccessLog;
 use crate::observe::metrics::Metrics;
-use crate::reload::ReloadStatus;
 use crate::upstream::StatsRegistry;
 
 /// Settings of the running process that are not part of the config snapshot.
@@ -49,7 +48,6 @@ pub struct State {
     /// Fails handshakes whose SNI no server serves.
     pub reject_sni: SslAcceptor,
     pub ready: AtomicBool,
-    pub reload: Mutex<ReloadStatus>,
     logged_snis: Mutex<HashSet<String>>,
 }
 
@@ -59,7 +57,6 @@ impl State {
         access_log: AccessLog,
         stats: Arc<StatsRegistry>,
         options: RuntimeOptions,
-        reload: ReloadStatus,
     ) -> Result<State, String> {
         Ok(State {
             snapshot: ArcSwap::from_pointee(snapshot),
@@ -71,7 +68,6 @@ impl State {
             connector: TransportConnector::new(None),
             reject_sni: crate::tls::server::reject_unknown_sni()?,
             ready: AtomicBool::new(false),
-            reload: Mutex::new(reload),
             logged_snis: Mutex::new(HashSet::new()),
         })
     }

@@ -12,8 +12,6 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::stats::ClusterStats;
-
 /// The limits of one cluster; `None` = unlimited (0 in Istio means unset).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct CircuitBreaker {
@@ -29,6 +27,10 @@ pub struct CircuitBreaker {
 /// The circuit breaker's state, kept across reloads with the cluster stats.
 #[derive(Debug, Default)]
 pub struct BreakerState {
+    /// Requests currently admitted (between admission and the end of the response).
+    pub active_requests: AtomicU64,
+    /// Requests refused (Envoy `UO`).
+    pub overflows: AtomicU64,
     /// Requests waiting for a connection slot.
     pending: AtomicU64,
     /// The `maxConnections` slot semaphore, rebuilt when the limit changes.
@@ -79,7 +81,7 @@ pub struct Overflow;
 
 /// A request's hold on its cluster's capacity; released when dropped.
 pub struct Admission {
-    stats: Arc<ClusterStats>,
+    breaker: Arc<BreakerState>,
     _slot: Option<OwnedSemaphorePermit>,
     endpoint: Option<Arc<AtomicU64>>,
 }
@@ -99,7 +101,7 @@ impl Admission {
 
 impl Drop for Admission {
     fn drop(&mut self) {
-        self.stats.active_requests.fetch_sub(1, Relaxed);
+        self.breaker.active_requests.fetch_sub(1, Relaxed);
         if let Some(c) = &self.endpoint {
             c.fetch_sub(1, Relaxed);
         }
@@ -111,23 +113,21 @@ impl CircuitBreaker {
     /// full and the pending queue has room.
     pub async fn admit(
         &self,
-        stats: &Arc<ClusterStats>,
+        state: &Arc<BreakerState>,
         http2: bool,
         wait: Duration,
     ) -> Result<Admission, Overflow> {
-        stats.requests.fetch_add(1, Relaxed);
         let overflow = || {
-            stats.overflows.fetch_add(1, Relaxed);
+            state.overflows.fetch_add(1, Relaxed);
             Overflow
         };
         if let Some(max) = self.max_requests {
-            if stats.active_requests.load(Relaxed) >= max {
+            if state.active_requests.load(Relaxed) >= max {
                 return Err(overflow());
             }
         }
         let mut slot = None;
         if let (Some(max_conns), false) = (self.max_connections, http2) {
-            let state = &stats.breaker;
             let slots = state.connection_slots(max_conns);
             match slots.clone().try_acquire_owned() {
                 Ok(p) => slot = Some(p),
@@ -146,18 +146,18 @@ impl CircuitBreaker {
                 }
             }
         }
-        stats.active_requests.fetch_add(1, Relaxed);
+        state.active_requests.fetch_add(1, Relaxed);
         Ok(Admission {
-            stats: stats.clone(),
+            breaker: state.clone(),
             _slot: slot,
             endpoint: None,
         })
     }
 
     /// Whether the connection `fd` must close after this request (`maxRequestsPerConnection`).
-    pub fn close_after(&self, stats: &ClusterStats, fd: i32, reused: bool) -> bool {
+    pub fn close_after(&self, state: &BreakerState, fd: i32, reused: bool) -> bool {
         self.max_requests_per_connection
-            .is_some_and(|max| stats.breaker.count_on_connection(fd, reused) >= max)
+            .is_some_and(|max| state.count_on_connection(fd, reused) >= max)
     }
 }
 
@@ -167,7 +167,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn http1_pool_full_queues_up_to_pending_then_overflows() {
-        let stats = Arc::new(ClusterStats::default());
+        let stats = Arc::new(BreakerState::default());
         let cb = CircuitBreaker {
             max_connections: Some(1),
             max_pending_requests: Some(1),
@@ -192,7 +192,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn max_requests_bounds_concurrent_requests() {
-        let stats = Arc::new(ClusterStats::default());
+        let stats = Arc::new(BreakerState::default());
         let cb = CircuitBreaker {
             max_requests: Some(2),
             ..Default::default()
@@ -207,7 +207,7 @@ mod tests {
 
     #[test]
     fn max_requests_per_connection_counts_per_fd_and_resets_on_a_new_connection() {
-        let stats = ClusterStats::default();
+        let stats = BreakerState::default();
         let cb = CircuitBreaker {
             max_requests_per_connection: Some(2),
             ..Default::default()

@@ -180,9 +180,10 @@ impl Cluster {
 
     /// Admission through the circuit breaker (waits at most the connect timeout for a slot).
     pub async fn admit(&self) -> Result<Admission, Overflow> {
+        self.stats.requests.fetch_add(1, Relaxed);
         self.circuit_breaker
             .admit(
-                &self.stats,
+                &self.stats.breaker,
                 self.upstream.http2,
                 self.upstream.connect_timeout,
             )
@@ -220,7 +221,8 @@ impl Cluster {
         if reused {
             self.stats.reused_requests.fetch_add(1, Relaxed);
         }
-        self.circuit_breaker.close_after(&self.stats, fd, reused)
+        self.circuit_breaker
+            .close_after(&self.stats.breaker, fd, reused)
     }
 
     /// Whether a ServiceEntry registers this destination (egress REGISTRY_ONLY checks it).

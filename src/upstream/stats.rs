@@ -18,8 +18,6 @@ pub struct ClusterStats {
     pub name: String,
     /// Requests that were sent (or attempted) to this cluster.
     pub requests: AtomicU64,
-    /// Requests currently admitted (between admission and the end of the response).
-    pub active_requests: AtomicU64,
     /// Upstream TCP connections opened.
     pub connections_opened: AtomicU64,
     /// Upstream connections currently open (pooled or in use).
@@ -28,13 +26,11 @@ pub struct ClusterStats {
     pub tls_handshakes: AtomicU64,
     /// Requests served on a reused upstream connection.
     pub reused_requests: AtomicU64,
-    /// Requests refused by a circuit breaker (Envoy `UO`).
-    pub overflows: AtomicU64,
     pub connect_failures: AtomicU64,
     /// Active requests per endpoint, for LEAST_REQUEST.
     endpoint_active: Mutex<HashMap<SocketAddr, Arc<AtomicU64>>>,
     /// Circuit-breaker state: connection slots, pending requests, requests per connection.
-    pub breaker: BreakerState,
+    pub breaker: Arc<BreakerState>,
     /// Outlier detection: consecutive failures and ejections per endpoint.
     pub outlier: Ejections,
 }
@@ -63,12 +59,12 @@ impl ClusterStats {
         ClusterStatsView {
             cluster: self.name.clone(),
             requests,
-            active_requests: self.active_requests.load(Relaxed),
+            active_requests: self.breaker.active_requests.load(Relaxed),
             connections_opened: opened,
             connections_active: self.connections_active.load(Relaxed),
             tls_handshakes: self.tls_handshakes.load(Relaxed),
             reused_requests: self.reused_requests.load(Relaxed),
-            overflows: self.overflows.load(Relaxed),
+            overflows: self.breaker.overflows.load(Relaxed),
             connect_failures: self.connect_failures.load(Relaxed),
             ejections: self.outlier.total(),
             requests_per_connection: if opened == 0 {

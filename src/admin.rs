@@ -1,7 +1,7 @@
 //! The admin listener (`--admin`, default 127.0.0.1:15000): readiness, the loaded config,
 //! per-cluster upstream stats (the connection-reuse figures), Prometheus metrics, reload status.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use http::Response;
@@ -9,10 +9,12 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde_json::json;
 
+use crate::reload::ReloadStatus;
 use crate::runtime::State;
 
 pub struct Admin {
     pub state: Arc<State>,
+    pub reload: Arc<Mutex<ReloadStatus>>,
 }
 
 fn respond(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
@@ -48,7 +50,7 @@ impl ServeHttp for Admin {
             "/healthz/live" => respond(200, "text/plain", b"LIVE\n".to_vec()),
             "/config_dump" => {
                 let snapshot = state.snapshot.load_full();
-                let reload = state.reload.lock().map(|r| serde_json::to_value(&*r).unwrap_or_default()).unwrap_or_default();
+                let reload = self.reload.lock().map(|r| serde_json::to_value(&*r).unwrap_or_default()).unwrap_or_default();
                 json_response(&json!({
                     "reload": reload,
                     "instance": snapshot.instance,
@@ -61,7 +63,7 @@ impl ServeHttp for Admin {
             "/stats" | "/stats/clusters" => json_response(&json!({ "clusters": state.stats.views() })),
             "/stats/prometheus" | "/metrics" => respond(200, "text/plain; version=0.0.4", state.metrics.render(&state.stats).into_bytes()),
             "/reload" => {
-                let reload = state.reload.lock().map(|r| serde_json::to_value(&*r).unwrap_or_default()).unwrap_or_default();
+                let reload = self.reload.lock().map(|r| serde_json::to_value(&*r).unwrap_or_default()).unwrap_or_default();
                 json_response(&reload)
             }
             "/" => respond(
