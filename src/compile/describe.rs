@@ -2,7 +2,9 @@
 
 use std::fmt::Write as _;
 
-use super::action::{Action, PathRewrite, RedirectPath, RedirectPort};
+use super::action::redirect::{RedirectPath, RedirectPort};
+use super::action::rewrite::PathRewrite;
+use super::action::Action;
 use super::listener::{ChainAction, ListenerKind, TcpRoute};
 use super::route::Route;
 use super::vhost::RouteTable;

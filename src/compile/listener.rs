@@ -15,7 +15,7 @@ use super::route::{
     ServerContext, VsOrder,
 };
 use super::vhost::{HttpsRedirect, RouteTable, VirtualHost};
-use super::Instance;
+use super::{Instance, OutboundPolicy, Role};
 use crate::config::diag::Diagnostic;
 use crate::config::host::{intersection, HostPattern, ServerHost};
 use crate::config::load::{Resource, Resources};
@@ -56,31 +56,45 @@ pub struct TlsChains {
 }
 
 impl TlsChains {
-    /// Exact SNI, then the longest wildcard, then the `*` chain (also used without SNI).
-    pub fn select(&self, sni: Option<&str>) -> Option<&FilterChain> {
-        let i = match sni {
+    /// Exact SNI, then the longest wildcard, then the `*` chain (also used without SNI); the
+    /// chain's index is what the connection remembers.
+    pub fn select(&self, sni: Option<&str>) -> Option<(usize, &FilterChain)> {
+        let i = *match sni {
             Some(s) => self.index.lookup(s),
             None => self.index.any(),
         }?;
-        self.chains.get(*i)
+        Some((i, self.chains.get(i)?))
     }
 
     /// Another terminating chain on this listener whose routes serve `host`: the request was
     /// sent on a connection coalesced across certificates (answered 421).
-    pub fn other_chain_serves(&self, route_table: &str, host: &str) -> bool {
+    pub fn other_chain_serves(&self, own: &RouteTable, host: &str) -> bool {
         self.chains.iter().any(|c| match &c.action {
             ChainAction::TerminateHttp { routes, .. } => {
-                routes.name != route_table && routes.serves(host)
+                routes.name != own.name && routes.serves(host)
             }
             _ => false,
         })
     }
 
-    pub fn route_table(&self, name: &str) -> Option<&Arc<RouteTable>> {
-        self.chains.iter().find_map(|c| match &c.action {
-            ChainAction::TerminateHttp { routes, .. } if routes.name == name => Some(routes),
-            _ => None,
-        })
+    /// The route table of the chain a connection negotiated: by its index while the snapshot is
+    /// the one the handshake saw (the name is then the very same `Arc`), by name after a reload.
+    pub fn route_table(&self, chain: usize, name: &Arc<str>) -> Option<&Arc<RouteTable>> {
+        fn table(c: &FilterChain) -> Option<&Arc<RouteTable>> {
+            match &c.action {
+                ChainAction::TerminateHttp { routes, .. } => Some(routes),
+                _ => None,
+            }
+        }
+        if let Some(t) = self.chains.get(chain).and_then(table) {
+            if Arc::ptr_eq(&t.name, name) {
+                return Some(t);
+            }
+        }
+        self.chains
+            .iter()
+            .filter_map(table)
+            .find(|t| *t.name == **name)
     }
 }
 
@@ -206,6 +220,8 @@ impl SelectedServer<'_> {
             gateway: key,
             gateway_port: self.gateway_port,
             instance_labels: &instance.labels,
+            registry_only: instance.role == Role::Egress
+                && instance.outbound_policy == OutboundPolicy::RegistryOnly,
         }
     }
 }

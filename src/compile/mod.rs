@@ -5,10 +5,12 @@
 pub mod action;
 pub mod cluster;
 pub mod describe;
+pub mod egress;
 pub mod host_index;
 pub mod listener;
 pub mod matcher;
 pub mod registry;
+pub mod reply;
 pub mod route;
 pub mod vhost;
 
@@ -125,13 +127,6 @@ impl Snapshot {
             };
             self.listeners.get(&SocketAddr::new(any, local.port()))
         })
-    }
-
-    /// The cluster an egress request for `host:port` goes to when no route names it: a
-    /// registered host's own cluster, or the passthrough cluster under ALLOW_ANY.
-    pub fn egress_cluster(&self, host: &str, port: u16) -> Option<&Arc<Cluster>> {
-        let registered = self.registry.lookup(host, "default")?;
-        self.egress_clusters.get(&(registered.host.clone(), port))
     }
 }
 

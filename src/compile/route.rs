@@ -5,9 +5,11 @@ use bytes::Bytes;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
+use super::action::redirect::{RedirectPath, RedirectPort};
+use super::action::rewrite::{re2_substitution, PathRewrite};
 use super::action::{
-    re2_substitution, Action, Cors, DirectResponse, Fault, Forward, HeaderOps, PathRewrite,
-    Redirect, RedirectPath, RedirectPort, RetryPolicy, Rewrite, WeightedCluster,
+    Action, Cors, DirectResponse, Fault, Forward, HeaderOps, Redirect, RetryPolicy, Rewrite,
+    WeightedCluster,
 };
 use super::cluster::ClusterBuilder;
 use super::matcher::{RequestMatch, RequestView};
@@ -61,6 +63,8 @@ pub struct ServerContext<'a> {
     pub gateway_port: u16,
     /// This instance's labels, for `sourceLabels` on a gateway.
     pub instance_labels: &'a BTreeMap<String, String>,
+    /// An egress gateway under REGISTRY_ONLY: destinations no ServiceEntry lists are refused.
+    pub registry_only: bool,
 }
 
 /// Resolves a VirtualService's gateway reference (`name`, `ns/name`, `./name`, legacy
@@ -279,8 +283,9 @@ fn compile_route(
     };
     let headers = rule.headers.as_ref();
     let (request_headers, authority_from_headers) =
-        HeaderOps::compile(headers.and_then(|h| h.request.as_ref()))?;
-    let (response_headers, _) = HeaderOps::compile(headers.and_then(|h| h.response.as_ref()))?;
+        HeaderOps::compile(headers.and_then(|h| h.request.as_ref())).map_err(|e| e.to_string())?;
+    let (response_headers, _) =
+        HeaderOps::compile(headers.and_then(|h| h.response.as_ref())).map_err(|e| e.to_string())?;
     let uri_match = block.and_then(|b| b.uri.as_ref());
 
     let action = if let Some(r) = &rule.redirect {
@@ -351,9 +356,12 @@ fn compile_route(
                 server.gateway_port,
             )?;
             let dh = d.headers.as_ref();
-            let (req_ops, _) = HeaderOps::compile(dh.and_then(|h| h.request.as_ref()))?;
-            let (resp_ops, _) = HeaderOps::compile(dh.and_then(|h| h.response.as_ref()))?;
+            let (req_ops, _) = HeaderOps::compile(dh.and_then(|h| h.request.as_ref()))
+                .map_err(|e| e.to_string())?;
+            let (resp_ops, _) = HeaderOps::compile(dh.and_then(|h| h.response.as_ref()))
+                .map_err(|e| e.to_string())?;
             destinations.push(WeightedCluster {
+                refused: server.registry_only && !cluster.registered(),
                 cluster,
                 weight: d.weight.max(0) as u32,
                 request_headers: req_ops,

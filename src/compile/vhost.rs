@@ -28,7 +28,7 @@ pub struct HttpsRedirect {
 #[derive(Debug, Serialize)]
 pub struct RouteTable {
     /// Istio's route-config name: `http.8080` or `https.443.https.my-gateway.default`.
-    pub name: String,
+    pub name: std::sync::Arc<str>,
     pub virtual_hosts: Vec<VirtualHost>,
     #[serde(skip)]
     index: HostIndex<usize>,
@@ -44,7 +44,7 @@ impl RouteTable {
             index.insert(&HostPattern::parse(&vh.domain), i);
         }
         RouteTable {
-            name,
+            name: name.into(),
             virtual_hosts,
             index,
         }

@@ -182,6 +182,23 @@ pub fn normalize_request_host(raw: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// `host:port` → (host, port); IPv6 literals keep their brackets.
+pub fn split_authority(authority: &str) -> (&str, Option<u16>) {
+    if authority.starts_with('[') {
+        return match authority.rfind("]:") {
+            Some(i) => (&authority[..=i], authority[i + 2..].parse().ok()),
+            None => (authority, None),
+        };
+    }
+    match authority.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => match p.parse() {
+            Ok(port) => (h, Some(port)),
+            Err(_) => (authority, None),
+        },
+        _ => (authority, None),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

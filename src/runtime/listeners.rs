@@ -242,7 +242,7 @@ async fn serve(
             if snapshot.instance.role == Role::Egress {
                 match starts_with_connect(&mut stream).await {
                     Some(true) => {
-                        tunnel::connect_tunnel(
+                        tunnel::connect::connect_tunnel(
                             state,
                             Box::new(stream),
                             ConnInfo::new(client, local),
@@ -283,7 +283,7 @@ async fn serve(
             };
             let mut info = ConnInfo::new(client, local);
             info.sni = sni.clone();
-            let Some(chain) = chains.select(sni.as_deref()) else {
+            let Some((chain_index, chain)) = chains.select(sni.as_deref()) else {
                 state.unknown_sni(sni.as_deref(), local);
                 // Fails the handshake with an `unrecognized_name` alert.
                 let _ = tokio::time::timeout(
@@ -300,7 +300,8 @@ async fn serve(
                 ChainAction::TerminateHttp { tls, routes } => {
                     let callbacks = ChainHandshake {
                         certificates: tls.certificates.clone(),
-                        route_table: routes.name.as_str().into(),
+                        chain: chain_index,
+                        route_table: routes.name.clone(),
                     };
                     let hs = tokio::time::timeout(
                         TLS_HANDSHAKE_TIMEOUT,
@@ -324,6 +325,7 @@ async fn serve(
                 ChainAction::TerminateTcp { tls, route } => {
                     let callbacks = ChainHandshake {
                         certificates: tls.certificates.clone(),
+                        chain: chain_index,
                         route_table: chain.name.as_str().into(),
                     };
                     let hs = tokio::time::timeout(

@@ -2,11 +2,13 @@
 //! request; [`server::Gateway`] builds the proxy and the listener set, applies new snapshots
 //! and drains on shutdown. It knows nothing of the CLI, the watcher or the admin endpoints.
 
-pub mod context;
-pub mod headers;
+pub mod downstream;
 pub mod listeners;
+pub mod log;
+pub mod outbound;
 pub mod proxy;
-pub mod reply;
+pub mod request;
+pub mod rescue;
 pub mod routing;
 pub mod server;
 pub mod tunnel;

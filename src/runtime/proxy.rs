@@ -1,34 +1,39 @@
-//! The `ProxyHttp` implementation: each Pingora phase in a few lines that call into the
-//! compiled snapshot. Phases run in this order: `early_request_filter` (take the snapshot),
-//! `request_filter` (route, local replies, admission), `upstream_peer` (pick an endpoint),
-//! `connected_to_upstream`, `upstream_request_filter` (rewrites, headers, hygiene),
-//! `response_filter`, and `logging` (access log, metrics) once at the end.
+//! The `ProxyHttp` implementation: the seam between Pingora and the compiled snapshot. Each
+//! phase is a short dispatch into compiled types; the phases run in this order:
+//!
+//! - `early_request_filter`: take the snapshot the request keeps for its whole life.
+//! - `request_filter`: read the downstream request, route it, run the route's local actions
+//!   (fault, CORS preflight, redirect, direct response), choose the destination and pass its
+//!   circuit breaker; `Ok(true)` when the gateway answered itself.
+//! - `upstream_peer`: choose an endpoint and make the peer for this attempt (once per try).
+//! - `connected_to_upstream`: upstream certificate names, connection reuse accounting.
+//! - `upstream_request_filter` / `response_filter`: shape the request and the response.
+//! - `fail_to_connect` / `error_while_proxy`: retry decisions; `fail_to_proxy`: the answer.
+//! - `logging`: once at the end: outlier detection, access log, metrics.
 
-use std::sync::atomic::Ordering::Relaxed;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use pingora::http::authority::{raw_target_authority, RawTargetAuthority};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::protocols::Digest;
 use pingora::upstreams::peer::HttpPeer;
-use pingora::{ErrorSource, ErrorType};
+use pingora::ErrorSource;
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
-use super::context::{RequestCtx, Routed, Target};
-use super::headers::{apply_request_ops, apply_response_ops};
-use super::reply::{flags, LocalReply};
-use super::routing::{decide, normalize_path, Addressing, Decision};
+use super::downstream::{request_id, Downstream};
+use super::request::{RequestCtx, Routed, Target};
+use super::rescue::{rescue, send};
+use super::routing::{decide, Decision};
 use super::State;
-use crate::compile::action::{Abort, Action, RedirectInput};
+use crate::compile::action::cors::CorsCheck;
+use crate::compile::action::redirect::RedirectInput;
+use crate::compile::action::Action;
 use crate::compile::matcher::RequestView;
-use crate::compile::{OutboundPolicy, Role};
-use crate::config::host::normalize_request_host;
-use crate::observe::access_log::AccessLogEntry;
-use crate::tls::server::DownstreamTls;
+use crate::compile::reply::{LocalReply, ResponseFlag};
 use crate::tls::upstream::SanCheck;
 use crate::upstream::outlier::Outcome;
 use crate::upstream::PickInput;
@@ -38,84 +43,81 @@ pub struct Edge {
     pub state: Arc<State>,
 }
 
-fn header_str<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
-    req.headers.get(name).and_then(|v| v.to_str().ok())
-}
+/// What the request phase decided: `Err` is an answer the gateway gives itself.
+type Routing = Result<(), LocalReply>;
 
-/// `x-forwarded-for` with the client address appended (Envoy `use_remote_address`, no trusted
-/// hops); `None` when the client address is unknown.
-fn forwarded_for(prev: Option<&str>, session: &Session) -> Option<String> {
-    let client = session.client_addr().and_then(|a| a.as_inet())?;
-    let ip = client.ip().to_string();
-    Some(match prev {
-        Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
-        _ => ip,
-    })
+fn client_ip(session: &Session) -> Option<IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
 }
 
 impl Edge {
+    /// Sends a local reply (with the matched route's response headers) and remembers it for
+    /// the log.
     async fn reply(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
         reply: LocalReply,
     ) -> Result<bool> {
-        // A route's response headers apply to its direct responses and redirects too.
-        reply
-            .send_with(session, ctx.route().map(|r| &r.response_headers))
-            .await?;
+        send(&reply, session, ctx.route().map(|r| &r.response_headers)).await?;
         ctx.reply = Some(reply);
         Ok(true)
     }
 
-    /// Routes the request; `Ok(true)` when it has been answered locally.
-    async fn route(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let Some(snapshot) = ctx.snapshot.clone() else {
-            return Error::e_explain(InternalError, "no snapshot");
-        };
+    /// Routes the request to a target cluster and admits it through the cluster's circuit
+    /// breaker.
+    async fn route(&self, session: &Session, ctx: &mut RequestCtx) -> Routing {
+        let down = &ctx.downstream;
+        if down.host.is_empty() {
+            return Err(LocalReply::missing_host());
+        }
+        let snapshot = ctx
+            .snapshot
+            .clone()
+            .unwrap_or_else(|| self.state.snapshot.load_full());
         let local = session.server_addr().and_then(|a| a.as_inet()).copied();
-        let Some(listener) = local.and_then(|a| snapshot.listener(a)).cloned() else {
+        let Some(listener) = local.and_then(|a| snapshot.listener(a)) else {
             // The listener was removed by a reload while this connection was open.
-            let r = LocalReply::no_route(&ctx.host, "");
-            return self.reply(session, ctx, r).await;
+            return Err(LocalReply::no_route(&down.host, ""));
         };
         let req = session.req_header();
-        let decision = {
-            let view = RequestView {
-                method: req.method.as_str(),
-                scheme: ctx.scheme,
-                authority: &ctx.authority,
-                path: req.uri.path(),
-                query: req.uri.query(),
-                headers: &req.headers,
-            };
-            decide(
-                &snapshot,
-                &listener,
-                ctx.downstream_tls.as_ref(),
-                &view,
-                &ctx.host,
-                ctx.port,
-                ctx.addressing,
-            )
+        let view = RequestView {
+            method: req.method.as_str(),
+            scheme: down.scheme,
+            authority: &down.authority,
+            path: req.uri.path(),
+            query: req.uri.query(),
+            headers: &req.headers,
         };
-        match decision {
-            Decision::Reply(r) => {
-                if r.details == "host_not_in_registry" {
-                    self.state
-                        .metrics
-                        .egress_denied
-                        .with_label_values(&[ctx.addressing.metric_label()])
-                        .inc();
-                }
-                self.reply(session, ctx, r).await
+        let tls = ctx.downstream_tls();
+        match decide(
+            &snapshot,
+            listener,
+            tls,
+            &view,
+            &down.host,
+            down.port,
+            down.addressing,
+        ) {
+            Decision::Reply(r) => return Err(r),
+            Decision::Refused(r) => {
+                let label = down.addressing.metric_label();
+                self.state
+                    .metrics
+                    .egress_denied
+                    .with_label_values(&[label])
+                    .inc();
+                ctx.egress_refused = true;
+                return Err(r);
             }
-            Decision::Egress { cluster, .. } => {
+            Decision::Egress(cluster) => {
                 ctx.target = Some(Target {
                     cluster,
                     destination: None,
-                });
-                Ok(false)
+                })
             }
             Decision::Route {
                 table,
@@ -127,145 +129,70 @@ impl Edge {
                     vhost,
                     route,
                 });
-                self.apply_route(session, ctx).await
+                self.apply_route(session, ctx).await?;
             }
         }
+        let Some(target) = &ctx.target else {
+            return Ok(());
+        };
+        let cluster = &target.cluster;
+        let admission = cluster
+            .admit()
+            .await
+            .map_err(|_| LocalReply::overflow(&cluster.name))?;
+        ctx.admission = Some(admission);
+        Ok(())
     }
 
-    /// Everything a matched route does before the upstream: faults, CORS preflights, redirects, direct responses, the weighted choice of destination.
-    async fn apply_route(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+    /// What a matched route does before the upstream: fault injection, CORS, redirect, direct
+    /// response, or the weighted choice of destination.
+    async fn apply_route(&self, session: &Session, ctx: &mut RequestCtx) -> Routing {
         let Some(routed) = &ctx.routed else {
-            return Ok(false);
+            return Ok(());
         };
         let table = routed.table.clone();
-        let vhost = &table.virtual_hosts[routed.vhost];
-        let route = &vhost.routes[routed.route];
-        let req = session.req_header();
-        let input = RedirectInput {
-            scheme: ctx.scheme,
-            authority: &ctx.authority,
-            path: req.uri.path(),
-            query: req.uri.query(),
-        };
+        let route = &table.virtual_hosts[routed.vhost].routes[routed.route];
         if let Some(fault) = &route.fault {
-            if let Some((ms, pct)) = fault.delay {
-                if fastrand::f64() * 100.0 < pct {
-                    tokio::time::sleep(Duration::from_millis(ms)).await;
-                    ctx.reply = Some(LocalReply::new(0, Some(flags::DI), "delayed", ""));
-                }
+            let injected = fault.roll();
+            if let Some(delay) = injected.delay {
+                tokio::time::sleep(delay).await;
+                ctx.reply = Some(LocalReply::new(0, Some(ResponseFlag::DI), "delayed", ""));
             }
-            if let Some((abort, pct)) = fault.abort {
-                if fastrand::f64() * 100.0 < pct {
-                    let reply = match abort {
-                        Abort::Http(code) => LocalReply::new(
-                            code,
-                            Some(flags::FI),
-                            "fault_filter_abort",
-                            "fault filter abort\n",
-                        ),
-                        Abort::Grpc(code) => {
-                            LocalReply::new(200, Some(flags::FI), "fault_filter_abort", "")
-                                .header("content-type", "application/grpc")
-                                .header("grpc-status", code.to_string())
-                        }
-                    };
-                    return self.reply(session, ctx, reply).await;
-                }
+            if let Some(abort) = injected.abort {
+                return Err(abort);
             }
         }
         let req = session.req_header();
         if let Some(cors) = &route.cors {
-            if let Some(origin) = header_str(req, "origin") {
-                let allowed = cors.origin_allowed(origin);
-                let preflight = req.method == http::Method::OPTIONS
-                    && req.headers.contains_key("access-control-request-method");
-                if preflight && (allowed || !cors.forward_unmatched_preflights) {
-                    let mut reply = LocalReply::new(200, None, "cors_preflight", "");
-                    if allowed {
-                        reply = reply.header("access-control-allow-origin", origin.to_string());
-                        if let Some(m) = &cors.allow_methods {
-                            reply = reply.header("access-control-allow-methods", m.clone());
-                        }
-                        if let Some(h) = &cors.allow_headers {
-                            reply = reply.header("access-control-allow-headers", h.clone());
-                        }
-                        if let Some(age) = cors.max_age {
-                            reply = reply.header("access-control-max-age", age.to_string());
-                        }
-                        if cors.allow_credentials {
-                            reply = reply.header("access-control-allow-credentials", "true");
-                        }
-                    }
-                    return self.reply(session, ctx, reply).await;
-                }
-                if allowed {
-                    ctx.cors_origin = Some(origin.to_string());
-                }
+            match cors.check(req) {
+                CorsCheck::Preflight(reply) => return Err(reply),
+                CorsCheck::Allowed(origin) => ctx.cors_origin = Some(origin),
+                CorsCheck::Pass => {}
             }
         }
         match &route.action {
-            Action::DirectResponse(d) => {
-                let reply = LocalReply {
-                    status: d.status,
-                    flag: None,
-                    details: "direct_response",
-                    body: String::from_utf8_lossy(&d.body).into_owned(),
-                    headers: Vec::new(),
-                };
-                self.reply(session, ctx, reply).await
-            }
-            Action::Redirect(r) => {
-                let reply = LocalReply::new(r.code, None, "redirect", "")
-                    .header("location", r.location(&input));
-                self.reply(session, ctx, reply).await
-            }
+            Action::DirectResponse(d) => Err(d.reply()),
+            Action::Redirect(r) => Err(r.reply(&RedirectInput {
+                scheme: ctx.downstream.scheme,
+                authority: &ctx.downstream.authority,
+                path: req.uri.path(),
+                query: req.uri.query(),
+            })),
             Action::Forward(f) => {
-                let chosen = f.choose();
-                let index = f.destinations.iter().position(|d| std::ptr::eq(d, chosen));
+                let i = f.choose();
+                let dest = &f.destinations[i];
+                if dest.refused {
+                    return Err(LocalReply::cluster_not_found(&dest.cluster.host));
+                }
                 ctx.deadline = f.timeout.map(|t| ctx.start + t);
                 ctx.target = Some(Target {
-                    cluster: chosen.cluster.clone(),
-                    destination: index,
+                    cluster: dest.cluster.clone(),
+                    destination: Some(i),
                 });
-                Ok(false)
+                Ok(())
             }
         }
     }
-
-    fn classify(e: &Error, ctx: &RequestCtx) -> LocalReply {
-        use ErrorType::*;
-        let reason = ctx
-            .upstream_failure
-            .clone()
-            .unwrap_or_else(|| e.to_string());
-        match (e.esource(), e.etype()) {
-            (_, HTTPStatus(code)) => LocalReply::new(*code, None, "local_reply", format!("{code}\n")),
-            (ErrorSource::Upstream, ConnectTimedout | ConnectRefused | ConnectNoRoute | ConnectError | ConnectProxyFailure)
-            | (ErrorSource::Upstream, TLSHandshakeFailure | TLSHandshakeTimedout | InvalidCert | HandshakeError) => {
-                LocalReply::connect_failure(&reason)
-            }
-            (_, ReadTimedout | WriteTimedout) if e.esource() != &ErrorSource::Downstream => LocalReply::timeout(),
-            (ErrorSource::Upstream, _) => LocalReply::new(
-                503,
-                Some(flags::UC),
-                "upstream_reset_before_response_started{connection_termination}",
-                "upstream connect error or disconnect/reset before headers. reset reason: connection termination\n",
-            ),
-            (ErrorSource::Downstream, ReadError | WriteError | ConnectionClosed) => {
-                LocalReply::new(0, Some(flags::DC), "downstream_remote_disconnect", "")
-            }
-            (ErrorSource::Downstream, _) => LocalReply::new(400, Some(flags::DPE), "downstream_protocol_error", "bad request\n"),
-            _ => LocalReply::new(500, None, "internal_error", "internal error\n"),
-        }
-    }
-}
-
-/// A random (version 4) UUID. From a fast PRNG, not the OS: a request id needs uniqueness, not
-/// secrecy, and a getrandom system call per request is measurable.
-fn new_request_id() -> String {
-    uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes())
-        .into_uuid()
-        .to_string()
 }
 
 /// Outlier detection learns from how the last attempt ended (earlier failed attempts were
@@ -274,16 +201,16 @@ fn record_last_attempt(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
     let (Some(t), Some(addr)) = (&ctx.target, ctx.upstream_addr) else {
         return;
     };
-    if t.cluster.outlier.is_none() || ctx.reply.as_ref().and_then(|r| r.flag) == Some(flags::UF) {
+    if t.cluster.outlier.is_none()
+        || ctx.reply.as_ref().and_then(|r| r.flag) == Some(ResponseFlag::UF)
+    {
         return;
     }
     let upstream_status = (ctx.upstream_service_time.is_some())
         .then(|| session.response_written().map(|r| r.status.as_u16()))
         .flatten();
     let outcome = match (upstream_status, e) {
-        (Some(502..=504), _) => Outcome::GatewayError,
-        (Some(500..=599), _) => Outcome::ServerError,
-        (Some(_), _) => Outcome::Success,
+        (Some(status), _) => Outcome::of_status(status),
         (None, Some(err)) if err.esource() == &ErrorSource::Upstream => Outcome::GatewayError,
         (None, _) => return,
     };
@@ -309,113 +236,13 @@ impl ProxyHttp for Edge {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let ssl = session.digest().and_then(|d| d.ssl_digest.clone());
-        ctx.downstream_tls = ssl
-            .as_ref()
-            .and_then(|s| s.extension.get::<DownstreamTls>())
-            .cloned();
-        ctx.scheme = if ssl.is_some() { "https" } else { "http" };
-        let req = session.req_header();
-        // Absolute-form (`GET http://host/ HTTP/1.1`) comes from forward-proxy clients. Pingora
-        // keeps only the path on the Uri; the target as sent is the raw path.
-        let target = match raw_target_authority(req.raw_path()) {
-            RawTargetAuthority::Absolute {
-                scheme, authority, ..
-            } if !session.is_http2() => Some((
-                scheme.eq_ignore_ascii_case(b"https"),
-                String::from_utf8_lossy(authority).into_owned(),
-            )),
-            _ => None,
-        };
-        ctx.addressing = if target.is_some() {
-            Addressing::ForwardProxy
-        } else {
-            Addressing::Host
-        };
-        ctx.authority = match (&target, req.uri.authority(), header_str(req, "host")) {
-            (Some((_, a)), _, _) => a.clone(),
-            (None, _, Some(h)) => h.to_string(),
-            (None, Some(a), None) => a.as_str().to_string(),
-            _ => String::new(),
-        };
-        ctx.host = normalize_request_host(&ctx.authority).into_owned();
-        let default_port = if let Some((https, _)) = target {
-            if https {
-                443
-            } else {
-                80
-            }
-        } else if ctx.scheme == "https" {
-            443
-        } else {
-            80
-        };
-        ctx.port = crate::compile::action::split_authority(&ctx.authority)
-            .1
-            .unwrap_or(default_port);
-        // Envoy's normalize_path: routing and the upstream see the path without dot segments.
-        if let Some(path) = normalize_path(req.uri.path()) {
-            let path_and_query = match req.uri.query() {
-                Some(q) => format!("{path}?{q}"),
-                None => path,
-            };
-            let mut parts = req.uri.clone().into_parts();
-            if let Ok(pq) = path_and_query.parse() {
-                parts.path_and_query = Some(pq);
-                if let Ok(uri) = http::Uri::from_parts(parts) {
-                    session.req_header_mut().set_uri(uri);
-                }
-            }
+        ctx.tls = session.digest().and_then(|d| d.ssl_digest.clone());
+        ctx.downstream = Downstream::read(session, ctx.tls.is_some());
+        ctx.request_id = request_id(session);
+        match self.route(session, ctx).await {
+            Ok(()) => Ok(false),
+            Err(reply) => self.reply(session, ctx, reply).await,
         }
-        let req = session.req_header();
-        ctx.request_id = header_str(req, "x-request-id")
-            .filter(|v| !v.is_empty())
-            .map_or_else(new_request_id, str::to_string);
-        if ctx.host.is_empty() {
-            let r = LocalReply::new(
-                400,
-                Some(flags::DPE),
-                "missing_host_header",
-                "missing Host header\n",
-            );
-            return self.reply(session, ctx, r).await;
-        }
-        if self.route(session, ctx).await? {
-            return Ok(true);
-        }
-        let Some(target) = &ctx.target else {
-            return Ok(false);
-        };
-        let cluster = target.cluster.clone();
-        let snapshot = ctx.snapshot.clone();
-        // On an egress gateway under REGISTRY_ONLY only registered destinations leave (Istio
-        // has no cluster for others: 503 NC). An ingress gateway resolves an unregistered
-        // destination as a DNS name or IP literal.
-        let only_registered = snapshot.as_ref().is_some_and(|s| {
-            s.instance.role == Role::Egress
-                && s.instance.outbound_policy == OutboundPolicy::RegistryOnly
-        });
-        if only_registered && !cluster.registered() && ctx.routed.is_some() {
-            let r = LocalReply::new(
-                503,
-                Some(flags::NC),
-                "cluster_not_found",
-                format!(
-                    "destination {} is not in the registry (no ServiceEntry lists it)\n",
-                    cluster.host
-                ),
-            );
-            return self.reply(session, ctx, r).await;
-        }
-        match cluster.admit().await {
-            Ok(a) => ctx.admission = Some(a),
-            Err(_) => {
-                return self
-                    .reply(session, ctx, LocalReply::overflow(&cluster.name))
-                    .await
-            }
-        }
-        Ok(false)
     }
 
     async fn upstream_peer(
@@ -429,7 +256,7 @@ impl ProxyHttp for Edge {
         let cluster = target.cluster.clone();
         ctx.attempts += 1;
         let now = Instant::now();
-        let remaining = ctx.deadline.map(|d| d.saturating_duration_since(now));
+        let remaining = ctx.remaining(now);
         if remaining.is_some_and(|r| r.is_zero()) {
             ctx.reply = Some(LocalReply::timeout());
             return Error::e_explain(
@@ -437,18 +264,12 @@ impl ProxyHttp for Edge {
                 "route timeout elapsed before the upstream answered",
             );
         }
-        let budget = match (remaining, ctx.retry_policy().per_try_timeout) {
-            (Some(r), Some(p)) => Some(r.min(p)),
-            (r, p) => r.or(p),
-        };
+        let budget = ctx.retry_policy().attempt_budget(remaining);
         let mut buf = [0u8; 48];
-        let client = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
+        let client = client_ip(session);
         let input = PickInput {
-            request_host: &ctx.host,
-            request_port: ctx.port,
+            request_host: &ctx.downstream.host,
+            request_port: ctx.downstream.port,
             hash_input: cluster
                 .lb
                 .hash_key()
@@ -468,7 +289,11 @@ impl ProxyHttp for Edge {
         ctx.upstream_addr = Some(picked.address);
         ctx.tried.push(picked.address);
         ctx.upstream_start = Some(now);
-        Ok(Box::new(cluster.peer(picked.address, &ctx.host, budget)))
+        Ok(Box::new(cluster.peer(
+            picked.address,
+            &ctx.downstream.host,
+            budget,
+        )))
     }
 
     async fn connected_to_upstream(
@@ -497,51 +322,7 @@ impl ProxyHttp for Edge {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let mut authority = ctx.authority.clone();
-        let mut path_and_query = upstream
-            .uri
-            .path_and_query()
-            .map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
-        if let Some(route) = ctx.route() {
-            apply_request_ops(upstream, &route.request_headers);
-        }
-        if let Some(dest) = ctx.destination() {
-            apply_request_ops(upstream, &dest.request_headers);
-        }
-        if let Some(f) = ctx.forward() {
-            if let Some(a) = &f.rewrite.authority {
-                authority = a.clone();
-            }
-            if let Some(p) = &f.rewrite.path {
-                let path = upstream.uri.path();
-                let new_path = p.apply(path);
-                path_and_query = match upstream.uri.query() {
-                    Some(q) => format!("{new_path}?{q}"),
-                    None => new_path,
-                };
-            }
-        }
-        // Origin-form towards the upstream, even for absolute-form (forward proxy) requests.
-        let uri: http::Uri = path_and_query.parse().map_err(|e| {
-            Error::because(InvalidHTTPHeader, "rewritten path is not a valid URI", e)
-        })?;
-        upstream.set_uri(uri);
-        upstream.insert_header(http::header::HOST, authority.as_str())?;
-
-        if let Some(xff) = forwarded_for(header_str(upstream, "x-forwarded-for"), session) {
-            upstream.insert_header("x-forwarded-for", xff)?;
-        }
-        upstream.insert_header("x-forwarded-proto", ctx.scheme)?;
-        upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
-        // SANITIZE_SET: never trust a client's own XFCC.
-        upstream.remove_header("x-forwarded-client-cert");
-        if let Some(xfcc) = ctx.downstream_tls.as_ref().and_then(|t| t.xfcc.as_deref()) {
-            upstream.insert_header("x-forwarded-client-cert", xfcc)?;
-        }
-        if ctx.close_upstream {
-            upstream.insert_header(http::header::CONNECTION, "close")?;
-        }
-        Ok(())
+        super::outbound::shape_request(upstream, ctx, client_ip(session))
     }
 
     async fn request_body_filter(
@@ -603,30 +384,7 @@ impl ProxyHttp for Edge {
         if local.is_some_and(|a| self.state.snapshot.load().listener(a).is_none()) {
             session.set_keepalive(None);
         }
-        if resp.status != http::StatusCode::SWITCHING_PROTOCOLS {
-            for h in ["connection", "keep-alive", "proxy-connection"] {
-                resp.remove_header(h);
-            }
-        }
-        if let Some(t) = ctx.upstream_service_time {
-            resp.insert_header("x-envoy-upstream-service-time", t.to_string())?;
-        }
-        if let Some(dest) = ctx.destination() {
-            apply_response_ops(resp, &dest.response_headers);
-        }
-        if let Some(route) = ctx.route() {
-            apply_response_ops(resp, &route.response_headers);
-            if let (Some(origin), Some(cors)) = (&ctx.cors_origin, &route.cors) {
-                resp.insert_header("access-control-allow-origin", origin.as_str())?;
-                if let Some(e) = &cors.expose_headers {
-                    resp.insert_header("access-control-expose-headers", e.as_str())?;
-                }
-                if cors.allow_credentials {
-                    resp.insert_header("access-control-allow-credentials", "true")?;
-                }
-            }
-        }
-        Ok(())
+        super::outbound::shape_response(resp, ctx)
     }
 
     fn fail_to_connect(
@@ -636,20 +394,21 @@ impl ProxyHttp for Edge {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        ctx.upstream_failure = Some(
-            e.etype().as_str().to_string()
-                + &e.context
-                    .as_ref()
-                    .map(|c| format!(": {c}"))
-                    .unwrap_or_default(),
-        );
+        let mut reason = e.etype().as_str().to_string();
+        if let Some(c) = &e.context {
+            reason.push_str(&format!(": {c}"));
+        }
+        ctx.upstream_failure = Some(reason);
         if let Some(t) = &ctx.target {
-            t.cluster.stats.connect_failures.fetch_add(1, Relaxed);
+            t.cluster
+                .stats
+                .connect_failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if let Some(addr) = ctx.upstream_addr {
                 t.cluster.record_outcome(addr, Outcome::GatewayError);
             }
         }
-        if ctx.retry_policy().on_connect_failure && ctx.may_retry() {
+        if ctx.retry_policy().on_connect_failure(ctx.attempted()) {
             e.set_retry(true);
         }
         e
@@ -666,12 +425,10 @@ impl ProxyHttp for Edge {
         let mut e = e.more_context(format!("Peer: {peer}"));
         let replayable = session.req_header().method.is_idempotent()
             && !session.as_ref().retry_buffer_truncated();
+        let started = session.response_written().is_some();
         if !replayable {
             e.set_retry(false);
-        } else if ctx.retry_policy().on_reset
-            && ctx.may_retry()
-            && session.response_written().is_none()
-        {
+        } else if ctx.retry_policy().on_reset(ctx.attempted(), started) {
             e.set_retry(true);
         } else {
             e.retry.decide_reuse(client_reused);
@@ -689,12 +446,12 @@ impl ProxyHttp for Edge {
             .reply
             .take()
             .filter(|r| r.status != 0)
-            .unwrap_or_else(|| Self::classify(e, ctx));
+            .unwrap_or_else(|| rescue(e, ctx.upstream_failure.as_deref()));
         if reply.status != 0 && session.response_written().is_none() {
             // The connection is not reused after a failure: say so (`Connection: close`), or
             // a keep-alive client sends its next request on a connection about to close.
             session.set_keepalive(None);
-            let _ = reply.send(session).await;
+            let _ = send(&reply, session, None).await;
         }
         let code = reply.status;
         ctx.reply = Some(reply);
@@ -712,109 +469,6 @@ impl ProxyHttp for Edge {
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         ctx.admission = None;
         record_last_attempt(session, e, ctx);
-        let state = &self.state;
-        let req = session.req_header();
-        let status = session
-            .response_written()
-            .map(|r| r.status.as_u16())
-            .or_else(|| ctx.reply.as_ref().map(|r| r.status))
-            .unwrap_or(0);
-        let mut flags: Vec<&str> = ctx
-            .reply
-            .as_ref()
-            .and_then(|r| r.flag)
-            .into_iter()
-            .collect();
-        if e.is_some() && flags.is_empty() && status != 0 {
-            if let Some(err) = e {
-                if err.esource() == &ErrorSource::Downstream {
-                    flags.push(flags::DC);
-                } else {
-                    flags.push(flags::UC);
-                }
-            }
-        }
-        let flags = flags.join(",");
-        let cluster = ctx.target.as_ref().map(|t| t.cluster.clone());
-        let protocol = if session.is_http2() {
-            "HTTP/2"
-        } else {
-            "HTTP/1.1"
-        };
-        let mut entry = AccessLogEntry::new(ctx.start_time);
-        entry.method = Some(req.method.to_string());
-        entry.path = Some(
-            req.uri
-                .path_and_query()
-                .map_or_else(|| req.uri.path().to_string(), |p| p.as_str().to_string()),
-        );
-        entry.protocol = Some(protocol.to_string());
-        entry.response_code = status;
-        entry.response_flags = Some(flags.clone());
-        entry.response_code_details = Some(
-            ctx.reply
-                .as_ref()
-                .map(|r| r.details)
-                .unwrap_or(if ctx.target.is_some() {
-                    "via_upstream"
-                } else {
-                    ""
-                })
-                .to_string(),
-        );
-        entry.upstream_transport_failure_reason = ctx.upstream_failure.clone();
-        entry.bytes_received = session.as_downstream().body_bytes_read() as u64;
-        entry.bytes_sent = session.as_downstream().body_bytes_sent() as u64;
-        entry.duration = ctx.start.elapsed().as_millis() as u64;
-        entry.upstream_service_time = ctx.upstream_service_time;
-        // Envoy logs the request's x-forwarded-for after appending the client address.
-        entry.x_forwarded_for = forwarded_for(header_str(req, "x-forwarded-for"), session)
-            .or_else(|| header_str(req, "x-forwarded-for").map(str::to_string));
-        entry.user_agent = header_str(req, "user-agent").map(str::to_string);
-        entry.request_id = Some(ctx.request_id.clone());
-        entry.authority = Some(ctx.authority.clone());
-        entry.upstream_host = ctx.upstream_addr.map(|a| a.to_string());
-        entry.upstream_cluster = cluster.as_ref().map(|c| c.name.clone()).or_else(|| {
-            (ctx.reply.as_ref().map(|r| r.details) == Some("host_not_in_registry"))
-                .then(|| "BlackHoleCluster".to_string())
-        });
-        entry.downstream_local_address = session.server_addr().map(|a| a.to_string());
-        entry.downstream_remote_address = session.client_addr().map(|a| a.to_string());
-        entry.requested_server_name = ctx.downstream_tls.as_ref().and_then(|t| t.sni.clone());
-        entry.route_name = ctx
-            .route()
-            .map(|r| r.name.clone())
-            .filter(|n| !n.is_empty());
-        state.access_log.log(&entry);
-
-        // Never label by the client's Host: it is attacker-controlled (cardinality).
-        let destination = cluster.as_ref().map_or("unknown", |c| c.host.as_str());
-        let destination_name = cluster.as_ref().map_or("unknown", |c| c.name.as_str());
-        let labels = [
-            "source",
-            if req
-                .headers
-                .get("content-type")
-                .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
-            {
-                "grpc"
-            } else {
-                "http"
-            },
-            &status.to_string(),
-            if flags.is_empty() {
-                "-"
-            } else {
-                flags.as_str()
-            },
-            destination,
-            destination_name,
-        ];
-        state.metrics.requests.with_label_values(&labels).inc();
-        state
-            .metrics
-            .duration
-            .with_label_values(&labels)
-            .observe(ctx.start.elapsed().as_secs_f64() * 1000.0);
+        super::log::finish(&self.state, session, e, ctx);
     }
 }

@@ -280,7 +280,8 @@ pub fn cert_sans(cert: &X509Ref) -> Vec<String> {
 /// The downstream TLS facts a request needs, attached to the connection's `SslDigest`.
 #[derive(Debug, Clone)]
 pub struct DownstreamTls {
-    /// Route table of the server whose certificate was presented.
+    /// The filter chain (server) whose certificate was presented, and its route table.
+    pub chain: usize,
     pub route_table: Arc<str>,
     pub sni: Option<String>,
     /// `x-forwarded-client-cert` value for a verified client certificate.
@@ -291,6 +292,7 @@ pub struct DownstreamTls {
 /// request phase needs.
 pub struct ChainHandshake {
     pub certificates: Arc<[CertChain]>,
+    pub chain: usize,
     pub route_table: Arc<str>,
 }
 
@@ -320,6 +322,7 @@ impl TlsAccept for ChainHandshake {
             .map(|s| s.to_ascii_lowercase());
         let xfcc = ssl.peer_certificate().map(|c| xfcc_value(&c));
         Some(Arc::new(DownstreamTls {
+            chain: self.chain,
             route_table: self.route_table.clone(),
             sni,
             xfcc,

@@ -3,11 +3,15 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-use super::reply::LocalReply;
-use super::routing::Addressing;
+use http::HeaderValue;
+use pingora::protocols::tls::SslDigest;
+
+use super::downstream::Downstream;
+use crate::compile::action::retry::Attempted;
 use crate::compile::action::{Action, Forward, RetryPolicy, WeightedCluster};
+use crate::compile::reply::LocalReply;
 use crate::compile::route::Route;
 use crate::compile::vhost::RouteTable;
 use crate::compile::Snapshot;
@@ -39,20 +43,18 @@ pub struct RequestCtx {
     pub snapshot: Option<Arc<Snapshot>>,
     pub start: Instant,
     pub start_time: SystemTime,
-    pub downstream_tls: Option<DownstreamTls>,
-    pub scheme: &'static str,
-    /// Host/:authority (or the absolute-form authority) as sent.
-    pub authority: String,
-    /// Lower-cased, without port.
-    pub host: String,
-    pub port: u16,
-    pub addressing: Addressing,
+    /// The connection's TLS facts (its `DownstreamTls` extension), if it is TLS.
+    pub tls: Option<Arc<SslDigest>>,
+    /// How the client addressed the request: scheme, authority, host, port.
+    pub downstream: Downstream,
     pub request_id: String,
     pub routed: Option<Routed>,
     pub target: Option<Target>,
     pub admission: Option<Admission>,
     /// What the gateway answered itself (or why the upstream failed), for the log.
     pub reply: Option<LocalReply>,
+    /// The request was refused because its host is not in the registry (egress).
+    pub egress_refused: bool,
     pub attempts: u32,
     pub tried: Vec<SocketAddr>,
     pub upstream_addr: Option<SocketAddr>,
@@ -61,7 +63,7 @@ pub struct RequestCtx {
     pub upstream_failure: Option<String>,
     pub deadline: Option<Instant>,
     /// Origin to echo in CORS response headers.
-    pub cors_origin: Option<String>,
+    pub cors_origin: Option<HeaderValue>,
     /// Close the upstream connection after this request (`maxRequestsPerConnection`).
     pub close_upstream: bool,
 }
@@ -72,17 +74,14 @@ impl Default for RequestCtx {
             snapshot: None,
             start: Instant::now(),
             start_time: SystemTime::now(),
-            downstream_tls: None,
-            scheme: "http",
-            authority: String::new(),
-            host: String::new(),
-            port: 0,
-            addressing: Addressing::Host,
+            tls: None,
+            downstream: Downstream::default(),
             request_id: String::new(),
             routed: None,
             target: None,
             admission: None,
             reply: None,
+            egress_refused: false,
             attempts: 0,
             tried: Vec::new(),
             upstream_addr: None,
@@ -100,6 +99,10 @@ static DEFAULT_RETRY: once_cell::sync::Lazy<RetryPolicy> =
     once_cell::sync::Lazy::new(RetryPolicy::default);
 
 impl RequestCtx {
+    pub fn downstream_tls(&self) -> Option<&DownstreamTls> {
+        self.tls.as_ref()?.extension.get::<DownstreamTls>()
+    }
+
     pub fn route(&self) -> Option<&Route> {
         self.routed.as_ref().map(Routed::route)
     }
@@ -121,9 +124,16 @@ impl RequestCtx {
         self.forward().map_or(&DEFAULT_RETRY, |f| &f.retry)
     }
 
-    /// May another attempt be made? `attempts` counts tries made so far.
-    pub fn may_retry(&self) -> bool {
-        self.attempts <= self.retry_policy().attempts
-            && self.deadline.is_none_or(|d| Instant::now() < d)
+    /// Where the request stands for a retry decision.
+    pub fn attempted(&self) -> Attempted {
+        Attempted {
+            attempts: self.attempts,
+            deadline: self.deadline,
+        }
+    }
+
+    /// What is left of the route timeout for the next attempt (`Some(0)`: nothing).
+    pub fn remaining(&self, now: Instant) -> Option<Duration> {
+        self.deadline.map(|d| d.saturating_duration_since(now))
     }
 }
