@@ -1,0 +1,138 @@
+//! TCP on a Gateway: `tcp` routes for TCP servers and TLS-terminated TCP, and `tls` routes
+//! (SNI) for PASSTHROUGH servers.
+
+use std::sync::Arc;
+
+use super::select::SelectedServer;
+use super::{vs_hosts, TcpDestination, TcpRoute};
+use crate::compile::cluster::ClusterBuilder;
+use crate::compile::route::{resolve_gateway_ref, vs_binds_gateway};
+use crate::compile::Instance;
+use crate::config::diag::Diagnostic;
+use crate::config::host::{intersection, HostPattern};
+use crate::config::load::{Resource, Resources};
+use crate::config::types::{RouteDestination, VirtualService};
+
+fn tcp_destinations(
+    route: &[RouteDestination],
+    vs: &Resource<VirtualService>,
+    s: &SelectedServer<'_>,
+    clusters: &mut ClusterBuilder<'_>,
+) -> Result<Vec<TcpDestination>, String> {
+    let mut out = Vec::new();
+    for d in route {
+        let Some(dest) = &d.destination else { continue };
+        let port = dest
+            .port
+            .map(|p| p.number)
+            .filter(|p| *p != 0)
+            .map(u16::try_from)
+            .transpose()
+            .map_err(|_| "destination port out of range".to_string())?;
+        let cluster = clusters.destination(
+            &dest.host,
+            port,
+            dest.subset.as_deref(),
+            &vs.meta.namespace,
+            s.gateway_port,
+        )?;
+        out.push(TcpDestination {
+            cluster,
+            weight: d.weight.max(0) as u32,
+        });
+    }
+    Ok(out)
+}
+
+fn gateways_match(list: &[String], vs: &Resource<VirtualService>, key: &str) -> bool {
+    list.is_empty()
+        || list
+            .iter()
+            .any(|g| resolve_gateway_ref(g, &vs.meta.namespace) == key)
+}
+
+/// PASSTHROUGH: one chain per `tls` match block, its SNI hosts narrowed to the server's hosts.
+pub(super) fn passthrough_routes(
+    s: &SelectedServer<'_>,
+    key: &str,
+    resources: &Resources,
+    _instance: &Instance,
+    clusters: &mut ClusterBuilder<'_>,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<(Vec<HostPattern>, Arc<TcpRoute>)> {
+    let mut out = Vec::new();
+    for vs in &resources.virtual_services {
+        if vs.spec.tls.is_empty() || !vs_binds_gateway(vs, key) {
+            continue;
+        }
+        let admitted = s.admitted(&vs.meta.namespace);
+        for (i, rule) in vs.spec.tls.iter().enumerate() {
+            for m in &rule.matches {
+                if !gateways_match(&m.gateways, vs, key)
+                    || m.port.is_some_and(|p| p != u32::from(s.gateway_port))
+                {
+                    continue;
+                }
+                let sni: Vec<HostPattern> =
+                    m.sni_hosts.iter().map(|h| HostPattern::parse(h)).collect();
+                let names = intersection(&admitted, &sni);
+                if names.is_empty() {
+                    continue;
+                }
+                match tcp_destinations(&rule.route, vs, s, clusters) {
+                    Ok(destinations) => out.push((
+                        names,
+                        Arc::new(TcpRoute::new(
+                            format!("VirtualService {} tls[{i}]", vs.key()),
+                            destinations,
+                        )),
+                    )),
+                    Err(e) => vs.reporter(diags).error(format!("spec.tls[{i}].route"), e),
+                }
+            }
+        }
+    }
+    out
+}
+
+/// TCP on a gateway: only the first VirtualService and `tcp` rule that match the server are
+/// used (TCP carries no host to choose by).
+pub(super) fn tcp_route(
+    s: &SelectedServer<'_>,
+    resources: &Resources,
+    _instance: &Instance,
+    clusters: &mut ClusterBuilder<'_>,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Arc<TcpRoute>> {
+    let key = s.key();
+    let server_hosts: Vec<HostPattern> = s.hosts().into_iter().map(|h| h.host).collect();
+    for vs in &resources.virtual_services {
+        if vs.spec.tcp.is_empty() || !vs_binds_gateway(vs, &key) {
+            continue;
+        }
+        if intersection(&server_hosts, &vs_hosts(vs)).is_empty() {
+            continue;
+        }
+        for (i, rule) in vs.spec.tcp.iter().enumerate() {
+            let applies = rule.matches.is_empty()
+                || rule.matches.iter().any(|m| {
+                    gateways_match(&m.gateways, vs, &key)
+                        && m.port.is_none_or(|p| p == u32::from(s.gateway_port))
+                });
+            if !applies {
+                continue;
+            }
+            return match tcp_destinations(&rule.route, vs, s, clusters) {
+                Ok(destinations) => Some(Arc::new(TcpRoute::new(
+                    format!("VirtualService {} tcp[{i}]", vs.key()),
+                    destinations,
+                ))),
+                Err(e) => {
+                    vs.reporter(diags).error(format!("spec.tcp[{i}].route"), e);
+                    None
+                }
+            };
+        }
+    }
+    None
+}
