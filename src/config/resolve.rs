@@ -52,12 +52,6 @@ pub fn resolve_gateway_name(gwname: &str, vs_namespace: &str) -> GatewayName {
     }
 }
 
-/// Does `reference`, written in a VirtualService of `vs_namespace`, name the Gateway `key`
-/// (`namespace/name`)? [`MESH`] names none.
-pub fn names_gateway(reference: &str, vs_namespace: &str, key: &str) -> bool {
-    reference != MESH && resolve_gateway_name(reference, vs_namespace).key() == key
-}
-
 // ---- destination hosts ----
 
 /// The Kubernetes cluster domain Istio appends to short names (its default `meshConfig` domain).
@@ -186,7 +180,7 @@ pub struct DestinationRuleIndex<'a> {
 
 impl<'a> DestinationRuleIndex<'a> {
     /// Each rule under its host resolved in its own namespace ([`service_fqdn`]), as Istio's
-    /// `SetDestinationRules` does; rules without a host are left out.
+    /// `PushContext.setDestinationRules` does; rules without a host are left out.
     pub fn new(resources: &'a Resources) -> Self {
         let mut index = DestinationRuleIndex::default();
         for dr in &resources.destination_rules {
@@ -220,8 +214,8 @@ mod tests {
     use crate::config::load::load_files;
     use crate::config::source::SourceFile;
 
-    /// istio/istio pilot/pkg/model/virtualservice_test.go `gatewayNameTests`, then the legacy
-    /// forms without `.svc` and `mesh`-like names that are only names here.
+    /// istio/istio pilot/pkg/model/virtualservice_test.go `gatewayNameTests`, then the issue's
+    /// `edge.prod` and two more forms.
     #[test]
     fn gateway_names_resolve_like_istio() {
         let cases = [
@@ -250,9 +244,6 @@ mod tests {
                 "{gateway} in {ns}"
             );
         }
-        assert!(names_gateway("edge.prod", "default", "prod/edge"));
-        assert!(!names_gateway("edge.prod", "default", "default/edge.prod"));
-        assert!(!names_gateway(MESH, "default", "default/mesh"));
     }
 
     /// istio/istio pilot/pkg/model/config_test.go `TestResolveShortnameToFQDN`.
