@@ -151,15 +151,17 @@ pub(super) fn check(vs: &Resource<VirtualService>, out: &mut Vec<Diagnostic>) {
 mod tests {
     use crate::config::validate::testutil::{diags, doc, expect_in_context, CONTEXT};
 
-    pub(super) const VS: &str = "VirtualService";
+    const VS: &str = "VirtualService";
 
     /// Lines 5-6; rules start at line 7.
-    pub(super) const BOUND: &str = "hosts: [a.example.com]\ngateways: [gw]\n";
+    const BOUND: &str = "hosts: [a.example.com]\ngateways: [gw]\n";
 
-    pub(super) fn bound(rest: &str) -> String {
+    fn bound(rest: &str) -> String {
         format!("{BOUND}{rest}")
     }
 
+    /// Each `(rules, expected)` case, as VirtualService default/vs bound to Gateway `gw`, with
+    /// the shared context (validate::testutil::CONTEXT).
     pub(super) fn check(cases: &[(&str, &[&str])]) {
         let owned: Vec<(String, &[&str])> = cases.iter().map(|(s, e)| (bound(s), *e)).collect();
         let refs: Vec<(&str, &[&str])> = owned.iter().map(|(s, e)| (s.as_str(), *e)).collect();
