@@ -11,11 +11,12 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::registry::{RegisteredHost, Registry};
-use crate::config::host::{canonical_host, HostPattern};
-use crate::config::load::{Resource, Resources};
+use crate::config::host::HostPattern;
+use crate::config::load::Resources;
+use crate::config::resolve::DestinationRuleIndex;
 use crate::config::types::{
-    ClientTls, ConnectionPoolSettings, DestinationRule, H2UpgradePolicy, LoadBalancerSettings,
-    OutlierDetection, Protocol, Resolution, TrafficPolicy,
+    ClientTls, ConnectionPoolSettings, H2UpgradePolicy, LoadBalancerSettings, OutlierDetection,
+    Protocol, Resolution, TrafficPolicy,
 };
 use crate::tls::upstream::OriginationTls;
 use crate::upstream::balancer::LbPolicy;
@@ -105,59 +106,10 @@ impl EffectivePolicy {
     }
 }
 
-/// DestinationRules indexed by host, most specific first (Istio `MostSpecificHostMatch`).
-pub struct DestinationRules<'a> {
-    rules: Vec<(HostPattern, &'a Resource<DestinationRule>)>,
-}
-
-impl<'a> DestinationRules<'a> {
-    pub fn new(resources: &'a Resources) -> Self {
-        let mut rules: Vec<_> = resources
-            .destination_rules
-            .iter()
-            .map(|dr| {
-                (
-                    HostPattern::parse(&canonical_host(&dr.spec.host, &dr.meta.namespace)),
-                    &**dr,
-                )
-            })
-            .collect();
-        // Stable: equally specific rules keep load order (the first one wins on conflicts).
-        rules.sort_by(|a, b| a.0.specificity_cmp(&b.0).then(std::cmp::Ordering::Equal));
-        DestinationRules { rules }
-    }
-
-    /// The rules for a destination host: all rules with the most specific matching host,
-    /// in load order (several DRs for one host merge, first wins per field).
-    pub fn for_host(&self, host: &str, namespace: &str) -> Vec<&'a Resource<DestinationRule>> {
-        let target = HostPattern::parse(&canonical_host(host, namespace));
-        let mut best: Option<&HostPattern> = None;
-        let mut out = Vec::new();
-        for (pattern, dr) in &self.rules {
-            let hit = match &target {
-                HostPattern::Exact(h) => pattern.covers(h) || pattern == &target,
-                HostPattern::Wildcard(_) => target.subset_of(pattern),
-            };
-            if !hit {
-                continue;
-            }
-            match best {
-                None => {
-                    best = Some(pattern);
-                    out.push(*dr);
-                }
-                Some(b) if b == pattern => out.push(*dr),
-                Some(_) => break,
-            }
-        }
-        out
-    }
-}
-
 /// Builds clusters on demand during a compile, once per (host, port, subset).
 pub struct ClusterBuilder<'a> {
     pub registry: &'a Registry,
-    rules: DestinationRules<'a>,
+    rules: DestinationRuleIndex<'a>,
     certs_dir: &'a Path,
     idle_cap: Duration,
     stats: &'a StatsRegistry,
@@ -173,7 +125,7 @@ impl<'a> ClusterBuilder<'a> {
     ) -> Self {
         ClusterBuilder {
             registry,
-            rules: DestinationRules::new(resources),
+            rules: DestinationRuleIndex::new(resources),
             certs_dir,
             idle_cap: DEFAULT_IDLE_CAP,
             stats,

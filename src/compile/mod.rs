@@ -316,4 +316,22 @@ mod tests {
         assert!(routes.find("x.b.example.com").is_some());
         assert!(routes.find("c.example.com").is_none());
     }
+
+    #[test]
+    fn a_legacy_gateway_name_binds_the_gateway_check_resolves_it_to() {
+        // `edge.prod` is Gateway prod/edge (Istio `resolveGatewayName`), not default/edge.prod.
+        let yaml = format!(
+            "{}---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: shop}}\nspec:\n  hosts: [shop.example.com]\n  gateways: [edge.prod]\n  http:\n  - name: served\n    directResponse: {{status: 200}}\n",
+            GATEWAY.replace("name: gw}", "name: edge, namespace: prod}")
+        );
+        let s = snapshot(&yaml);
+        let ListenerKind::Http { routes } = &s.listeners.values().next().unwrap().kind else {
+            panic!()
+        };
+        let served = routes
+            .find("shop.example.com")
+            .expect("the VirtualService's host");
+        let names: Vec<&str> = served.routes.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["served"]);
+    }
 }

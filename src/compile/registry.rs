@@ -8,6 +8,7 @@ use serde::Serialize;
 use super::host_index::HostIndex;
 use crate::config::host::HostPattern;
 use crate::config::load::{Resource, Resources};
+use crate::config::resolve::find_service;
 use crate::config::types::{Protocol, Resolution, ServiceEntry};
 
 /// One ServiceEntry host, with what the registry needs to answer "may this go out, and how".
@@ -98,16 +99,15 @@ impl Registry {
         registry
     }
 
-    /// The registry entry for a concrete host, trying a Kubernetes short name's FQDN too.
+    /// The registry entry for a concrete host written in `namespace`, by the rule `check` uses
+    /// (its FQDN, then a short name as written; exact entries before wildcards).
     pub fn lookup(&self, host: &str, namespace: &str) -> Option<&Arc<RegisteredHost>> {
-        self.index.lookup(host).or_else(|| {
-            (!host.contains('.'))
-                .then(|| {
-                    self.index
-                        .lookup(&format!("{host}.{namespace}.svc.cluster.local"))
-                })
-                .flatten()
-        })
+        find_service(
+            host,
+            namespace,
+            |n| self.index.lookup(n).filter(|r| r.host == n),
+            |n| self.index.lookup(n),
+        )
     }
 
     /// The entry for exactly this pattern (a wildcard destination host names a wildcard entry).

@@ -14,6 +14,7 @@ use super::action::{
 use super::cluster::ClusterBuilder;
 use super::matcher::{RequestMatch, RequestView};
 use crate::config::load::Resource;
+use crate::config::resolve::{resolve_gateway_name, MESH};
 use crate::config::types::{HttpMatchRequest, HttpRoute, RedirectPortSelection, VirtualService};
 
 /// One Envoy route: a match block and what to do with requests that match it.
@@ -68,19 +69,12 @@ pub struct ServerContext<'a> {
 }
 
 /// Resolves a VirtualService's gateway reference (`name`, `ns/name`, `./name`, legacy
-/// `name.ns.svc.cluster.local`) to `namespace/name`.
+/// `name.ns[.svc.cluster.local]`) to `namespace/name`, by the rule `check` uses.
 pub fn resolve_gateway_ref(reference: &str, vs_namespace: &str) -> String {
-    if reference == "mesh" {
-        return "mesh".into();
+    if reference == MESH {
+        return MESH.into();
     }
-    match reference.split_once('/') {
-        Some((".", name)) => format!("{vs_namespace}/{name}"),
-        Some((ns, name)) => format!("{ns}/{name}"),
-        None => match reference.split('.').collect::<Vec<_>>().as_slice() {
-            [name, ns, "svc", ..] => format!("{ns}/{name}"),
-            _ => format!("{vs_namespace}/{reference}"),
-        },
-    }
+    resolve_gateway_name(reference, vs_namespace).key()
 }
 
 /// Whether the VirtualService is bound to `gateway` (`namespace/name`). An empty `gateways`

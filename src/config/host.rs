@@ -144,22 +144,6 @@ impl ServerHost {
     }
 }
 
-/// The Kubernetes FQDN Istio gives a short host name (`reviews` in `shop` →
-/// `reviews.shop.svc.cluster.local`); names with a dot, wildcards and IP literals are kept,
-/// lower-cased.
-pub fn canonical_host(host: &str, namespace: &str) -> String {
-    let host = host.trim().to_ascii_lowercase();
-    if host.contains('.')
-        || host.contains('*')
-        || host.is_empty()
-        || host.parse::<std::net::IpAddr>().is_ok()
-    {
-        host
-    } else {
-        format!("{host}.{namespace}.svc.cluster.local")
-    }
-}
-
 /// Strips the port and any trailing dot from a Host / :authority / SNI value and lower-cases it
 /// (allocation only when needed: the request path calls this).
 pub fn normalize_request_host(raw: &str) -> std::borrow::Cow<'_, str> {

@@ -1,12 +1,15 @@
 //! Configuration: Istio YAML on disk → typed [`Resources`] → [`Diagnostics`].
 //!
 //! `types` is the serde model, `load` reads a directory, `validate` applies Istio's webhook and
-//! analyzer rules, `host` holds the host-name rules everything else shares.
+//! analyzer rules, `host` holds the host-name rules everything else shares, and `resolve` the
+//! rules that find what a name refers to (a gateway, a service, a DestinationRule), which
+//! `validate` and `compile` both use.
 
 pub mod diag;
 pub mod host;
 pub mod load;
 pub mod regex_cache;
+pub mod resolve;
 pub mod source;
 pub mod types;
 pub mod validate;

@@ -2,14 +2,16 @@
 //! HTTP backends behind ServiceEntries, real clients.
 //!
 //! Every test builds its config with [`IngressBuilder`] (one Gateway, ServiceEntries for its
-//! backends, VirtualServices bound to the Gateway) so the YAML shapes live here only.
-//! Submodules, by concept: `matching` (which route a request takes), `actions` (what a route
-//! does), `failures` (what the gateway answers when it cannot proxy), `hygiene` (what the
-//! backend sees, upgrades, h2c), `access_log`, `lifecycle` (admin, SIGTERM drain), `httpbin`
-//! (Istio's own sample).
+//! backends, VirtualServices bound to the Gateway) so the YAML shapes live here only; `binding`,
+//! about how a VirtualService names its Gateway, writes its own Gateway and VirtualService.
+//! Submodules, by concept: `binding` (which Gateway a VirtualService binds to), `matching`
+//! (which route a request takes), `actions` (what a route does), `failures` (what the gateway
+//! answers when it cannot proxy), `hygiene` (what the backend sees, upgrades, h2c),
+//! `access_log`, `lifecycle` (admin, SIGTERM drain), `httpbin` (Istio's own sample).
 
 mod access_log;
 mod actions;
+mod binding;
 mod failures;
 mod httpbin;
 mod hygiene;

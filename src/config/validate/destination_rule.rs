@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::rules::{self, check_duration, check_port, is_dns1123_label};
+use super::rules::{self, check_duration, check_port, is_dns1123_label, is_set};
 use crate::config::diag::{Diagnostic, Reporter};
 use crate::config::load::Resource;
 use crate::config::types::{
@@ -428,10 +428,6 @@ fn check_outlier(r: &mut Reporter, path: &str, od: &OutlierDetection) {
     }
 }
 
-fn set(v: &Option<String>) -> bool {
-    v.as_deref().is_some_and(|s| !s.is_empty())
-}
-
 fn check_client_tls(r: &mut Reporter, path: &str, tls: &ClientTls) {
     if tls.mode == ClientTlsMode::IstioMutual {
         r.error(
@@ -440,13 +436,15 @@ fn check_client_tls(r: &mut Reporter, path: &str, tls: &ClientTls) {
         );
         return;
     }
-    let credential = set(&tls.credential_name);
+    let credential = is_set(&tls.credential_name);
     if tls.insecure_skip_verify == Some(true) {
         let conflicting = match tls.mode {
             ClientTlsMode::Simple => {
-                set(&tls.ca_certificates) || credential || !tls.subject_alt_names.is_empty()
+                is_set(&tls.ca_certificates) || credential || !tls.subject_alt_names.is_empty()
             }
-            ClientTlsMode::Mutual => set(&tls.ca_certificates) || !tls.subject_alt_names.is_empty(),
+            ClientTlsMode::Mutual => {
+                is_set(&tls.ca_certificates) || !tls.subject_alt_names.is_empty()
+            }
             _ => false,
         };
         if conflicting {
@@ -457,10 +455,10 @@ fn check_client_tls(r: &mut Reporter, path: &str, tls: &ClientTls) {
         }
     }
     if matches!(tls.mode, ClientTlsMode::Simple | ClientTlsMode::Mutual) && credential {
-        if set(&tls.client_certificate)
-            || set(&tls.private_key)
-            || set(&tls.ca_certificates)
-            || set(&tls.ca_crl)
+        if is_set(&tls.client_certificate)
+            || is_set(&tls.private_key)
+            || is_set(&tls.ca_certificates)
+            || is_set(&tls.ca_crl)
         {
             r.error(
                 format!("{path}.credentialName"),
@@ -474,7 +472,7 @@ fn check_client_tls(r: &mut Reporter, path: &str, tls: &ClientTls) {
             ("clientCertificate", &tls.client_certificate),
             ("privateKey", &tls.private_key),
         ] {
-            if !set(v) {
+            if !is_set(v) {
                 r.error(
                     format!("{path}.{field}"),
                     format!("Required value: {field} required for mutual tls (expected a PEM file path, or credentialName)"),

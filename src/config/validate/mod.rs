@@ -18,7 +18,8 @@ use std::collections::HashMap;
 use super::diag::Diagnostic;
 use super::host::HostPattern;
 use super::load::{Resource, Resources};
-use super::types::{DestinationRule, Gateway, ServiceEntry, VirtualService};
+use super::resolve::{find_service, DestinationRuleIndex};
+use super::types::{Gateway, ServiceEntry, VirtualService};
 
 /// Every problem in `resources`, errors and warnings. Each object is checked on its own, so one
 /// bad document never hides the findings of another; cross-object checks come last.
@@ -49,8 +50,6 @@ fn istio_rules(resources: &Resources) -> Vec<Diagnostic> {
     out
 }
 
-pub(crate) use super::host::canonical_host;
-
 /// Is an object with this `exportTo`, in `own_ns`, visible from namespace `to_ns`?
 pub(crate) fn exported_to(export_to: &[String], own_ns: &str, to_ns: &str) -> bool {
     export_to.is_empty()
@@ -59,7 +58,8 @@ pub(crate) fn exported_to(export_to: &[String], own_ns: &str, to_ns: &str) -> bo
             .any(|e| e == "*" || e == to_ns || (e == "." && own_ns == to_ns))
 }
 
-/// Objects keyed by a host: exact (canonical) names in a map, wildcards also in a list.
+/// ServiceEntries keyed by host as written (lower-case): exact names in a map, wildcards also
+/// in a list.
 pub(crate) struct HostIndex<'a, T> {
     exact: HashMap<String, Vec<&'a Resource<T>>>,
     wildcards: Vec<(HostPattern, &'a Resource<T>)>,
@@ -73,21 +73,25 @@ impl<'a, T> HostIndex<'a, T> {
         }
     }
 
-    fn insert(&mut self, canonical: String, r: &'a Resource<T>) {
-        let pattern = HostPattern::parse(&canonical);
+    fn insert(&mut self, host: String, r: &'a Resource<T>) {
+        let pattern = HostPattern::parse(&host);
         if pattern.is_wildcard() {
             self.wildcards.push((pattern, r));
         }
-        let bucket = self.exact.entry(canonical).or_default();
+        let bucket = self.exact.entry(host).or_default();
         if !bucket.iter().any(|x| std::ptr::eq(*x, r)) {
             bucket.push(r);
         }
     }
 
-    /// Every object whose host covers `host` (canonical): the same name, or a wildcard that
-    /// includes it.
+    /// Every object registered under exactly `host`.
+    pub(crate) fn exact(&self, host: &str) -> Vec<&'a Resource<T>> {
+        self.exact.get(host).cloned().unwrap_or_default()
+    }
+
+    /// Every object whose host covers `host`: the same name, or a wildcard that includes it.
     pub(crate) fn covering(&self, host: &str) -> Vec<&'a Resource<T>> {
-        let mut found: Vec<&'a Resource<T>> = self.exact.get(host).cloned().unwrap_or_default();
+        let mut found = self.exact(host);
         let pattern = HostPattern::parse(host);
         for (w, r) in &self.wildcards {
             if pattern.subset_of(w) && !found.iter().any(|x| std::ptr::eq(*x, *r)) {
@@ -104,37 +108,13 @@ impl<'a, T> HostIndex<'a, T> {
             .keys()
             .any(|h| HostPattern::parse(h).subset_of(pattern))
     }
-
-    /// Istio `MostSpecificHostMatch`: the objects for the exact name, else those of the longest
-    /// wildcard that covers `host`.
-    pub(crate) fn most_specific(&self, host: &str) -> Vec<&'a Resource<T>> {
-        if let Some(v) = self.exact.get(host) {
-            return v.clone();
-        }
-        let pattern = HostPattern::parse(host);
-        let best = self
-            .wildcards
-            .iter()
-            .filter(|(w, _)| pattern.subset_of(w))
-            .min_by(|(a, _), (b, _)| a.specificity_cmp(b))
-            .map(|(w, _)| w.clone());
-        match best {
-            Some(best) => self
-                .wildcards
-                .iter()
-                .filter(|(w, _)| *w == best)
-                .map(|(_, r)| *r)
-                .collect(),
-            None => Vec::new(),
-        }
-    }
 }
 
 /// Lookup tables over one set of resources, built once for the cross-resource checks.
 pub(crate) struct Index<'a> {
     pub gateways: HashMap<(&'a str, &'a str), &'a Resource<Gateway>>,
     pub virtual_services: HashMap<(&'a str, &'a str), &'a Resource<VirtualService>>,
-    pub destination_rules: HostIndex<'a, DestinationRule>,
+    pub destination_rules: DestinationRuleIndex<'a>,
     pub service_entries: HostIndex<'a, ServiceEntry>,
 }
 
@@ -143,7 +123,7 @@ impl<'a> Index<'a> {
         let mut index = Index {
             gateways: HashMap::new(),
             virtual_services: HashMap::new(),
-            destination_rules: HostIndex::new(),
+            destination_rules: DestinationRuleIndex::new(resources),
             service_entries: HostIndex::new(),
         };
         for gw in &resources.gateways {
@@ -156,25 +136,36 @@ impl<'a> Index<'a> {
                 .virtual_services
                 .insert((&vs.meta.namespace, &vs.meta.name), vs);
         }
-        for dr in &resources.destination_rules {
-            if !dr.spec.host.is_empty() {
-                index
-                    .destination_rules
-                    .insert(canonical_host(&dr.spec.host, &dr.meta.namespace), dr);
-            }
-        }
         for se in &resources.service_entries {
             for h in &se.spec.hosts {
+                // As written: Istio does not resolve ServiceEntry hosts (nor does the registry).
                 index
                     .service_entries
-                    .insert(canonical_host(h, &se.meta.namespace), se);
-                // ServiceEntry hosts are literal names too: `reviews` stays `reviews`.
-                if !h.contains('.') && !h.contains('*') {
-                    index.service_entries.insert(h.to_ascii_lowercase(), se);
-                }
+                    .insert(h.trim().to_ascii_lowercase(), se);
             }
         }
         index
+    }
+
+    /// The ServiceEntries that `keep` accepts among those a host written in `namespace` refers
+    /// to (the shared rule, [`find_service`]).
+    pub(crate) fn services(
+        &self,
+        host: &str,
+        namespace: &str,
+        keep: impl Fn(&Resource<ServiceEntry>) -> bool,
+    ) -> Vec<&'a Resource<ServiceEntry>> {
+        let kept = |found: Vec<&'a Resource<ServiceEntry>>| {
+            let found: Vec<_> = found.into_iter().filter(|se| keep(se)).collect();
+            (!found.is_empty()).then_some(found)
+        };
+        find_service(
+            host,
+            namespace,
+            |n| kept(self.service_entries.exact(n)),
+            |n| kept(self.service_entries.covering(n)),
+        )
+        .unwrap_or_default()
     }
 }
 

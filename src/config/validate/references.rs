@@ -7,10 +7,11 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use super::rules::{check_gateway_name, check_port, is_dns1123_label};
 use super::service_entry::port_protocol;
 use super::virtual_service::bound_to_gateway;
-use super::{canonical_host, exported_to, Index};
+use super::{exported_to, Index};
 use crate::config::diag::{Diagnostic, Reporter};
 use crate::config::host::{HostPattern, ServerHost};
 use crate::config::load::{Resource, Resources};
+use crate::config::resolve::{resolve_gateway_name, service_fqdn, MESH};
 use crate::config::types::{Destination, Gateway, ServiceEntry, VirtualService};
 
 pub(super) fn check(resources: &Resources, index: &Index, out: &mut Vec<Diagnostic>) {
@@ -41,20 +42,6 @@ pub(super) fn check(resources: &Resources, index: &Index, out: &mut Vec<Diagnost
     check_service_entry_protocols(&resources.service_entries, out);
 }
 
-/// Istio `resolveGatewayName`: `name` → `<vs-ns>/name`, `./name`, `ns/name`, and the legacy
-/// `name.ns[.svc.cluster.local]` (the bool says it was legacy).
-fn resolve_gateway(name: &str, vs_ns: &str) -> (String, String, bool) {
-    if let Some((ns, gw)) = name.split_once('/') {
-        let ns = if ns == "." { vs_ns } else { ns };
-        return (ns.to_string(), gw.to_string(), false);
-    }
-    let mut parts = name.split('.');
-    match (parts.next(), parts.next()) {
-        (Some(gw), Some(ns)) => (ns.to_string(), gw.to_string(), true),
-        _ => (vs_ns.to_string(), name.to_string(), false),
-    }
-}
-
 fn lookup_gateway<'a>(
     r: &mut Reporter,
     index: &Index<'a>,
@@ -62,21 +49,24 @@ fn lookup_gateway<'a>(
     name: &str,
     vs_ns: &str,
 ) -> Option<&'a Resource<Gateway>> {
-    if name == "mesh" || check_gateway_name(name).is_err() {
+    if name == MESH || check_gateway_name(name).is_err() {
         return None; // `mesh` is special; a malformed name is already reported
     }
-    let (ns, gw, legacy) = resolve_gateway(name, vs_ns);
-    if legacy {
+    let gw = resolve_gateway_name(name, vs_ns);
+    if gw.legacy {
         r.warn(
             path,
-            format!("using legacy gatewayName format `{name}` (expected the <namespace>/<name> format: `{ns}/{gw}`)"),
+            format!("using legacy gatewayName format `{name}` (expected the <namespace>/<name> format: `{}`)", gw.key()),
         );
     }
-    let found = index.gateways.get(&(ns.as_str(), gw.as_str())).copied();
+    let found = index
+        .gateways
+        .get(&(gw.namespace.as_str(), gw.name.as_str()))
+        .copied();
     if found.is_none() {
         r.error(
             path,
-            format!("gateway {ns}/{gw} does not exist (expected a Gateway loaded from the config directory, or `mesh`)"),
+            format!("gateway {} does not exist (expected a Gateway loaded from the config directory, or `mesh`)", gw.key()),
         );
     }
     found
@@ -212,7 +202,6 @@ fn check_virtual_service(
         if d.host.is_empty() || d.host == "*" {
             continue;
         }
-        let host = canonical_host(&d.host, ns);
         // Malformed subsets and ports are reported by the VirtualService rules already.
         if let Some(subset) = d.subset.as_deref().filter(|s| is_dns1123_label(s)) {
             let why = match (served, delegate) {
@@ -220,28 +209,26 @@ fn check_virtual_service(
                 (false, true) => Some("no gateway-bound VirtualService delegates to this one, so Portcullis never serves it"),
                 (false, false) => Some("this VirtualService is mesh-only, so Portcullis never serves it"),
             };
-            check_subset(&mut r, index, &path, d, &host, subset, ns, why);
+            check_subset(&mut r, index, &path, d, subset, ns, why);
         }
         if served || delegate {
-            check_service_host(&mut r, index, &path, d, &host, ns);
+            check_service_host(&mut r, index, &path, d, ns);
         }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn check_subset(
     r: &mut Reporter,
     index: &Index,
     path: &str,
     d: &Destination,
-    host: &str,
     subset: &str,
     ns: &str,
     unserved: Option<&str>,
 ) {
     let drs: Vec<_> = index
         .destination_rules
-        .most_specific(host)
+        .for_host(&d.host, ns)
         .into_iter()
         .filter(|dr| exported_to(&dr.spec.export_to, &dr.meta.namespace, ns))
         .collect();
@@ -279,24 +266,10 @@ fn check_subset(
     }
 }
 
-fn check_service_host(
-    r: &mut Reporter,
-    index: &Index,
-    path: &str,
-    d: &Destination,
-    host: &str,
-    ns: &str,
-) {
-    let mut ses = index.service_entries.covering(host);
-    let literal = d.host.to_ascii_lowercase();
-    if literal != host {
-        for se in index.service_entries.covering(&literal) {
-            if !ses.iter().any(|x| std::ptr::eq(*x, se)) {
-                ses.push(se);
-            }
-        }
-    }
-    ses.retain(|se| exported_to(&se.spec.export_to, &se.meta.namespace, ns));
+fn check_service_host(r: &mut Reporter, index: &Index, path: &str, d: &Destination, ns: &str) {
+    let ses = index.services(&d.host, ns, |se| {
+        exported_to(&se.spec.export_to, &se.meta.namespace, ns)
+    });
     if ses.is_empty() {
         r.warn(
             format!("{path}.host"),
@@ -340,13 +313,10 @@ fn check_destination_rule(
     if super::rules::check_wildcard_domain(&dr.spec.host).is_err() {
         return; // missing or malformed: reported by the DestinationRule rules
     }
-    let host = canonical_host(&dr.spec.host, &dr.meta.namespace);
+    let host = service_fqdn(&dr.spec.host, &dr.meta.namespace);
     let pattern = HostPattern::parse(&host);
-    let mut ses = index.service_entries.covering(&host);
+    let ses = index.services(&dr.spec.host, &dr.meta.namespace, |_| true);
     let literal = dr.spec.host.to_ascii_lowercase();
-    if ses.is_empty() && literal != host {
-        ses = index.service_entries.covering(&literal);
-    }
     let under_wildcard = pattern.is_wildcard() && index.service_entries.any_under(&pattern);
     let mut r = dr.reporter(out);
     if ses.is_empty() && !under_wildcard {
@@ -365,7 +335,7 @@ fn check_destination_rule(
         .filter(|se| se.spec.workload_selector.is_none() && !se.spec.endpoints.is_empty())
         .filter(|se| {
             se.spec.hosts.iter().any(|h| {
-                canonical_host(h, &se.meta.namespace) == host || h.eq_ignore_ascii_case(&literal)
+                service_fqdn(h, &se.meta.namespace) == host || h.eq_ignore_ascii_case(&literal)
             })
         })
         .collect();

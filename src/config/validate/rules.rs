@@ -10,6 +10,11 @@ use std::net::IpAddr;
 use crate::config::diag::Reporter;
 use crate::config::types::{Duration, Percent, StringMatch};
 
+/// An optional string field that is present and not empty.
+pub(crate) fn is_set(v: &Option<String>) -> bool {
+    v.as_deref().is_some_and(|s| !s.is_empty())
+}
+
 /// Istio `labels.IsDNS1123Label`: 1–63 of `[a-zA-Z0-9-]`, starting and ending alphanumeric.
 /// (Istio accepts upper case here, so does Portcullis.)
 pub(crate) fn is_dns1123_label(s: &str) -> bool {
