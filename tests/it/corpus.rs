@@ -18,7 +18,6 @@ use portcullis::config::source::{split_documents, SourceFile};
 use portcullis::config::validate::validate;
 use portcullis::config::{load_files, Diagnostic};
 
-
 /// Files (relative to the corpus) that Portcullis rejects on purpose, loaded on their own:
 /// (file, substring every such error contains, why). Every error of a listed file must match
 /// one of its entries, and every entry must match at least one error. `file@N` is the document

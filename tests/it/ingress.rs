@@ -2,7 +2,8 @@
 //! HTTP backends behind ServiceEntries, real clients.
 //!
 //! Every test builds its config with [`IngressBuilder`] (one Gateway, ServiceEntries for its
-//! backends, VirtualServices bound to the Gateway) so the YAML shapes live here only.
+//! backends, VirtualServices bound to the Gateway, all typed YAML builders) on the shared
+//! [`Harness`]; what stays here is ingress-specific: that convention and the access-log parser.
 //! Submodules, by concept: `matching` (which route a request takes), `actions` (what a route
 //! does), `failures` (what the gateway answers when it cannot proxy), `hygiene` (what the
 //! backend sees, upgrades, h2c), `access_log`, `lifecycle` (admin, SIGTERM drain), `httpbin`

@@ -43,15 +43,20 @@ fn gateway_yaml(ports: &[u16]) -> String {
 /// VirtualService `name` for `host`: a direct response whose body is `version` and which sets
 /// `x-version: version`.
 fn direct_vs(name: &str, host: &str, version: &str) -> VirtualService {
+    let rule = HttpRoute::new()
+        .name("direct")
+        .direct_response(DirectResponse::status(200).body(version));
+    versioned_vs(name, host, version, rule)
+}
+
+/// VirtualService `name` for `host` bound to `gw` with the one `rule`, which also sets the
+/// response header `x-version: version`.
+fn versioned_vs(name: &str, host: &str, version: &str, rule: HttpRoute) -> VirtualService {
+    let rule = rule.headers(Headers::new().response_set("x-version", version));
     VirtualService::new(name)
         .hosts(&[host])
         .gateways(&["gw"])
-        .http(
-            HttpRoute::new()
-                .name("direct")
-                .headers(Headers::new().response_set("x-version", version))
-                .direct_response(DirectResponse::status(200).body(version)),
-        )
+        .http(rule)
 }
 
 fn direct_yaml(name: &str, host: &str, version: &str) -> String {
@@ -69,16 +74,8 @@ fn service_entry_yaml(b: &Backend) -> String {
 
 /// VirtualService `name` for `host` routing everything to `b`, setting `x-version: version`.
 fn proxy_vs(name: &str, host: &str, b: &Backend, version: &str) -> String {
-    VirtualService::new(name)
-        .hosts(&[host])
-        .gateways(&["gw"])
-        .http(
-            HttpRoute::new()
-                .name("to-backend")
-                .headers(Headers::new().response_set("x-version", version))
-                .to(&svc(b.name())),
-        )
-        .yaml()
+    let rule = HttpRoute::new().name("to-backend").to(&svc(b.name()));
+    versioned_vs(name, host, version, rule).yaml()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -178,6 +175,17 @@ async fn launch(b: HarnessBuilder, files: &[(&str, String)], extra_args: &[&str]
         .await
 }
 
+/// Serves `--config <root>/<sub>` (a volume or symlink the test manages); Gateway ports are
+/// real port numbers, `port` the first.
+async fn serve_inside(root: ConfigDir, sub: &str, port: u16) -> Harness {
+    Harness::builder()
+        .config(root)
+        .serve(sub)
+        .port_as(port, port)
+        .start()
+        .await
+}
+
 /// `portcullis_config_reloads_total{result="..."}` from `/metrics` (0 if absent).
 async fn metric_reloads(h: &Harness, result: &str) -> u64 {
     h.metric(&format!(
@@ -239,10 +247,7 @@ async fn changed_direct_response_is_served_after_editor_style_save() {
         line.contains("reload ok") && line.contains("modified 1: VirtualService default/site"),
         "{line}"
     );
-    assert_eq!(
-        metric_reloads(&env, "ok").await,
-        status.reloads_ok
-    );
+    assert_eq!(metric_reloads(&env, "ok").await, status.reloads_ok);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -255,7 +260,8 @@ async fn changed_destination_sends_requests_to_the_new_backend() {
             render(&[&service_entry(&a), &service_entry(&b)]),
         ),
         ("vs.yaml", proxy_vs("app", "app.example.com", &a, "v1")),
-    ]).await;
+    ])
+    .await;
     let r = get(env.port(), "app.example.com", "/hello").await;
     assert_eq!(r.status, 200, "{}", r.raw);
     assert_eq!(r.header("x-backend"), Some("alpha"), "{}", r.raw);
@@ -363,10 +369,7 @@ async fn moved_files_are_followed() {
     // Moved within it (into an existing subdirectory): same resources, different file.
     std::fs::create_dir(env.config.file("sub")).unwrap();
     let status = env.reload_status().await;
-    let (g, hash) = (
-        status.generation,
-        status.files_hash.clone(),
-    );
+    let (g, hash) = (status.generation, status.files_hash.clone());
     std::fs::rename(env.config.file("m.yaml"), env.config.file("sub/m.yaml")).unwrap();
     let status = env.wait_generation_after(g, APPLY).await;
     assert_ne!(status.files_hash, hash, "{status:?}");
@@ -438,8 +441,7 @@ async fn invalid_yaml_keeps_the_last_good_config_until_fixed() {
     assert_eq!(status.last_result, "error", "{status:?}");
     assert_eq!(status.generation, g, "generation unchanged");
     assert_eq!(status.files_hash, before.files_hash, "{status:?}");
-    let last_error = status.last_error.as_deref().unwrap_or_default()
-        .to_string();
+    let last_error = status.last_error.as_deref().unwrap_or_default().to_string();
 
     // Logged (and in /reload) exactly as `check` prints it: FILE:LINE: invalid YAML: ...
     let errors = check_errors(&env).await;
@@ -452,10 +454,7 @@ async fn invalid_yaml_keeps_the_last_good_config_until_fixed() {
         assert!(last_error.contains(e.as_str()), "{last_error}");
     }
     env.gw.wait_for_log_after(mark, "reload failed", WAIT).await;
-    assert_eq!(
-        metric_reloads(&env, "error").await,
-        status.reloads_failed
-    );
+    assert_eq!(metric_reloads(&env, "error").await, status.reloads_failed);
 
     // The old config keeps serving.
     let r = get(env.port(), "example.com", "/").await;
@@ -480,10 +479,7 @@ async fn duplicate_name_in_another_file_is_rejected_until_removed() {
     // The same VirtualService name in a new file (the first file is unchanged).
     let dup = env.config.write("b.yaml", &direct_yaml("site", "*", "v2"));
     let status = env.wait_failed_after(before.reloads_failed, APPLY).await;
-    assert_eq!(
-        status.generation,
-        before.generation
-    );
+    assert_eq!(status.generation, before.generation);
     let err = status.last_error.as_deref().unwrap_or_default();
     let first = env.config.file("a.yaml");
     // Both files put `name: site` on the same line.
@@ -502,10 +498,11 @@ async fn duplicate_name_in_another_file_is_rejected_until_removed() {
     assert!(serves(env.port(), "example.com", "v1").await);
 
     // Renamed: both load.
-    env.config
-        .write("b.yaml", &direct_yaml("other", "other.example.com", "other"));
-    let status = env
-        .wait_generation_after(before.generation, APPLY).await;
+    env.config.write(
+        "b.yaml",
+        &direct_yaml("other", "other.example.com", "other"),
+    );
+    let status = env.wait_generation_after(before.generation, APPLY).await;
     assert!(status.last_error.is_none(), "{status:?}");
     assert!(serves(env.port(), "other.example.com", "other").await);
     assert!(serves(env.port(), "example.com", "v1").await);
@@ -523,8 +520,7 @@ async fn semantic_error_is_all_or_nothing(env: &Harness, bad: &str, marker: &str
     let path = env.config.write("routes.yaml", bad);
     let status = env.wait_failed_after(failed, APPLY).await;
     assert_eq!(status.generation, g, "generation unchanged");
-    let last_error = status.last_error.as_deref().unwrap_or_default()
-        .to_string();
+    let last_error = status.last_error.as_deref().unwrap_or_default().to_string();
     let errors = check_errors(env).await;
     let line = 1 + bad.lines().position(|l| l.contains(marker)).unwrap();
     let located = format!(
@@ -561,7 +557,8 @@ fn two_vs(site_version: &str, broken_rule: HttpRoute) -> String {
 async fn semantically_invalid_change_is_rejected_as_a_whole() {
     let b = Backend::http("subsetted").await;
     let host = svc(b.name());
-    let dr = DestinationRule::new("subsetted", &host).subset(Subset::named("v1").label("version", "v1"));
+    let dr =
+        DestinationRule::new("subsetted", &host).subset(Subset::named("v1").label("version", "v1"));
     let se = ServiceEntry::new(b.name())
         .hosts(&[&host])
         .location("MESH_INTERNAL")
@@ -637,12 +634,7 @@ async fn configmap_volume_swap_is_applied_and_files_load_once() {
             ("vs.yaml", &direct_yaml("site", "*", "v1")),
         ],
     );
-    let h = Harness::builder()
-        .config(root)
-        .serve("config")
-        .port_as(port, port)
-        .start()
-        .await;
+    let h = serve_inside(root, "config", port).await;
     assert!(serves(port, "example.com", "v1").await);
     let dump = h.config_dump().await;
     assert_eq!(
@@ -729,12 +721,7 @@ async fn config_directory_replaced_by_a_symlink_swap_is_followed() {
     let root = ConfigDir::new();
     release(&root, "r1", "v1");
     swap_to(&root, "r1");
-    let h = Harness::builder()
-        .config(root)
-        .serve("current")
-        .port_as(port, port)
-        .start()
-        .await;
+    let h = serve_inside(root, "current", port).await;
     assert!(serves(port, "example.com", "v1").await);
 
     release(&h.config, "r2", "v2");
@@ -761,10 +748,7 @@ async fn config_directory_replaced_by_a_symlink_swap_is_followed() {
 async fn burst_of_writes_makes_one_or_very_few_reloads() {
     let env = start(&[("vs.yaml", direct_yaml("site", "*", "v0"))]).await;
     let before = env.reload_status().await;
-    let (ok0, failed0) = (
-        before.reloads_ok,
-        before.reloads_failed,
-    );
+    let (ok0, failed0) = (before.reloads_ok, before.reloads_failed);
 
     for i in 1..=20 {
         env.config
@@ -802,7 +786,8 @@ async fn sighup_forces_a_reload() {
     assert_eq!(status.generation, g + 1);
     let line = env
         .gw
-        .wait_for_log_after(mark, &format!("generation {} in", g + 1), WAIT).await;
+        .wait_for_log_after(mark, &format!("generation {} in", g + 1), WAIT)
+        .await;
     assert!(
         line.contains("reload ok (SIGHUP)") && line.contains("no resource changed"),
         "{line}"
@@ -815,7 +800,8 @@ async fn with_watch_false_a_change_waits_for_sighup() {
     let env = start_with(
         &[("vs.yaml", direct_yaml("site", "*", "v1"))],
         &["--watch", "false"],
-    ).await;
+    )
+    .await;
     let g = env.generation().await;
     env.config.write("vs.yaml", &direct_yaml("site", "*", "v2"));
     env.config
@@ -841,7 +827,8 @@ async fn polling_follows_changes_without_file_notifications() {
     let env = start_with(
         &[("vs.yaml", direct_yaml("site", "*", "v1"))],
         &["--watch", "poll"],
-    ).await;
+    )
+    .await;
     env.gw.wait_for_log("polling", WAIT).await;
     let g = env.generation().await;
     env.config.write("vs.yaml", &direct_yaml("site", "*", "v2"));
@@ -870,7 +857,9 @@ async fn gateway_port_added_by_a_reload_serves() {
     })
     .await;
     assert!(serves(env.port(), "example.com", "v1").await);
-    env.gw.wait_for_log(&format!("127.0.0.1:{extra}"), WAIT).await;
+    env.gw
+        .wait_for_log(&format!("127.0.0.1:{extra}"), WAIT)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -880,7 +869,8 @@ async fn removed_port_stops_accepting_and_drains_its_in_flight_request() {
     let env = start(&[
         ("backend.yaml", service_entry_yaml(&backend)),
         ("vs.yaml", proxy_vs("app", "*", &backend, "v1")),
-    ]).await;
+    ])
+    .await;
     env.config
         .write("gateway.yaml", &gateway_yaml(&[env.port(), keep]));
     eventually(
@@ -947,7 +937,8 @@ async fn idle_keep_alive_connection_on_a_removed_port_is_closed_not_misrouted() 
     let env = start_with(
         &[("vs.yaml", direct_yaml("site", "*", "v1"))],
         &["--drain-timeout", "120"],
-    ).await;
+    )
+    .await;
     let mut idle = TcpStream::connect(loopback(env.port())).await.unwrap();
     let r = exchange(&mut idle, "example.com", "/").await;
     assert_eq!((r.status, r.body.as_str()), (200, "v1"), "{}", r.raw);
@@ -980,7 +971,8 @@ async fn request_in_flight_across_a_route_change_completes_on_its_snapshot() {
             render(&[&service_entry(&old), &service_entry(&new)]),
         ),
         ("vs.yaml", proxy_vs("app", "*", &old, "v1")),
-    ]).await;
+    ])
+    .await;
     let port = env.port();
     let in_flight = tokio::spawn(async move { get(port, "x", "/delay/1500").await });
     old.wait_for_requests(1, WAIT).await;
@@ -1059,7 +1051,8 @@ async fn upstream_connections_are_reused_across_a_reload_that_keeps_the_cluster(
     let env = start(&[
         ("backend.yaml", service_entry_yaml(&b)),
         ("vs.yaml", proxy_vs("app", "*", &b, "v1")),
-    ]).await;
+    ])
+    .await;
     let first = get(env.port(), "x", "/one").await;
     assert_eq!(first.status, 200, "{}", first.raw);
     let conn = serde_json::from_str::<Value>(&first.body).unwrap()["conn"].clone();

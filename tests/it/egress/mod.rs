@@ -143,8 +143,13 @@ pub async fn egress_yaml(yaml: &str, extra_args: &[&str]) -> Harness {
 
 /// Absolute-form `GET http://authority/path` on a new connection (an `HTTP_PROXY` client).
 pub async fn get_absolute(eg: &Harness, authority: &str, path: &str) -> Resp {
-    eg.raw(get_request(authority, &format!("http://{authority}{path}"), "", true))
-        .await
+    eg.raw(get_request(
+        authority,
+        &format!("http://{authority}{path}"),
+        "",
+        true,
+    ))
+    .await
 }
 
 /// `CONNECT target` on a new connection: the response head and, on 2xx, the open tunnel.

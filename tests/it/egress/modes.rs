@@ -101,10 +101,14 @@ async fn connect_tunnel_requires_the_client_hello_to_name_the_connect_host() {
         .await
         .expect_err("the tunnel is closed on an SNI that is not the CONNECT host");
     eprintln!("handshake through the tunnel failed as expected: {err}");
-    let line = log_line(&eg, &[
-        "\"CONNECT api.example.test:443 ",
-        "sni_mismatch:other.example.test",
-    ]).await;
+    let line = log_line(
+        &eg,
+        &[
+            "\"CONNECT api.example.test:443 ",
+            "sni_mismatch:other.example.test",
+        ],
+    )
+    .await;
     assert!(line.contains(" UAEX "), "{line}");
     // The upstream connection is opened before the 200 (so an unreachable upstream is a 503),
     // but the ClientHello naming another host is never forwarded on it.

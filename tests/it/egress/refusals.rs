@@ -72,15 +72,18 @@ async fn unregistered_hosts_are_refused_in_every_client_mode() {
 
     // Every refusal is counted, by client mode.
     assert_eq!(
-        eg.metric("portcullis_egress_denied_total{mode=\"forward_proxy\"}").await,
+        eg.metric("portcullis_egress_denied_total{mode=\"forward_proxy\"}")
+            .await,
         1.0
     );
     assert_eq!(
-        eg.metric("portcullis_egress_denied_total{mode=\"host\"}").await,
+        eg.metric("portcullis_egress_denied_total{mode=\"host\"}")
+            .await,
         1.0
     );
     assert_eq!(
-        eg.metric("portcullis_egress_denied_total{mode=\"connect\"}").await,
+        eg.metric("portcullis_egress_denied_total{mode=\"connect\"}")
+            .await,
         1.0
     );
 }
@@ -112,15 +115,18 @@ async fn registered_hosts_on_unregistered_ports_are_refused() {
     }
     assert_eq!(upstream.connections(), 0, "nothing was opened upstream");
     assert_eq!(
-        eg.metric("portcullis_egress_denied_total{mode=\"connect\"}").await,
+        eg.metric("portcullis_egress_denied_total{mode=\"connect\"}")
+            .await,
         2.0
     );
     assert_eq!(
-        eg.metric("portcullis_egress_denied_total{mode=\"forward_proxy\"}").await,
+        eg.metric("portcullis_egress_denied_total{mode=\"forward_proxy\"}")
+            .await,
         1.0
     );
     assert_eq!(
-        eg.metric("portcullis_egress_denied_total{mode=\"host\"}").await,
+        eg.metric("portcullis_egress_denied_total{mode=\"host\"}")
+            .await,
         1.0
     );
 }
@@ -160,7 +166,8 @@ async fn allow_any_lets_unregistered_hosts_through() {
         .unwrap();
     assert_eq!(&buf, b"ping through the tunnel");
     assert_eq!(
-        eg.metric("portcullis_egress_denied_total{mode=\"connect\"}").await,
+        eg.metric("portcullis_egress_denied_total{mode=\"connect\"}")
+            .await,
         0.0
     );
 }

@@ -63,7 +63,6 @@ async fn weighted_route_splits_70_30_over_10000_keep_alive_requests() {
     assert!(conns < TOTAL / 10, "{conns} upstream connections");
 }
 
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn route_level_request_and_response_headers_are_set_added_and_removed() {
     let ing = IngressBuilder::new()

@@ -76,8 +76,9 @@ async fn unregistered_destinations_resolve_as_dns_names_or_ip_literals() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_destination_gets_503_with_the_resolution_failure() {
     let ing = IngressBuilder::new()
-        .routes(vec![HttpRoute::new()
-            .route(Destination::host("no-such-host.invalid").port(80))])
+        .routes(vec![
+            HttpRoute::new().route(Destination::host("no-such-host.invalid").port(80))
+        ])
         .start()
         .await;
     let (status, body, line) = fetch(&ing, "a.example.com", "/").await;

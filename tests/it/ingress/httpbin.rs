@@ -33,9 +33,8 @@ async fn start_httpbin(gateway_yaml: &str) -> Harness {
 /// path or Host.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn istio_httpbin_sample_routes_every_path_and_host_to_httpbin() {
-    let yaml =
-        std::fs::read_to_string(istio_corpus().join("samples/httpbin/httpbin-gateway.yaml"))
-            .unwrap();
+    let yaml = std::fs::read_to_string(istio_corpus().join("samples/httpbin/httpbin-gateway.yaml"))
+        .unwrap();
     let ing = start_httpbin(&yaml).await;
     let r = ing.get("httpbin.example.com", "/status/418").await;
     assert_eq!(r.status(), 418);

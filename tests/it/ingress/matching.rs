@@ -284,12 +284,18 @@ async fn first_matching_rule_wins_in_order_not_by_specificity() {
         .vs(
             "general-first",
             &["g.example.com"],
-            vec![prefix_to("/api", "general"), prefix_to("/api/v2", "specific")],
+            vec![
+                prefix_to("/api", "general"),
+                prefix_to("/api/v2", "specific"),
+            ],
         )
         .vs(
             "specific-first",
             &["s.example.com"],
-            vec![prefix_to("/api/v2", "specific"), prefix_to("/api", "general")],
+            vec![
+                prefix_to("/api/v2", "specific"),
+                prefix_to("/api", "general"),
+            ],
         )
         .start()
         .await;
@@ -415,7 +421,11 @@ async fn gateway_server_hosts_limit_what_a_virtual_service_serves() {
         .backend(Backend::http("any").await)
         .backend(Backend::http("listed").await)
         .vs("any", &["*"], vec![all_to("any")])
-        .vs("listed", &["a.example.com", "other.org"], vec![all_to("listed")])
+        .vs(
+            "listed",
+            &["a.example.com", "other.org"],
+            vec![all_to("listed")],
+        )
         .start()
         .await;
     assert_eq!(ing.who("a.example.com", "/").await, "listed");

@@ -242,10 +242,7 @@ pub async fn raw_http(addr: SocketAddr, request: impl AsRef<[u8]>) -> String {
 }
 
 /// [`raw_http`], with a connection failure as `Err`.
-pub async fn try_raw_http(
-    addr: SocketAddr,
-    request: impl AsRef<[u8]>,
-) -> std::io::Result<String> {
+pub async fn try_raw_http(addr: SocketAddr, request: impl AsRef<[u8]>) -> std::io::Result<String> {
     let mut s = tokio::time::timeout(TIMEOUT, TcpStream::connect(addr))
         .await
         .map_err(|_| std::io::Error::other(format!("connect {addr}: timed out")))??;

@@ -290,8 +290,10 @@ impl GatewayProcess {
 
     /// Like [`wait_for_log`](Self::wait_for_log) but only lines with index >= `mark`.
     pub async fn wait_for_log_after(&self, mark: usize, substr: &str, timeout: Duration) -> String {
-        self.wait_for_line(mark, timeout, &format!("{substr:?}"), |l| l.contains(substr))
-            .await
+        self.wait_for_line(mark, timeout, &format!("{substr:?}"), |l| {
+            l.contains(substr)
+        })
+        .await
     }
 
     /// Waits until some line contains every one of `needles`; returns it.

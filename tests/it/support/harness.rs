@@ -310,7 +310,8 @@ impl Harness {
     pub async fn admin_json(&self, path: &str) -> Value {
         let (code, body) = self.gw.admin_get(path).await;
         assert_eq!(code, 200, "admin {path}: {body}");
-        serde_json::from_str(&body).unwrap_or_else(|e| panic!("admin {path} is not JSON ({e}): {body}"))
+        serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("admin {path} is not JSON ({e}): {body}"))
     }
 
     /// `/config_dump`: the snapshot being served.
@@ -363,7 +364,8 @@ impl Harness {
     /// Every cluster's `/stats` entry.
     pub async fn stats(&self) -> Vec<ClusterStats> {
         let v = self.admin_json("/stats").await;
-        serde_json::from_value(v["clusters"].clone()).unwrap_or_else(|e| panic!("/stats ({e}): {v}"))
+        serde_json::from_value(v["clusters"].clone())
+            .unwrap_or_else(|e| panic!("/stats ({e}): {v}"))
     }
 
     /// The `/stats` entry of `cluster`.
@@ -380,7 +382,13 @@ impl Harness {
         let (code, body) = self.gw.admin_get("/metrics").await;
         assert_eq!(code, 200, "/metrics: {body}");
         body.lines()
-            .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.trim().parse().ok())
+            .find_map(|l| {
+                l.strip_prefix(sample)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
             .unwrap_or(0.0)
     }
 }

@@ -67,8 +67,33 @@ fn to_json(value: impl Serialize) -> Value {
     serde_json::to_value(value).expect("test YAML values serialize")
 }
 
-fn strings(items: &[&str]) -> Vec<String> {
-    items.iter().map(|s| s.to_string()).collect()
+/// Adders that append their argument to a list field: `adders!(Ty { name(ArgType) => "key"; })`.
+macro_rules! adders {
+    ($ty:ident { $($(#[$doc:meta])* $name:ident($arg:ty) => $key:literal;)* }) => {
+        impl $ty {
+            $(
+                $(#[$doc])*
+                pub fn $name(self, value: $arg) -> Self {
+                    self.push($key, value)
+                }
+            )*
+        }
+    };
+}
+
+/// Setters that write their argument to a field (a path of keys for nested fields):
+/// `setters!(Ty { /// doc\n name(ArgType) => "key" / "nested"; ... })`.
+macro_rules! setters {
+    ($ty:ident { $($(#[$doc:meta])* $name:ident($arg:ty) => $($key:literal)/+;)* }) => {
+        impl $ty {
+            $(
+                $(#[$doc])*
+                pub fn $name(self, value: $arg) -> Self {
+                    self.with_in(&[$($key),+], value)
+                }
+            )*
+        }
+    };
 }
 
 /// Builders that are plain objects (parts of a resource spec).
@@ -196,10 +221,17 @@ impl Gateway {
 
     /// Adds a server; a port without a name gets `<protocol>-<index>` (unique in the Gateway).
     pub fn server(self, mut server: Server) -> Self {
-        let index = self.spec.get("servers").and_then(Value::as_array).map_or(0, Vec::len);
+        let index = self
+            .spec
+            .get("servers")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
         let port = &mut server.0["port"];
         if port.get("name").is_none() {
-            let protocol = port["protocol"].as_str().unwrap_or("port").to_ascii_lowercase();
+            let protocol = port["protocol"]
+                .as_str()
+                .unwrap_or("port")
+                .to_ascii_lowercase();
             port["name"] = json!(format!("{protocol}-{index}"));
         }
         self.push("servers", server)
@@ -222,27 +254,18 @@ impl Server {
         Self::on(number, "HTTPS").tls(tls)
     }
 
-    pub fn hosts(self, hosts: &[&str]) -> Self {
-        self.with("hosts", strings(hosts))
-    }
-
-    pub fn port_name(self, name: &str) -> Self {
-        self.with_in(&["port", "name"], name)
-    }
-
-    pub fn tls(self, tls: ServerTls) -> Self {
-        self.with("tls", tls)
-    }
-
-    pub fn bind(self, address: &str) -> Self {
-        self.with("bind", address)
-    }
-
     /// `tls: {httpsRedirect: true}` on a plain HTTP server.
     pub fn https_redirect(self) -> Self {
         self.with_in(&["tls", "httpsRedirect"], true)
     }
 }
+
+setters!(Server {
+    hosts(&[&str]) => "hosts";
+    port_name(&str) => "port" / "name";
+    tls(ServerTls) => "tls";
+    bind(&str) => "bind";
+});
 
 impl ServerTls {
     pub fn mode(mode: &str) -> Self {
@@ -266,44 +289,23 @@ impl ServerTls {
         Self::mode("PASSTHROUGH")
     }
 
-    pub fn credential(self, name: &str) -> Self {
-        self.with("credentialName", name)
-    }
-
-    pub fn credential_names(self, names: &[&str]) -> Self {
-        self.with("credentialNames", strings(names))
-    }
-
     /// `serverCertificate` and `privateKey` file paths.
     pub fn files(self, certificate: &str, key: &str) -> Self {
         self.with("serverCertificate", certificate)
             .with("privateKey", key)
     }
-
-    pub fn subject_alt_names(self, names: &[&str]) -> Self {
-        self.with("subjectAltNames", strings(names))
-    }
-
-    pub fn verify_spki(self, spki: &[&str]) -> Self {
-        self.with("verifyCertificateSpki", strings(spki))
-    }
-
-    pub fn verify_hash(self, hashes: &[&str]) -> Self {
-        self.with("verifyCertificateHash", strings(hashes))
-    }
-
-    pub fn min_version(self, version: &str) -> Self {
-        self.with("minProtocolVersion", version)
-    }
-
-    pub fn max_version(self, version: &str) -> Self {
-        self.with("maxProtocolVersion", version)
-    }
-
-    pub fn cipher_suites(self, suites: &[&str]) -> Self {
-        self.with("cipherSuites", strings(suites))
-    }
 }
+
+setters!(ServerTls {
+    credential(&str) => "credentialName";
+    credential_names(&[&str]) => "credentialNames";
+    subject_alt_names(&[&str]) => "subjectAltNames";
+    verify_spki(&[&str]) => "verifyCertificateSpki";
+    verify_hash(&[&str]) => "verifyCertificateHash";
+    min_version(&str) => "minProtocolVersion";
+    max_version(&str) => "maxProtocolVersion";
+    cipher_suites(&[&str]) => "cipherSuites";
+});
 
 // ---------------------------------------------------------------------------------------------
 // VirtualService
@@ -341,27 +343,18 @@ impl VirtualService {
     pub fn new(name: &str) -> Self {
         Self::named(name)
     }
-
-    pub fn hosts(self, hosts: &[&str]) -> Self {
-        self.with("hosts", strings(hosts))
-    }
-
-    pub fn gateways(self, gateways: &[&str]) -> Self {
-        self.with("gateways", strings(gateways))
-    }
-
-    pub fn http(self, rule: HttpRoute) -> Self {
-        self.push("http", rule)
-    }
-
-    pub fn tcp(self, rule: TcpRoute) -> Self {
-        self.push("tcp", rule)
-    }
-
-    pub fn tls(self, rule: TlsRoute) -> Self {
-        self.push("tls", rule)
-    }
 }
+
+adders!(VirtualService {
+    http(HttpRoute) => "http";
+    tcp(TcpRoute) => "tcp";
+    tls(TlsRoute) => "tls";
+});
+
+setters!(VirtualService {
+    hosts(&[&str]) => "hosts";
+    gateways(&[&str]) => "gateways";
+});
 
 /// `{exact: value}`.
 pub fn exact(value: &str) -> StringMatch {
@@ -384,56 +377,9 @@ pub fn present() -> StringMatch {
 }
 
 impl HttpRoute {
-    pub fn name(self, name: &str) -> Self {
-        self.with("name", name)
-    }
-
-    /// Adds a match block (blocks are ORed, the conditions within one ANDed).
-    pub fn when(self, m: Match) -> Self {
-        self.push("match", m)
-    }
-
-    /// Adds a route destination.
-    pub fn route(self, destination: Destination) -> Self {
-        self.push("route", destination)
-    }
-
     /// Routes to `host` (its only port).
     pub fn to(self, host: &str) -> Self {
         self.route(Destination::host(host))
-    }
-
-    pub fn redirect(self, redirect: Redirect) -> Self {
-        self.with("redirect", redirect)
-    }
-
-    pub fn direct_response(self, response: DirectResponse) -> Self {
-        self.with("directResponse", response)
-    }
-
-    pub fn rewrite(self, rewrite: Rewrite) -> Self {
-        self.with("rewrite", rewrite)
-    }
-
-    pub fn headers(self, headers: Headers) -> Self {
-        self.with("headers", headers)
-    }
-
-    pub fn retries(self, retries: Retries) -> Self {
-        self.with("retries", retries)
-    }
-
-    pub fn fault(self, fault: Fault) -> Self {
-        self.with("fault", fault)
-    }
-
-    pub fn cors(self, cors: Cors) -> Self {
-        self.with("corsPolicy", cors)
-    }
-
-    /// `timeout` as Istio writes durations (`200ms`, `5s`).
-    pub fn timeout(self, timeout: &str) -> Self {
-        self.with("timeout", timeout)
     }
 
     /// `delegate: {name, namespace}`.
@@ -442,25 +388,29 @@ impl HttpRoute {
     }
 }
 
-impl Match {
-    pub fn uri(self, m: StringMatch) -> Self {
-        self.with("uri", m)
-    }
+adders!(HttpRoute {
+    /// Adds a match block (blocks are ORed, the conditions within one ANDed).
+    when(Match) => "match";
+    /// Adds a route destination.
+    route(Destination) => "route";
+});
 
+setters!(HttpRoute {
+    name(&str) => "name";
+    redirect(Redirect) => "redirect";
+    direct_response(DirectResponse) => "directResponse";
+    rewrite(Rewrite) => "rewrite";
+    headers(Headers) => "headers";
+    retries(Retries) => "retries";
+    fault(Fault) => "fault";
+    cors(Cors) => "corsPolicy";
+    /// `timeout` as Istio writes durations (`200ms`, `5s`).
+    timeout(&str) => "timeout";
+});
+
+impl Match {
     pub fn ignore_uri_case(self) -> Self {
         self.with("ignoreUriCase", true)
-    }
-
-    pub fn method(self, m: StringMatch) -> Self {
-        self.with("method", m)
-    }
-
-    pub fn scheme(self, m: StringMatch) -> Self {
-        self.with("scheme", m)
-    }
-
-    pub fn authority(self, m: StringMatch) -> Self {
-        self.with("authority", m)
     }
 
     pub fn header(self, name: &str, m: StringMatch) -> Self {
@@ -474,43 +424,32 @@ impl Match {
     pub fn query_param(self, name: &str, m: StringMatch) -> Self {
         self.with_in(&["queryParams", name], m)
     }
-
-    pub fn port(self, port: u16) -> Self {
-        self.with("port", port)
-    }
-
-    pub fn gateways(self, gateways: &[&str]) -> Self {
-        self.with("gateways", strings(gateways))
-    }
-
-    pub fn sni_hosts(self, hosts: &[&str]) -> Self {
-        self.with("sniHosts", strings(hosts))
-    }
 }
+
+setters!(Match {
+    uri(StringMatch) => "uri";
+    method(StringMatch) => "method";
+    scheme(StringMatch) => "scheme";
+    authority(StringMatch) => "authority";
+    port(u16) => "port";
+    gateways(&[&str]) => "gateways";
+    sni_hosts(&[&str]) => "sniHosts";
+});
 
 impl Destination {
     /// `{destination: {host}}`.
     pub fn host(host: &str) -> Self {
         Self::new().with_in(&["destination", "host"], host)
     }
-
-    pub fn port(self, number: u16) -> Self {
-        self.with_in(&["destination", "port", "number"], number)
-    }
-
-    pub fn subset(self, subset: &str) -> Self {
-        self.with_in(&["destination", "subset"], subset)
-    }
-
-    pub fn weight(self, weight: u32) -> Self {
-        self.with("weight", weight)
-    }
-
-    /// Destination-level header operations.
-    pub fn headers(self, headers: Headers) -> Self {
-        self.with("headers", headers)
-    }
 }
+
+setters!(Destination {
+    port(u16) => "destination" / "port" / "number";
+    subset(&str) => "destination" / "subset";
+    weight(u32) => "weight";
+    /// Destination-level header operations.
+    headers(Headers) => "headers";
+});
 
 impl Headers {
     fn op(self, side: &str, op: &str, name: &str, value: &str) -> Self {
@@ -546,52 +485,29 @@ impl Headers {
     }
 }
 
-impl Redirect {
-    pub fn uri(self, uri: &str) -> Self {
-        self.with("uri", uri)
-    }
-
-    pub fn authority(self, authority: &str) -> Self {
-        self.with("authority", authority)
-    }
-
-    pub fn port(self, port: u16) -> Self {
-        self.with("port", port)
-    }
-
-    pub fn scheme(self, scheme: &str) -> Self {
-        self.with("scheme", scheme)
-    }
-
+setters!(Redirect {
+    uri(&str) => "uri";
+    authority(&str) => "authority";
+    port(u16) => "port";
+    scheme(&str) => "scheme";
     /// `derivePort`: `FROM_PROTOCOL_DEFAULT` or `FROM_REQUEST_PORT`.
-    pub fn derive_port(self, how: &str) -> Self {
-        self.with("derivePort", how)
-    }
-
-    pub fn code(self, code: u16) -> Self {
-        self.with("redirectCode", code)
-    }
-
-    pub fn prefix_rewrite(self, prefix: &str) -> Self {
-        self.with("prefixRewrite", prefix)
-    }
-}
+    derive_port(&str) => "derivePort";
+    code(u16) => "redirectCode";
+    prefix_rewrite(&str) => "prefixRewrite";
+});
 
 impl DirectResponse {
     pub fn status(status: u16) -> Self {
         Self::new().with("status", status)
     }
-
-    /// `body: {string: text}`.
-    pub fn body(self, text: &str) -> Self {
-        self.with_in(&["body", "string"], text)
-    }
-
-    /// `body: {bytes: base64}`.
-    pub fn body_bytes(self, base64: &str) -> Self {
-        self.with_in(&["body", "bytes"], base64)
-    }
 }
+
+setters!(DirectResponse {
+    /// `body: {string: text}`.
+    body(&str) => "body" / "string";
+    /// `body: {bytes: base64}`.
+    body_bytes(&str) => "body" / "bytes";
+});
 
 impl Rewrite {
     /// `{uri: uri}` (replaces the matched prefix, or the whole path).
@@ -616,15 +532,12 @@ impl Retries {
     pub fn attempts(attempts: u32) -> Self {
         Self::new().with("attempts", attempts)
     }
-
-    pub fn per_try_timeout(self, timeout: &str) -> Self {
-        self.with("perTryTimeout", timeout)
-    }
-
-    pub fn retry_on(self, conditions: &str) -> Self {
-        self.with("retryOn", conditions)
-    }
 }
+
+setters!(Retries {
+    per_try_timeout(&str) => "perTryTimeout";
+    retry_on(&str) => "retryOn";
+});
 
 impl Fault {
     /// `{delay: {fixedDelay, percentage: {value}}}`.
@@ -644,41 +557,31 @@ impl Fault {
     }
 }
 
-impl Cors {
+adders!(Cors {
     /// Adds an allowed origin (a [`StringMatch`]).
-    pub fn allow_origin(self, origin: StringMatch) -> Self {
-        self.push("allowOrigins", origin)
-    }
+    allow_origin(StringMatch) => "allowOrigins";
+});
 
-    pub fn allow_methods(self, methods: &[&str]) -> Self {
-        self.with("allowMethods", strings(methods))
-    }
+setters!(Cors {
+    allow_methods(&[&str]) => "allowMethods";
+    allow_headers(&[&str]) => "allowHeaders";
+    max_age(&str) => "maxAge";
+});
 
-    pub fn allow_headers(self, headers: &[&str]) -> Self {
-        self.with("allowHeaders", strings(headers))
-    }
-
-    pub fn max_age(self, age: &str) -> Self {
-        self.with("maxAge", age)
-    }
-}
-
-impl TcpRoute {
-    pub fn route(self, destination: Destination) -> Self {
-        self.push("route", destination)
-    }
-}
+adders!(TcpRoute {
+    route(Destination) => "route";
+});
 
 impl TlsRoute {
     /// Adds a match block on `sniHosts`.
     pub fn sni_hosts(self, hosts: &[&str]) -> Self {
         self.push("match", Match::new().sni_hosts(hosts))
     }
-
-    pub fn route(self, destination: Destination) -> Self {
-        self.push("route", destination)
-    }
 }
+
+adders!(TlsRoute {
+    route(Destination) => "route";
+});
 
 // ---------------------------------------------------------------------------------------------
 // ServiceEntry
@@ -705,29 +608,20 @@ impl ServiceEntry {
             .resolution("STATIC")
             .endpoint(Endpoint::address("127.0.0.1"))
     }
-
-    pub fn hosts(self, hosts: &[&str]) -> Self {
-        self.with("hosts", strings(hosts))
-    }
-
-    /// `MESH_INTERNAL` or `MESH_EXTERNAL`.
-    pub fn location(self, location: &str) -> Self {
-        self.with("location", location)
-    }
-
-    /// `STATIC`, `DNS`, `DNS_ROUND_ROBIN` or `NONE`.
-    pub fn resolution(self, resolution: &str) -> Self {
-        self.with("resolution", resolution)
-    }
-
-    pub fn port(self, port: Port) -> Self {
-        self.push("ports", port)
-    }
-
-    pub fn endpoint(self, endpoint: Endpoint) -> Self {
-        self.push("endpoints", endpoint)
-    }
 }
+
+adders!(ServiceEntry {
+    port(Port) => "ports";
+    endpoint(Endpoint) => "endpoints";
+});
+
+setters!(ServiceEntry {
+    hosts(&[&str]) => "hosts";
+    /// `MESH_INTERNAL` or `MESH_EXTERNAL`.
+    location(&str) => "location";
+    /// `STATIC`, `DNS`, `DNS_ROUND_ROBIN` or `NONE`.
+    resolution(&str) => "resolution";
+});
 
 impl Port {
     /// `{number, name, protocol}`.
@@ -742,11 +636,11 @@ impl Port {
     pub fn http(number: u16) -> Self {
         Self::of(number, "http", "HTTP")
     }
-
-    pub fn target(self, port: u16) -> Self {
-        self.with("targetPort", port)
-    }
 }
+
+setters!(Port {
+    target(u16) => "targetPort";
+});
 
 impl Endpoint {
     pub fn address(address: &str) -> Self {
@@ -781,30 +675,17 @@ impl DestinationRule {
     pub fn new(name: &str, host: &str) -> Self {
         Self::named(name).with("host", host)
     }
-
-    pub fn policy(self, policy: TrafficPolicy) -> Self {
-        self.with("trafficPolicy", policy)
-    }
-
-    pub fn subset(self, subset: Subset) -> Self {
-        self.push("subsets", subset)
-    }
 }
 
+adders!(DestinationRule {
+    subset(Subset) => "subsets";
+});
+
+setters!(DestinationRule {
+    policy(TrafficPolicy) => "trafficPolicy";
+});
+
 impl TrafficPolicy {
-    pub fn tls(self, tls: ClientTls) -> Self {
-        self.with("tls", tls)
-    }
-
-    pub fn pool(self, pool: ConnectionPool) -> Self {
-        self.with("connectionPool", pool)
-    }
-
-    /// `loadBalancer: {simple: policy}`.
-    pub fn load_balancer(self, policy: &str) -> Self {
-        self.with_in(&["loadBalancer", "simple"], policy)
-    }
-
     pub fn outlier_detection(
         self,
         consecutive_5xx: u32,
@@ -829,6 +710,13 @@ impl TrafficPolicy {
     }
 }
 
+setters!(TrafficPolicy {
+    tls(ClientTls) => "tls";
+    pool(ConnectionPool) => "connectionPool";
+    /// `loadBalancer: {simple: policy}`.
+    load_balancer(&str) => "loadBalancer" / "simple";
+});
+
 impl ClientTls {
     /// `{mode: SIMPLE, caCertificates: ca_file}`.
     pub fn simple(ca_file: &str) -> Self {
@@ -845,38 +733,21 @@ impl ClientTls {
             .with("privateKey", key)
             .with("caCertificates", ca_file)
     }
-
-    pub fn sni(self, sni: &str) -> Self {
-        self.with("sni", sni)
-    }
-
-    pub fn subject_alt_names(self, names: &[&str]) -> Self {
-        self.with("subjectAltNames", strings(names))
-    }
 }
 
-impl ConnectionPool {
-    pub fn max_connections(self, n: u32) -> Self {
-        self.with_in(&["tcp", "maxConnections"], n)
-    }
+setters!(ClientTls {
+    sni(&str) => "sni";
+    subject_alt_names(&[&str]) => "subjectAltNames";
+});
 
-    pub fn http1_max_pending_requests(self, n: u32) -> Self {
-        self.with_in(&["http", "http1MaxPendingRequests"], n)
-    }
-
-    pub fn max_requests_per_connection(self, n: u32) -> Self {
-        self.with_in(&["http", "maxRequestsPerConnection"], n)
-    }
-
-    pub fn idle_timeout(self, timeout: &str) -> Self {
-        self.with_in(&["http", "idleTimeout"], timeout)
-    }
-
+setters!(ConnectionPool {
+    max_connections(u32) => "tcp" / "maxConnections";
+    http1_max_pending_requests(u32) => "http" / "http1MaxPendingRequests";
+    max_requests_per_connection(u32) => "http" / "maxRequestsPerConnection";
+    idle_timeout(&str) => "http" / "idleTimeout";
     /// `h2UpgradePolicy`: `UPGRADE` or `DO_NOT_UPGRADE`.
-    pub fn h2_upgrade_policy(self, policy: &str) -> Self {
-        self.with_in(&["http", "h2UpgradePolicy"], policy)
-    }
-}
+    h2_upgrade_policy(&str) => "http" / "h2UpgradePolicy";
+});
 
 impl Subset {
     pub fn named(name: &str) -> Self {
@@ -886,8 +757,8 @@ impl Subset {
     pub fn label(self, key: &str, value: &str) -> Self {
         self.with_in(&["labels", key], value)
     }
-
-    pub fn policy(self, policy: TrafficPolicy) -> Self {
-        self.with("trafficPolicy", policy)
-    }
 }
+
+setters!(Subset {
+    policy(TrafficPolicy) => "trafficPolicy";
+});

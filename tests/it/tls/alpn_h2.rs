@@ -64,7 +64,8 @@ async fn upstream_is_reached_over_h2_for_http2_and_grpc_ports_and_h2_upgrade_pol
         ("upgrade.example.com", "HTTP", Some("UPGRADE")),
     ];
     let mut backends = Vec::new();
-    let mut all = vec![gateway("edge", vec![https(443, &["*.example.com"], simple("h2"))]).to_value()];
+    let mut all =
+        vec![gateway("edge", vec![https(443, &["*.example.com"], simple("h2"))]).to_value()];
     for (host, protocol, upgrade) in cases {
         let name = host.split('.').next().unwrap();
         let be = Backend::builder(name).h2c_only().start().await;

@@ -17,8 +17,7 @@ async fn full_chain_is_served_from_credential_and_from_file_paths() {
     let (crt, key) = files.write_files(&certs.path().join("plain-files"), "files");
     let be = Backend::http("chain-backend").await;
     let (se, dest) = service_entry("chain-backend.internal", &be, "HTTP");
-    let file_tls =
-        ServerTls::mode("SIMPLE").files(crt.to_str().unwrap(), key.to_str().unwrap());
+    let file_tls = ServerTls::mode("SIMPLE").files(crt.to_str().unwrap(), key.to_str().unwrap());
     let edge = edge(
         certs,
         &[443],
@@ -75,7 +74,8 @@ async fn rsa_and_ecdsa_credential_names_are_chosen_by_client_ciphers() {
     });
     let ecdsa = root.server_cert(&sans);
     let certs = credentials(&[("dual-rsa", &rsa, None), ("dual-ecdsa", &ecdsa, None)]);
-    let dual = |first: &str, second: &str| ServerTls::mode("SIMPLE").credential_names(&[first, second]);
+    let dual =
+        |first: &str, second: &str| ServerTls::mode("SIMPLE").credential_names(&[first, second]);
     let edge = edge(
         certs,
         &[443],

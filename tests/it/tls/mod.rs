@@ -21,15 +21,17 @@ mod versions;
 use std::net::SocketAddr;
 
 use crate::support::certs::write_credential;
-use crate::support::client::{get_request, tls_handshake, HandshakeInfo};
 pub use crate::support::client::Resp;
+use crate::support::client::{get_request, tls_handshake, HandshakeInfo};
 pub use crate::support::yaml::*;
 use crate::support::*;
 
 /// A Gateway (selecting the default `istio=ingressgateway` instance) with these servers. Port
 /// names are generated (`https-0`, `https-1`, ...) so they are unique within the Gateway.
 pub fn gateway(name: &str, servers: Vec<Server>) -> Gateway {
-    servers.into_iter().fold(Gateway::new(name), Gateway::server)
+    servers
+        .into_iter()
+        .fold(Gateway::new(name), Gateway::server)
 }
 
 /// One Gateway server on `port` speaking `protocol` for `hosts`, with a `tls` block if given.
@@ -68,9 +70,11 @@ pub fn tls_route(
     gateway: &str,
     dests: &[(&Destination, u32)],
 ) -> VirtualService {
-    let rule = dests.iter().fold(TlsRoute::new().sni_hosts(sni_hosts), |r, (d, w)| {
-        r.route((*d).clone().weight(*w))
-    });
+    let rule = dests
+        .iter()
+        .fold(TlsRoute::new().sni_hosts(sni_hosts), |r, (d, w)| {
+            r.route((*d).clone().weight(*w))
+        });
     virtual_service(name, sni_hosts, gateway).tls(rule)
 }
 

@@ -74,9 +74,13 @@ async fn https_redirect_answers_301_to_the_https_url_with_path_and_query() {
 
     // The HTTPS server itself serves the route.
     let opts = TlsClientOpts::new(Some("r.example.com"), Some(&root), None, &[]);
-    let resp = raw_https(edge.addr_of(443), &opts, get("r.example.com", "/path/x?q=1"))
-        .await
-        .unwrap();
+    let resp = raw_https(
+        edge.addr_of(443),
+        &opts,
+        get("r.example.com", "/path/x?q=1"),
+    )
+    .await
+    .unwrap();
     assert_eq!(raw_status(&resp), 200, "{resp}");
     assert_eq!(be.last_request().unwrap().path, "/path/x?q=1");
 }
