@@ -3,6 +3,10 @@
 //! rejected, analyzer cases report the finding they exist for, and every file a standalone
 //! gateway legitimately rejects is listed below with the reason.
 //!
+//! These tests need the shared Istio YAML corpus at `../shared/corpus/istio` relative to the
+//! crate root (every developer and CI run has `../shared` beside the project). When that
+//! directory is missing, each test fails saying so, naming the path it looked for.
+//!
 //! `CORPUS_VERBOSE=1 cargo test --test it corpus` prints every diagnostic.
 
 mod template;
@@ -13,8 +17,6 @@ use std::path::{Path, PathBuf};
 use portcullis::config::source::{split_documents, SourceFile};
 use portcullis::config::validate::validate;
 use portcullis::config::{load_files, Diagnostic};
-
-const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/corpus/istio");
 
 /// Files (relative to the corpus) that Portcullis rejects on purpose, loaded on their own:
 /// (file, substring every such error contains, why). Every error of a listed file must match
@@ -552,8 +554,9 @@ const ANALYZER_CASES: &[AnalyzerCase] = &[
     ),
 ];
 
+/// The corpus directory; panics with what is missing and where when it is not there.
 fn corpus() -> PathBuf {
-    PathBuf::from(CORPUS)
+    crate::support::istio_corpus()
 }
 
 fn rel(path: &Path) -> String {
@@ -688,7 +691,12 @@ fn valid_files() -> Vec<PathBuf> {
 fn every_file_loads_alone_without_unexpected_errors() {
     let mut problems = Vec::new();
     let files = valid_files();
-    assert!(files.len() > 100, "corpus not found at {CORPUS}");
+    assert!(
+        files.len() > 100,
+        "only {} files in the corpus at {}",
+        files.len(),
+        corpus().display()
+    );
     for path in files {
         let key = rel(&path);
         let diags = run(vec![read(&path)]);

@@ -2,8 +2,9 @@
 //! HTTP backends behind ServiceEntries, real clients.
 //!
 //! Every test builds its config with [`IngressBuilder`] (one Gateway, ServiceEntries for its
-//! backends, VirtualServices bound to the Gateway) so the YAML shapes live here only; `binding`,
-//! about how a VirtualService names its Gateway, writes its own Gateway and VirtualService.
+//! backends, VirtualServices bound to the Gateway, all typed YAML builders) on the shared
+//! [`Harness`]; what stays here is ingress-specific: that convention and the access-log parser.
+//! `binding`, about how a VirtualService names its Gateway, writes its own Gateway.
 //! Submodules, by concept: `binding` (which Gateway a VirtualService binds to), `matching`
 //! (which route a request takes), `actions` (what a route does), `failures` (what the gateway
 //! answers when it cannot proxy), `hygiene` (what the backend sees, upgrades, h2c),
@@ -19,13 +20,14 @@ mod lifecycle;
 mod matching;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use reqwest::{Method, RequestBuilder, Response};
+use reqwest::Response;
 use serde_json::Value;
 
-use crate::support::client::http_client;
+pub use crate::support::client::send;
+pub use crate::support::harness::who;
+pub use crate::support::yaml::*;
 use crate::support::*;
 
 /// How long a log line may take to show up.
@@ -34,346 +36,98 @@ pub const LOG_WAIT: Duration = Duration::from_secs(10);
 /// The Gateway every test uses; VirtualServices bind to it by this name.
 pub const GATEWAY: &str = "ingress";
 
-/// Indents every non-empty line of `text` by `n` spaces (to nest YAML written at column 0).
-pub fn indent(text: &str, n: usize) -> String {
-    let pad = " ".repeat(n);
-    text.trim_matches('\n')
-        .lines()
-        .map(|l| {
-            if l.trim().is_empty() {
-                String::new()
-            } else {
-                format!("{pad}{l}")
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-fn quoted_list(items: &[&str]) -> String {
-    items
-        .iter()
-        .map(|h| format!("\"{h}\""))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// A YAML mapping written at column 0 as a list item (`- ` before the first line, the rest
-/// indented two spaces).
-pub fn list_item(mapping: &str) -> String {
-    let mut out = String::new();
-    for (i, line) in mapping.trim_matches('\n').lines().enumerate() {
-        match (i, line.trim().is_empty()) {
-            (0, _) => out.push_str(&format!("- {line}\n")),
-            (_, true) => out.push('\n'),
-            _ => out.push_str(&format!("  {line}\n")),
-        }
-    }
-    out
-}
-
-/// One VirtualService `http` rule, as a YAML list item. `name` is left out when empty and
-/// `match` when `matches` is empty; each element of `matches` is one match block (a mapping);
-/// `body` says what the rule does (`route:`, `redirect:`, `rewrite:`, `headers:`...), written
-/// at column 0.
-pub fn rule(name: &str, matches: &[&str], body: &str) -> String {
-    let mut m = String::new();
-    if !name.is_empty() {
-        m.push_str(&format!("name: {name}\n"));
-    }
-    if !matches.is_empty() {
-        m.push_str("match:\n");
-        for block in matches {
-            m.push_str(&list_item(block));
-        }
-    }
-    m.push_str(body.trim_matches('\n'));
-    list_item(&m)
-}
-
-/// A rule body sending the request to backend `name` (its ServiceEntry host).
-pub fn route_to(name: &str) -> String {
-    format!("route:\n- destination: {{host: {}}}", svc(name))
-}
-
 /// A catch-all rule to backend `name`.
-pub fn all_to(name: &str) -> String {
-    rule("", &[], &route_to(name))
+pub fn all_to(name: &str) -> HttpRoute {
+    HttpRoute::new().to(&svc(name))
 }
 
-/// The ServiceEntry host a backend named `name` is registered under.
-pub fn svc(name: &str) -> String {
-    format!("{name}.svc.local")
+/// A rule with the one match block `m` routing to backend `name`.
+pub fn when_to(m: Match, name: &str) -> HttpRoute {
+    HttpRoute::new().when(m).to(&svc(name))
 }
 
-/// A ServiceEntry for `host` (port 80, HTTP, STATIC) whose one endpoint is `127.0.0.1:port`.
-pub fn service_entry_yaml(name: &str, host: &str, port: u16) -> String {
-    format!(
-        r#"apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata:
-  name: {name}
-  namespace: default
-spec:
-  hosts: ["{host}"]
-  location: MESH_INTERNAL
-  ports:
-  - {{number: 80, name: http, protocol: HTTP}}
-  resolution: STATIC
-  endpoints:
-  - address: 127.0.0.1
-    ports: {{http: {port}}}
-"#
-    )
-}
-
-/// One Gateway server: the port the YAML declares, and its hosts.
-struct Server {
-    port: u16,
-    hosts: Vec<String>,
-}
-
-/// Builds the config directory and starts the gateway. Defaults: one HTTP server on (YAML)
-/// port 80 for `*`, mapped to a free loopback port.
+/// Builds the config directory and starts the gateway: one Gateway ([`GATEWAY`]), backends
+/// registered as `<name>.svc.local`, VirtualServices bound to the Gateway. Defaults: one HTTP
+/// server on (YAML) port 80 for `*`, mapped to a free loopback port.
+#[derive(Default)]
 pub struct IngressBuilder {
-    servers: Vec<Server>,
-    backends: Vec<Backend>,
-    docs: Vec<(String, String)>,
-    args: Vec<String>,
-}
-
-impl Default for IngressBuilder {
-    fn default() -> Self {
-        Self::new()
-    }
+    harness: HarnessBuilder,
+    gateway: Option<Gateway>,
 }
 
 impl IngressBuilder {
     pub fn new() -> Self {
-        IngressBuilder {
-            servers: Vec::new(),
-            backends: Vec::new(),
-            docs: Vec::new(),
-            args: Vec::new(),
-        }
+        Self::default()
     }
 
     /// Adds a plain-HTTP server on YAML port `port` for `hosts` (replaces the default server).
     pub fn server(mut self, port: u16, hosts: &[&str]) -> Self {
-        self.servers.push(Server {
-            port,
-            hosts: hosts.iter().map(|h| h.to_string()).collect(),
-        });
+        let gateway = self.gateway.take().unwrap_or_else(|| Gateway::new(GATEWAY));
+        self.gateway = Some(gateway.server(Server::http(port).hosts(hosts)));
+        self.harness = self.harness.port(port);
         self
     }
 
     /// Registers `backend` as host `<name>.svc.local` (port 80) and keeps it running for as
-    /// long as the [`Ingress`] lives.
+    /// long as the gateway lives.
     pub fn backend(mut self, backend: Backend) -> Self {
-        let name = backend.name().to_string();
-        self.docs.push((
-            format!("se-{name}.yaml"),
-            service_entry_yaml(&name, &svc(&name), backend.port()),
-        ));
-        self.backends.push(backend);
+        self.harness = self.harness.backend(backend);
         self
     }
 
     /// Registers host `<name>.svc.local` with an endpoint at `127.0.0.1:port` (nothing need
     /// listen there).
-    pub fn service_at(mut self, name: &str, port: u16) -> Self {
-        self.docs.push((
-            format!("se-{name}.yaml"),
-            service_entry_yaml(name, &svc(name), port),
-        ));
-        self
+    pub fn service_at(self, name: &str, port: u16) -> Self {
+        let entry = harness::backend_entry(name, port);
+        self.resources(&format!("se-{name}.yaml"), &[&entry])
     }
 
-    /// A VirtualService `name` for `hosts`, bound to the Gateway, with `http` (a YAML list of
-    /// HTTP rules written at column 0).
-    pub fn vs(self, name: &str, hosts: &[&str], http: &str) -> Self {
-        self.vs_with_meta(name, "", hosts, http)
+    /// A VirtualService `name` for `hosts` with these HTTP rules.
+    pub fn vs(self, name: &str, hosts: &[&str], rules: Vec<HttpRoute>) -> Self {
+        let vs = rules
+            .into_iter()
+            .fold(VirtualService::new(name).hosts(hosts), VirtualService::http);
+        self.virtual_service(name, vs)
     }
 
-    /// [`vs`](Self::vs) with extra `metadata` lines (e.g. `creationTimestamp: ...`).
-    pub fn vs_with_meta(mut self, name: &str, meta: &str, hosts: &[&str], http: &str) -> Self {
-        let meta = if meta.is_empty() {
-            String::new()
-        } else {
-            format!("\n{}", indent(meta, 2))
-        };
-        self.docs.push((
-            format!("vs-{name}.yaml"),
-            format!(
-                "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: {name}\n  namespace: default{meta}\nspec:\n  hosts: [{}]\n  gateways: [{GATEWAY}]\n  http:\n{}\n",
-                quoted_list(hosts),
-                indent(http, 2)
-            ),
-        ));
-        self
+    /// `vs` (named `name`), bound to the Gateway, in its own file.
+    pub fn virtual_service(self, name: &str, vs: VirtualService) -> Self {
+        self.resources(&format!("vs-{name}.yaml"), &[&vs.gateways(&[GATEWAY])])
     }
 
     /// One VirtualService named `routes` for every host (`*`).
-    pub fn routes(self, http: &str) -> Self {
-        self.vs("routes", &["*"], http)
+    pub fn routes(self, rules: Vec<HttpRoute>) -> Self {
+        self.vs("routes", &["*"], rules)
     }
 
-    /// Any other file for the config directory.
-    pub fn file(mut self, name: &str, yaml: &str) -> Self {
-        self.docs.push((name.to_string(), yaml.to_string()));
+    /// Any other documents, as file `name`.
+    pub fn resources(mut self, name: &str, docs: &[&dyn Resource]) -> Self {
+        self.harness = self.harness.resources(name, docs);
         self
     }
 
     /// Extra `portcullis run` arguments.
     pub fn args(mut self, args: &[&str]) -> Self {
-        self.args.extend(args.iter().map(|a| a.to_string()));
+        self.harness = self.harness.args(args);
         self
     }
 
-    fn gateway_yaml(servers: &[Server]) -> String {
-        let servers: String = servers
-            .iter()
-            .map(|s| {
-                format!(
-                    "  - port: {{number: {p}, name: http-{p}, protocol: HTTP}}\n    hosts: [{}]\n",
-                    quoted_list(&s.hosts.iter().map(String::as_str).collect::<Vec<_>>()),
-                    p = s.port
-                )
-            })
-            .collect();
-        format!(
-            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata:\n  name: {GATEWAY}\n  namespace: default\nspec:\n  selector:\n    istio: ingressgateway\n  servers:\n{servers}"
-        )
-    }
-
     /// Writes the config and starts the gateway (waits for readiness).
-    pub fn start(mut self) -> Ingress {
-        if self.servers.is_empty() {
-            self.servers.push(Server {
-                port: 80,
-                hosts: vec!["*".into()],
-            });
-        }
-        let cfg = ConfigDir::new();
-        cfg.write("gateway.yaml", &Self::gateway_yaml(&self.servers));
-        for (name, doc) in &self.docs {
-            cfg.write(name, doc);
-        }
-        let ports: Vec<(u16, u16)> = self.servers.iter().map(|s| (s.port, free_port())).collect();
-        Ingress::spawn(cfg, ports, self.backends, self.args)
+    pub async fn start(self) -> Harness {
+        let (harness, gateway) = match self.gateway {
+            Some(g) => (self.harness, g),
+            None => (
+                self.harness.port(80),
+                Gateway::new(GATEWAY).server(Server::http(80)),
+            ),
+        };
+        harness.resources("gateway.yaml", &[&gateway]).start().await
     }
 }
 
-/// A running gateway with its config and backends.
-pub struct Ingress {
-    pub gw: Gateway,
-    /// The config directory (removed when the gateway is dropped).
-    _cfg: ConfigDir,
-    /// (YAML port, listening port), first = the default server.
-    ports: Vec<(u16, u16)>,
-    backends: Vec<Backend>,
-    /// A keep-alive client (10 s timeout, no redirects followed).
-    pub client: reqwest::Client,
-}
-
-impl Ingress {
-    /// Starts `portcullis run --bind 127.0.0.1 --port-map <ports> <args>` on `cfg`.
-    pub fn spawn(
-        cfg: ConfigDir,
-        ports: Vec<(u16, u16)>,
-        backends: Vec<Backend>,
-        args: Vec<String>,
-    ) -> Ingress {
-        let mut extra_args = vec!["--bind".to_string(), "127.0.0.1".to_string()];
-        extra_args.extend(args);
-        let gw = Gateway::start(GatewayOpts {
-            port_map: Some(gateway::port_map(&ports)),
-            extra_args,
-            ..GatewayOpts::new(cfg.path())
-        });
-        Ingress {
-            gw,
-            _cfg: cfg,
-            ports,
-            backends,
-            client: http_client(),
-        }
-    }
-
-    /// The listening address of the server declared on YAML port `yaml_port`.
-    pub fn addr_of(&self, yaml_port: u16) -> SocketAddr {
-        let (_, p) = self
-            .ports
-            .iter()
-            .find(|(y, _)| *y == yaml_port)
-            .unwrap_or_else(|| panic!("no server on port {yaml_port}"));
-        SocketAddr::from(([127, 0, 0, 1], *p))
-    }
-
-    /// The default (first) server's address.
-    pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.ports[0].1))
-    }
-
-    /// `http://127.0.0.1:<port><path>` on the default server.
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr(), path)
-    }
-
-    /// The backend named `name`.
-    pub fn backend(&self, name: &str) -> &Backend {
-        self.backends
-            .iter()
-            .find(|b| b.name() == name)
-            .unwrap_or_else(|| panic!("no backend {name}"))
-    }
-
-    /// A request to the default server with `Host: host`.
-    pub fn request(&self, method: Method, host: &str, path: &str) -> RequestBuilder {
-        self.client
-            .request(method, self.url(path))
-            .header(reqwest::header::HOST, host)
-    }
-
-    /// `GET path` with `Host: host`.
-    pub async fn get(&self, host: &str, path: &str) -> Response {
-        send(self.request(Method::GET, host, path)).await
-    }
-
-    /// Who answered `GET path` for `host`: the backend's name, or `status NNN` when the
-    /// gateway answered itself.
-    pub async fn who(&self, host: &str, path: &str) -> String {
-        who(self.get(host, path).await)
-    }
-
-    /// The access-log line containing `needle` (e.g. a request id), parsed.
-    pub fn log_line(&self, needle: &str) -> AccessLine {
-        AccessLine::parse(&self.gw.wait_for_log(needle, LOG_WAIT))
-    }
-}
-
-/// Sends and panics on transport errors (with the error chain).
-pub async fn send(req: RequestBuilder) -> Response {
-    match req.send().await {
-        Ok(r) => r,
-        Err(e) => {
-            let mut msg = e.to_string();
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                msg.push_str(&format!(": {s}"));
-                src = s.source();
-            }
-            panic!("request failed: {msg}")
-        }
-    }
-}
-
-/// The backend that answered (`x-backend`), or `status NNN` for a gateway reply.
-pub fn who(resp: Response) -> String {
-    match resp.headers().get("x-backend") {
-        Some(b) => b.to_str().unwrap().to_string(),
-        None => format!("status {}", resp.status().as_u16()),
-    }
+/// The access-log line containing `needle` (e.g. a request id), parsed.
+pub async fn access_line(h: &Harness, needle: &str) -> AccessLine {
+    AccessLine::parse(&h.gw.wait_for_log(needle, LOG_WAIT).await)
 }
 
 /// The backend's JSON echo of the request it received.

@@ -1,5 +1,7 @@
-//! Proves each support helper works, against the helpers themselves (no gateway involved,
-//! except the spawner tests which run whatever `portcullis` binary is built).
+//! Proves each support helper works, against the helpers themselves, and the harness and the
+//! YAML builders against the real `portcullis` binary (`harness_and_yaml`).
+
+mod harness_and_yaml;
 
 use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt;
@@ -19,8 +21,9 @@ use crate::support::certs::{
 };
 use crate::support::cli::{run_check, run_routes};
 use crate::support::client::{
-    h2c_client, http_client, raw_exchange, raw_http, raw_https, raw_status, tls_client_builder,
-    tls_client_with_identity_builder, tls_connect, tls_handshake, TlsClientOpts,
+    get_request, h2c_client, http_client, raw_exchange, raw_http, raw_https, raw_status,
+    tls_client_builder, tls_client_with_identity_builder, tls_connect, tls_handshake, Resp,
+    TlsClientOpts,
 };
 use crate::support::ws::{
     read_ws_frame, ws_connect, ws_frame, ws_text_frame, OP_BINARY, OP_TEXT, WS_ACCEPT,
@@ -618,60 +621,91 @@ async fn tcp_and_tls_echo_and_raw_http() {
     let _: SocketAddr = be.addr();
 }
 
-// The spawner/CLI tests assert only what any `portcullis` binary does (the worktree's stand-in
-// or the real gateway): readiness, some log output, SIGTERM exit 0, non-zero `check` on a
-// missing directory.
+// The spawner/CLI tests assert only what any `portcullis` binary does: readiness, some log
+// output, SIGTERM exit 0, non-zero `check` on a missing directory.
 
-#[test]
-fn gateway_spawner_ready_logs_signals() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_spawner_ready_logs_signals() {
     let cfg = ConfigDir::new();
-    let mut gw = Gateway::start(GatewayOpts::new(cfg.path()));
-    assert_eq!(gw.admin_get("/healthz/ready").0, 200);
+    let mut gw = GatewayProcess::start(GatewayOpts::new(cfg.path())).await;
+    assert_eq!(gw.admin_get("/healthz/ready").await.0, 200);
     assert!(gw.admin_url("/x").starts_with("http://127.0.0.1:"));
-    let first = gw.wait_for_log("", Duration::from_secs(10));
+    let first = gw.wait_for_log("", Duration::from_secs(10)).await;
     assert_eq!(gw.logs()[0], first);
     let mark = gw.log_mark();
     gw.sighup();
     // Something is logged in response to SIGHUP (a reload), and the process keeps running.
-    gw.wait_for_log_after(mark, "", Duration::from_secs(10));
+    gw.wait_for_log_after(mark, "", Duration::from_secs(10))
+        .await;
     assert!(!gw.has_exited());
-    assert_eq!(gw.admin_get("/healthz/ready").0, 200);
+    assert_eq!(gw.admin_get("/healthz/ready").await.0, 200);
     gw.sigterm();
-    let st = gw.wait_exit(Duration::from_secs(30));
+    let st = gw.wait_exit(Duration::from_secs(30)).await;
     assert!(st.success(), "{st}");
     assert!(gw.pid() > 0);
 }
 
-#[test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[should_panic(expected = "exited before becoming ready")]
-fn gateway_spawner_reports_early_exit() {
+async fn gateway_spawner_reports_early_exit() {
     let missing = std::env::temp_dir().join("portcullis-it-does-not-exist-xyz");
-    Gateway::start(GatewayOpts::new(missing));
+    GatewayProcess::start(GatewayOpts::new(missing)).await;
 }
 
-#[test]
-fn gateway_drop_kills_child() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_drop_kills_child() {
     let cfg = ConfigDir::new();
-    let gw = Gateway::start(GatewayOpts {
+    let gw = GatewayProcess::start(GatewayOpts {
         port_map: Some(gateway::port_map(&[(80, 18080), (443, 18443)])),
         extra_args: vec!["--watch".into(), "false".into()],
         env: vec![("RUST_LOG".into(), "debug".into())],
         ..GatewayOpts::new(cfg.path())
-    });
+    })
+    .await;
     assert_eq!(
         gateway::port_map(&[(80, 18080), (443, 18443)]),
         "80:18080,443:18443"
     );
     let admin = gw.admin_addr();
     drop(gw);
-    assert!(std::net::TcpStream::connect(admin).is_err());
+    assert!(TcpStream::connect(admin).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_check_and_routes() {
+    let cfg = ConfigDir::new();
+    let (code, _, err) = run_check(&cfg.path().join("nope"), Some(cfg.path())).await;
+    assert!(code > 0, "check on a missing dir must fail: {code} {err}");
+    let (code, out, err) = run_routes(cfg.path(), &[]).await;
+    assert!(code >= 0, "not killed by a signal: {out} {err}");
 }
 
 #[test]
-fn cli_check_and_routes() {
-    let cfg = ConfigDir::new();
-    let (code, _, err) = run_check(&cfg.path().join("nope"), Some(cfg.path()));
-    assert!(code > 0, "check on a missing dir must fail: {code} {err}");
-    let (code, out, err) = run_routes(cfg.path(), &[]);
-    assert!(code >= 0, "not killed by a signal: {out} {err}");
+#[should_panic(
+    expected = "the shared Istio YAML corpus is missing: expected the directory /nonexistent/shared/corpus/istio"
+)]
+fn a_missing_corpus_is_reported_by_path_and_what_it_is() {
+    corpus_at("/nonexistent/shared/corpus/istio".into());
+}
+
+#[test]
+fn raw_responses_parse_with_headers_and_dechunked_bodies() {
+    let r = Resp::parse(
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\nx-a: 2\r\n\r\n\
+         5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-a"), Some("1"), "first value, any case");
+    assert_eq!(r.header("missing"), None);
+    assert_eq!(r.body, "hello world");
+    assert!(r.raw.ends_with("0\r\n\r\n"));
+    let plain = Resp::parse("HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\n1\r\n");
+    assert_eq!((plain.status, plain.body.as_str()), (404, "1\r\n"));
+    assert!(Resp::try_parse("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n").is_none());
+    assert_eq!(raw_status("garbage"), 0);
+    assert_eq!(
+        get_request("h.example.com", "/p?q=1", "x-b: 2\r\n", true),
+        "GET /p?q=1 HTTP/1.1\r\nHost: h.example.com\r\nUser-Agent: portcullis-it\r\n\
+         x-b: 2\r\nConnection: close\r\n\r\n"
+    );
 }

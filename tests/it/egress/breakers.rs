@@ -6,17 +6,19 @@ use super::*;
 async fn connection_and_pending_limits_overflow_with_503_uo() {
     let pki = Pki::new(&[]);
     let upstream = https_upstream("slow", &pki).await;
-    let eg = Egress::start(&docs(&[
+    let eg = egress(&[
         &service_entry("api", API, &[(80, "http", "HTTP", upstream.port())]),
         &destination_rule(
             "api",
             API,
-            &format!(
-                "{}    connectionPool:\n      tcp: {{maxConnections: 1}}\n      http: {{http1MaxPendingRequests: 1}}\n",
-                simple_tls(&pki)
+            originate(&pki).pool(
+                ConnectionPool::new()
+                    .max_connections(1)
+                    .http1_max_pending_requests(1),
             ),
         ),
-    ]));
+    ])
+    .await;
     let addr = eg.addr();
 
     // Four concurrent slow requests: one in flight, one waiting, the rest overflow.
@@ -50,11 +52,11 @@ async fn connection_and_pending_limits_overflow_with_503_uo() {
         ok >= 2,
         "the in-flight and the pending request succeed: {ok} ok"
     );
-    let line = eg.log_line(&["\"GET /delay/1000?i=", " 503 "]);
+    let line = log_line(&eg, &["\"GET /delay/1000?i=", " 503 "]).await;
     assert!(line.contains(" UO "), "{line}");
     assert!(line.contains("outbound|80||api.example.test"), "{line}");
-    let s = eg.cluster_stats("outbound|80||api.example.test");
-    assert_eq!(s["overflows"].as_u64().unwrap(), overflow as u64, "{s}");
+    let s = eg.cluster_stats("outbound|80||api.example.test").await;
+    assert_eq!(s.overflows, overflow as u64, "{s:?}");
     assert_eq!(
         upstream.requests(),
         ok as u64,

@@ -34,7 +34,7 @@ async fn curl_with_x_proxy_reaches_registered_hosts_over_http_and_https() {
     let pki = Pki::new(&[]);
     let upstream = https_upstream("api", &pki).await;
     let tls_port = upstream.port();
-    let eg = Egress::start(&docs(&[
+    let eg = egress(&[
         &service_entry(
             "api",
             API,
@@ -46,13 +46,11 @@ async fn curl_with_x_proxy_reaches_registered_hosts_over_http_and_https() {
         &destination_rule(
             "api",
             API,
-            &format!(
-                "    portLevelSettings:\n    - port: {{number: 80}}\n      tls: {{mode: SIMPLE, caCertificates: {}}}\n",
-                pki.ca_path()
-            ),
+            TrafficPolicy::new().port_level(80, originate(&pki)),
         ),
-    ]));
-    let proxy = format!("http://127.0.0.1:{}", eg.port);
+    ])
+    .await;
+    let proxy = format!("http://127.0.0.1:{}", eg.port());
 
     // http:// through the proxy: absolute-form, TLS originated by the gateway.
     let o = curl(&[
@@ -113,7 +111,7 @@ async fn curl_with_x_proxy_reaches_registered_hosts_over_http_and_https() {
         None,
         "the gateway did not terminate it"
     );
-    eg.log_line(&[&format!("\"CONNECT {API}:{tls_port} "), " 200 "]);
+    log_line(&eg, &[&format!("\"CONNECT {API}:{tls_port} "), " 200 "]).await;
 
     // An unregistered https:// host: the CONNECT is refused and curl says so.
     let o = curl(&[

@@ -1,6 +1,8 @@
 //! Istio's "egress gateway with TLS origination" task, as written there (host renamed): the
 //! app sends plain HTTP for port 80, the VirtualService bound to the egress Gateway sends it on
 //! to the same host's port 443, where a DestinationRule `portLevelSettings` entry originates TLS.
+//!
+//! The YAML is raw text on purpose: the task's documents as Istio writes them are under test.
 
 use super::*;
 
@@ -84,10 +86,10 @@ spec:
         caCertificates: {ca}
 "#
     );
-    let eg = Egress::start_with(&yaml, &[]);
+    let eg = egress_yaml(&yaml, &[]).await;
 
     // The app's `curl http://api.example.test/` (DNS sends it to the gateway): 200, no 301.
-    let r = eg.get_host(API, "/politics").await;
+    let r = eg.raw_get(API, "/politics", "").await;
     assert_eq!(r.status, 200, "{} {}", r.head, r.body);
     let seen = upstream.last_request().unwrap();
     assert_eq!(seen.path, "/politics");
@@ -103,11 +105,11 @@ spec:
         0,
         "nothing went to port 80 of the external host"
     );
-    let line = eg.log_line(&["\"GET /politics ", " 200 "]);
+    let line = log_line(&eg, &["\"GET /politics ", " 200 "]).await;
     assert!(line.contains("outbound|443||api.example.test"), "{line}");
 
     // Absolute-form from an HTTP_PROXY client takes the same route.
-    let r = eg.get_absolute(API, "/world").await;
+    let r = get_absolute(&eg, API, "/world").await;
     assert_eq!(r.status, 200, "{} {}", r.head, r.body);
     assert_eq!(upstream.last_request().unwrap().path, "/world");
     assert!(upstream.last_request().unwrap().tls);

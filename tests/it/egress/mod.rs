@@ -6,10 +6,10 @@
 //! for the external service; ServiceEntries point the external name at it (STATIC 127.0.0.1, or
 //! DNS via `localhost`), DestinationRules originate TLS trusting the test CA's file.
 //!
-//! Shared setup lives here: [`Pki`] (CA, server certificate, files), [`Egress`] (the gateway
-//! with an egress Gateway on HTTP port 80 mapped to a free port), YAML builders, raw client
-//! helpers for the three client modes (Host header, absolute-form, CONNECT), and readers for
-//! the admin `/stats` and `/metrics`.
+//! What is specific to egress lives here: [`Pki`] (CA, server certificate, files), [`egress`]
+//! (the shared [`Harness`] with `--labels istio=egressgateway` and an egress Gateway on HTTP port
+//! 80 mapped to a free port), the ServiceEntry / DestinationRule shapes the tests repeat, and
+//! raw client helpers for the forward-proxy modes (absolute-form, CONNECT).
 
 mod breakers;
 mod curl;
@@ -19,19 +19,18 @@ mod origination;
 mod pools;
 mod refusals;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
-use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_openssl::SslStream;
 
-use crate::support::client::{raw_exchange, raw_http};
-use crate::support::gateway::port_map;
+pub use crate::support::client::Resp;
+use crate::support::client::{get_request, raw_exchange};
+pub use crate::support::yaml::*;
 use crate::support::*;
 
 /// The external host the tests reach.
@@ -82,248 +81,107 @@ pub async fn https_upstream(name: &str, pki: &Pki) -> Backend {
 }
 
 /// The egress Gateway every test uses unless it brings its own: HTTP on 80, any host.
-pub const EGRESS_GATEWAY: &str = r#"
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: egressgateway, namespace: default}
-spec:
-  selector: {istio: egressgateway}
-  servers:
-  - port: {number: 80, name: http, protocol: HTTP}
-    hosts: ["*"]
-"#;
+pub fn egress_gateway() -> Gateway {
+    Gateway::egress("egressgateway").server(Server::http(80).port_name("http"))
+}
 
 /// A STATIC ServiceEntry for `host` at 127.0.0.1; `ports`: (number, name, protocol, targetPort).
-pub fn service_entry(name: &str, host: &str, ports: &[(u16, &str, &str, u16)]) -> String {
-    let ports: String = ports
-        .iter()
-        .map(|(n, name, proto, target)| {
-            format!("  - {{number: {n}, name: {name}, protocol: {proto}, targetPort: {target}}}\n")
-        })
-        .collect();
-    format!(
-        r#"
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: {name}, namespace: default}}
-spec:
-  hosts: [{host}]
-  location: MESH_EXTERNAL
-  resolution: STATIC
-  endpoints: [{{address: 127.0.0.1}}]
-  ports:
-{ports}"#
+pub fn service_entry(name: &str, host: &str, ports: &[(u16, &str, &str, u16)]) -> ServiceEntry {
+    ports.iter().fold(
+        ServiceEntry::new(name)
+            .hosts(&[host])
+            .location("MESH_EXTERNAL")
+            .resolution("STATIC")
+            .endpoint(Endpoint::address("127.0.0.1")),
+        |se, (number, name, protocol, target)| {
+            se.port(Port::of(*number, name, protocol).target(*target))
+        },
     )
 }
 
-/// A DestinationRule for `host` with `traffic_policy` (YAML indented by 4 spaces).
-pub fn destination_rule(name: &str, host: &str, traffic_policy: &str) -> String {
-    format!(
-        r#"
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: {name}, namespace: default}}
-spec:
-  host: {host}
-  trafficPolicy:
-{traffic_policy}"#
+/// A DestinationRule for `host` with `policy`.
+pub fn destination_rule(name: &str, host: &str, policy: TrafficPolicy) -> DestinationRule {
+    DestinationRule::new(name, host).policy(policy)
+}
+
+/// `tls: {mode: SIMPLE, caCertificates: <test CA>}`.
+pub fn simple_tls(pki: &Pki) -> ClientTls {
+    ClientTls::simple(&pki.ca_path())
+}
+
+/// A traffic policy originating TLS with [`simple_tls`].
+pub fn originate(pki: &Pki) -> TrafficPolicy {
+    TrafficPolicy::new().tls(simple_tls(pki))
+}
+
+/// The gateway as an egress checkpoint: [`egress_gateway`] plus `docs`, default flags
+/// (REGISTRY_ONLY).
+pub async fn egress(docs: &[&dyn Resource]) -> Harness {
+    let gateway = egress_gateway();
+    let mut all: Vec<&dyn Resource> = vec![&gateway];
+    all.extend_from_slice(docs);
+    egress_with(&all, &[]).await
+}
+
+/// Exactly `docs` (bring your own Gateway), with extra `portcullis run` arguments.
+pub async fn egress_with(docs: &[&dyn Resource], extra_args: &[&str]) -> Harness {
+    egress_yaml(&render(docs), extra_args).await
+}
+
+/// The YAML text `yaml` as the whole config, with extra `portcullis run` arguments; Gateway
+/// port 80 is mapped to a free port, and the config is read once (`--watch false`).
+pub async fn egress_yaml(yaml: &str, extra_args: &[&str]) -> Harness {
+    Harness::builder()
+        .labels("istio=egressgateway")
+        .port(80)
+        .file("egress.yaml", yaml)
+        .args(&["--watch", "false"])
+        .args(extra_args)
+        .start()
+        .await
+}
+
+/// Absolute-form `GET http://authority/path` on a new connection (an `HTTP_PROXY` client).
+pub async fn get_absolute(eg: &Harness, authority: &str, path: &str) -> Resp {
+    eg.raw(get_request(
+        authority,
+        &format!("http://{authority}{path}"),
+        "",
+        true,
+    ))
+    .await
+}
+
+/// `CONNECT target` on a new connection: the response head and, on 2xx, the open tunnel.
+pub async fn connect(eg: &Harness, target: &str) -> (Resp, Option<TcpStream>) {
+    let mut s = TcpStream::connect(eg.addr()).await.unwrap();
+    s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    // Read byte by byte up to the end of the head so nothing of the tunnel is consumed.
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match tokio::time::timeout(WAIT, s.read(&mut b)).await {
+            Ok(Ok(1)) => head.push(b[0]),
+            _ => break,
+        }
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    if (200..300).contains(&Resp::parse(&head).status) {
+        return (Resp::parse(&head), Some(s));
+    }
+    let mut body = Vec::new();
+    let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut body)).await;
+    (
+        Resp::parse(&format!("{head}{}", String::from_utf8_lossy(&body))),
+        None,
     )
 }
 
-/// `tls: {mode: SIMPLE, caCertificates: <test CA>}` as a 4-space-indented trafficPolicy body.
-pub fn simple_tls(pki: &Pki) -> String {
-    format!(
-        "    tls: {{mode: SIMPLE, caCertificates: {}}}\n",
-        pki.ca_path()
-    )
-}
-
-/// YAML documents joined with `---`.
-pub fn docs(parts: &[&str]) -> String {
-    parts.join("\n---\n")
-}
-
-/// A running egress gateway with its config directory.
-pub struct Egress {
-    /// Kept for the gateway's lifetime (removed on drop).
-    _cfg: ConfigDir,
-    pub gw: Gateway,
-    /// The listening port of Gateway port 80.
-    pub port: u16,
-}
-
-impl Egress {
-    /// [`EGRESS_GATEWAY`] plus `yaml`, default flags (REGISTRY_ONLY).
-    pub fn start(yaml: &str) -> Egress {
-        Self::start_with(&docs(&[EGRESS_GATEWAY, yaml]), &[])
-    }
-
-    /// Exactly `yaml` (bring your own Gateway), with extra `portcullis run` arguments.
-    pub fn start_with(yaml: &str, extra_args: &[&str]) -> Egress {
-        let port = free_port();
-        let cfg = ConfigDir::new();
-        cfg.write("egress.yaml", yaml);
-        let mut args = vec!["--watch".to_string(), "false".to_string()];
-        args.extend(extra_args.iter().map(|s| s.to_string()));
-        let gw = Gateway::start(GatewayOpts {
-            labels: Some("istio=egressgateway".into()),
-            port_map: Some(port_map(&[(80, port)])),
-            extra_args: args,
-            ..GatewayOpts::new(cfg.path())
-        });
-        Egress {
-            _cfg: cfg,
-            gw,
-            port,
-        }
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
-    }
-
-    /// `GET path` with `Host: host` on a new connection (host-addressed client).
-    pub async fn get_host(&self, host: &str, path: &str) -> Resp {
-        self.get_host_with(host, path, "").await
-    }
-
-    /// [`get_host`](Self::get_host) with extra header lines (each ending in `\r\n`).
-    pub async fn get_host_with(&self, host: &str, path: &str, headers: &str) -> Resp {
-        let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: egress-it\r\n{headers}Connection: close\r\n\r\n"
-        );
-        Resp::parse(&raw_http(self.addr(), req).await)
-    }
-
-    /// Absolute-form `GET http://authority/path` on a new connection (an `HTTP_PROXY` client).
-    pub async fn get_absolute(&self, authority: &str, path: &str) -> Resp {
-        let req = format!(
-            "GET http://{authority}{path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: egress-it\r\nConnection: close\r\n\r\n"
-        );
-        Resp::parse(&raw_http(self.addr(), req).await)
-    }
-
-    /// `CONNECT target` on a new connection: the response head and, on 2xx, the open tunnel.
-    pub async fn connect(&self, target: &str) -> (Resp, Option<TcpStream>) {
-        let mut s = TcpStream::connect(self.addr()).await.unwrap();
-        s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
-        // Read byte by byte up to the end of the head so nothing of the tunnel is consumed.
-        let mut head = Vec::new();
-        let mut b = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            match tokio::time::timeout(WAIT, s.read(&mut b)).await {
-                Ok(Ok(1)) => head.push(b[0]),
-                _ => break,
-            }
-        }
-        let mut resp = Resp::parse(&String::from_utf8_lossy(&head));
-        if (200..300).contains(&resp.status) {
-            return (resp, Some(s));
-        }
-        let mut body = Vec::new();
-        let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut body)).await;
-        resp.body = String::from_utf8_lossy(&body).into_owned();
-        (resp, None)
-    }
-
-    /// The `/stats` entry of `cluster`.
-    pub fn cluster_stats(&self, cluster: &str) -> Value {
-        let (code, body) = self.gw.admin_get("/stats");
-        assert_eq!(code, 200, "{body}");
-        let v: Value = serde_json::from_str(&body).unwrap();
-        v["clusters"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["cluster"] == cluster)
-            .cloned()
-            .unwrap_or_else(|| panic!("no cluster {cluster} in /stats: {body}"))
-    }
-
-    /// The value of a Prometheus sample (`name{labels}` exactly as rendered), 0 if absent.
-    pub fn metric(&self, sample: &str) -> f64 {
-        let (code, body) = self.gw.admin_get("/metrics");
-        assert_eq!(code, 200);
-        body.lines()
-            .find_map(|l| {
-                l.strip_prefix(sample)?
-                    .strip_prefix(' ')?
-                    .trim()
-                    .parse()
-                    .ok()
-            })
-            .unwrap_or(0.0)
-    }
-
-    /// Waits for an access-log line containing every one of `needles`; returns it.
-    pub fn log_line(&self, needles: &[&str]) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(l) = self
-                .gw
-                .logs()
-                .into_iter()
-                .find(|l| needles.iter().all(|n| l.contains(n)))
-            {
-                return l;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "no log line with all of {needles:?}\n--- logs ---\n{}",
-                    self.gw.logs().join("\n")
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-/// A parsed raw HTTP/1.1 response.
-#[derive(Debug, Clone)]
-pub struct Resp {
-    pub status: u16,
-    pub head: String,
-    pub body: String,
-}
-
-impl Resp {
-    pub fn parse(text: &str) -> Resp {
-        let status = crate::support::client::raw_status(text);
-        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text, ""));
-        let chunked = head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked");
-        Resp {
-            status,
-            head: head.to_string(),
-            body: if chunked {
-                dechunk(body)
-            } else {
-                body.to_string()
-            },
-        }
-    }
-
-    /// The backend's JSON echo.
-    pub fn json(&self) -> Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("not a JSON echo ({e}): {} {}", self.head, self.body))
-    }
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.split(';').next().unwrap().trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].strip_prefix("\r\n").unwrap_or(&rest[n..]);
-    }
-    out
+/// Waits for an access-log line containing every one of `needles`; returns it.
+pub async fn log_line(eg: &Harness, needles: &[&str]) -> String {
+    eg.gw.wait_for_log_all(needles, WAIT).await
 }
 
 /// A TLS client handshake over an existing stream (a CONNECT tunnel), verifying the server
@@ -344,7 +202,7 @@ pub async fn tls_over(tcp: TcpStream, sni: &str, ca: &Ca) -> Result<SslStream<Tc
 
 /// One HTTP/1.1 request over an established (tunnelled) TLS stream.
 pub async fn https_get_over(s: &mut SslStream<TcpStream>, host: &str, path: &str) -> Resp {
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let req = get_request(host, path, "", true);
     Resp::parse(&raw_exchange(s, req.as_bytes()).await)
 }
 

@@ -9,7 +9,7 @@ async fn host_header_absolute_form_and_connect_share_one_egress_port() {
     let upstream = https_upstream("api", &pki).await;
     // Port 80 (HTTP) is originated to TLS; port 443 (TLS) is for CONNECT tunnels. Both reach
     // the same HTTPS server.
-    let eg = Egress::start(&docs(&[
+    let eg = egress(&[
         &service_entry(
             "api",
             API,
@@ -21,15 +21,13 @@ async fn host_header_absolute_form_and_connect_share_one_egress_port() {
         &destination_rule(
             "api",
             API,
-            &format!(
-                "    portLevelSettings:\n    - port: {{number: 80}}\n      tls: {{mode: SIMPLE, caCertificates: {}}}\n",
-                pki.ca_path()
-            ),
+            TrafficPolicy::new().port_level(80, originate(&pki)),
         ),
-    ]));
+    ])
+    .await;
 
     // 1. Host-addressed (DNS points the name at the gateway).
-    let r = eg.get_host(API, "/by-host?q=1").await;
+    let r = eg.raw_get(API, "/by-host?q=1", "").await;
     assert_eq!(r.status, 200, "{} {}", r.head, r.body);
     let seen = upstream.last_request().unwrap();
     assert_eq!(seen.path, "/by-host?q=1");
@@ -37,22 +35,18 @@ async fn host_header_absolute_form_and_connect_share_one_egress_port() {
     assert!(seen.tls);
 
     // 2. Forward proxy, plain HTTP: absolute-form in, origin-form out.
-    let r = eg.get_absolute(API, "/x").await;
+    let r = get_absolute(&eg, API, "/x").await;
     assert_eq!(r.status, 200, "{} {}", r.head, r.body);
     let seen = upstream.last_request().unwrap();
     assert_eq!(seen.path, "/x", "forwarded in origin-form");
     assert_eq!(seen.authority.as_deref(), Some(API));
     assert_eq!(seen.method, "GET");
     assert!(seen.tls, "originated like the host-addressed request");
-    eg.log_line(&["\"GET /x HTTP/1.1\" 200 ", "\"api.example.test\""]);
+    log_line(&eg, &["\"GET /x HTTP/1.1\" 200 ", "\"api.example.test\""]).await;
     // An HTTP/1.0 proxy client may send no Host at all: the target names the host.
-    let r = Resp::parse(
-        &crate::support::client::raw_http(
-            eg.addr(),
-            format!("GET http://{API}/http10 HTTP/1.0\r\n\r\n"),
-        )
-        .await,
-    );
+    let r = eg
+        .raw(format!("GET http://{API}/http10 HTTP/1.0\r\n\r\n"))
+        .await;
     assert_eq!(r.status, 200, "{} {}", r.head, r.body);
     let seen = upstream.last_request().unwrap();
     assert_eq!(seen.path, "/http10");
@@ -60,7 +54,7 @@ async fn host_header_absolute_form_and_connect_share_one_egress_port() {
 
     // 3. CONNECT to a registered TLS port: an opaque tunnel carrying the client's own TLS.
     let before = upstream.requests();
-    let (resp, tunnel) = eg.connect(&format!("{API}:443")).await;
+    let (resp, tunnel) = connect(&eg, &format!("{API}:443")).await;
     assert_eq!(resp.status, 200, "{} {}", resp.head, resp.body);
     let mut tls = tls_over(tunnel.unwrap(), API, &pki.ca)
         .await
@@ -75,12 +69,12 @@ async fn host_header_absolute_form_and_connect_share_one_egress_port() {
     assert_eq!(seen.header("x-forwarded-for"), None);
     assert_eq!(seen.header("x-request-id"), None);
     drop(tls);
-    let line = eg.log_line(&["\"CONNECT api.example.test:443", " 200 "]);
+    let line = log_line(&eg, &["\"CONNECT api.example.test:443", " 200 "]).await;
     assert!(line.contains("outbound|443||api.example.test"), "{line}");
 
     // Host names are case-insensitive: a client that keeps the user's spelling in both the
     // CONNECT line and the SNI is tunnelled too.
-    let (resp, tunnel) = eg.connect("Api.Example.TEST:443").await;
+    let (resp, tunnel) = connect(&eg, "Api.Example.TEST:443").await;
     assert_eq!(resp.status, 200, "{} {}", resp.head, resp.body);
     let mut tls = tls_over(tunnel.unwrap(), "Api.Example.TEST", &pki.ca)
         .await
@@ -94,23 +88,27 @@ async fn connect_tunnel_requires_the_client_hello_to_name_the_connect_host() {
     // The upstream would happily serve the other name: only the gateway's check stops it.
     let pki = Pki::new(&["other.example.test"]);
     let upstream = https_upstream("api", &pki).await;
-    let yaml = docs(&[
-        EGRESS_GATEWAY,
+    let docs: [&dyn Resource; 2] = [
+        &egress_gateway(),
         &service_entry("api", API, &[(443, "tls", "TLS", upstream.port())]),
-    ]);
-    let eg = Egress::start_with(&yaml, &[]);
+    ];
+    let eg = egress_with(&docs, &[]).await;
 
     // CONNECT names the registered host, the ClientHello another one (a fronted destination).
-    let (resp, tunnel) = eg.connect(&format!("{API}:443")).await;
+    let (resp, tunnel) = connect(&eg, &format!("{API}:443")).await;
     assert_eq!(resp.status, 200, "{} {}", resp.head, resp.body);
     let err = tls_over(tunnel.unwrap(), "other.example.test", &pki.ca)
         .await
         .expect_err("the tunnel is closed on an SNI that is not the CONNECT host");
     eprintln!("handshake through the tunnel failed as expected: {err}");
-    let line = eg.log_line(&[
-        "\"CONNECT api.example.test:443 ",
-        "sni_mismatch:other.example.test",
-    ]);
+    let line = log_line(
+        &eg,
+        &[
+            "\"CONNECT api.example.test:443 ",
+            "sni_mismatch:other.example.test",
+        ],
+    )
+    .await;
     assert!(line.contains(" UAEX "), "{line}");
     // The upstream connection is opened before the 200 (so an unreachable upstream is a 503),
     // but the ClientHello naming another host is never forwarded on it.
@@ -122,8 +120,8 @@ async fn connect_tunnel_requires_the_client_hello_to_name_the_connect_host() {
     assert_eq!(upstream.requests(), 0);
 
     // With the check off, the same tunnel carries the other name.
-    let off = Egress::start_with(&yaml, &["--connect-sni-check", "false"]);
-    let (resp, tunnel) = off.connect(&format!("{API}:443")).await;
+    let off = egress_with(&docs, &["--connect-sni-check", "false"]).await;
+    let (resp, tunnel) = connect(&off, &format!("{API}:443")).await;
     assert_eq!(resp.status, 200, "{} {}", resp.head, resp.body);
     let mut tls = tls_over(tunnel.unwrap(), "other.example.test", &pki.ca)
         .await

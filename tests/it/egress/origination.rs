@@ -7,23 +7,24 @@ const CLUSTER: &str = "outbound|80||api.example.test";
 
 /// The upstream as the external service: port 80 (HTTP) of `api.example.test` is the TLS
 /// backend's port, and the DestinationRule originates TLS trusting the test CA.
-fn originating_config(pki: &Pki, upstream: &Backend) -> String {
-    docs(&[
+async fn originating_egress(pki: &Pki, upstream: &Backend) -> Harness {
+    egress(&[
         &service_entry("api", API, &[(80, "http", "HTTP", upstream.port())]),
-        &destination_rule("api", API, &simple_tls(pki)),
+        &destination_rule("api", API, originate(pki)),
     ])
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_origination_reuses_pooled_connections_across_new_client_connections() {
     let pki = Pki::new(&[]);
     let upstream = https_upstream("api", &pki).await;
-    let eg = Egress::start(&originating_config(&pki, &upstream));
+    let eg = originating_egress(&pki, &upstream).await;
 
     const N: usize = 200;
     for i in 0..N {
         // A fresh client connection per request, closed after it (`Connection: close`).
-        let r = eg.get_host(API, &format!("/r/{i}")).await;
+        let r = eg.raw_get(API, &format!("/r/{i}"), "").await;
         assert_eq!(r.status, 200, "request {i}: {} {}", r.head, r.body);
         let echo = r.json();
         assert_eq!(echo["path"], format!("/r/{i}"));
@@ -45,14 +46,10 @@ async fn tls_origination_reuses_pooled_connections_across_new_client_connections
     assert!(upstream.requests_seen().iter().all(|r| r.tls));
 
     // The gateway's own counters agree.
-    let s = eg.cluster_stats(CLUSTER);
-    assert!(s["requests"].as_u64().unwrap() >= N as u64, "{s}");
-    let gw_handshakes = s["tls_handshakes"].as_u64().unwrap();
-    assert!((1..=5).contains(&gw_handshakes), "{s}");
-    assert!(
-        s["reused_requests"].as_u64().unwrap() >= (N as u64) - 5,
-        "{s}"
-    );
+    let s = eg.cluster_stats(CLUSTER).await;
+    assert!(s.requests >= N as u64, "{s:?}");
+    assert!((1..=5).contains(&s.tls_handshakes), "{s:?}");
+    assert!(s.reused_requests >= (N as u64) - 5, "{s:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -65,16 +62,14 @@ async fn mutual_origination_presents_the_client_certificate_and_the_dr_sni() {
         .client_ca(client_ca.clone())
         .start()
         .await;
-    let tls = format!(
-        "    tls:\n      mode: MUTUAL\n      clientCertificate: {cert}\n      privateKey: {key}\n      caCertificates: {}\n      sni: sni.example.test\n",
-        pki.ca_path()
-    );
-    let eg = Egress::start(&docs(&[
+    let tls = ClientTls::mutual(&cert, &key, &pki.ca_path()).sni("sni.example.test");
+    let eg = egress(&[
         &service_entry("api", API, &[(80, "http", "HTTP", upstream.port())]),
-        &destination_rule("api", API, &tls),
-    ]));
+        &destination_rule("api", API, TrafficPolicy::new().tls(tls)),
+    ])
+    .await;
 
-    let r = eg.get_host(API, "/mtls").await;
+    let r = eg.raw_get(API, "/mtls", "").await;
     assert_eq!(r.status, 200, "{} {}", r.head, r.body);
     let seen = upstream.last_request().unwrap();
     assert!(seen.tls);
@@ -101,29 +96,30 @@ async fn untrusted_or_misnamed_upstream_certificates_fail_with_503_never_plainte
         .tls(pki.ca.server_cert(&["other.example.test"]))
         .start()
         .await;
-    let eg = Egress::start(&docs(&[
+    let eg = egress(&[
         &service_entry(
             "rogue",
             "rogue.example.test",
             &[(80, "http", "HTTP", rogue.port())],
         ),
-        &destination_rule("rogue", "rogue.example.test", &simple_tls(&pki)),
+        &destination_rule("rogue", "rogue.example.test", originate(&pki)),
         &service_entry(
             "misnamed",
             "misnamed.example.test",
             &[(80, "http", "HTTP", misnamed.port())],
         ),
-        &destination_rule("misnamed", "misnamed.example.test", &simple_tls(&pki)),
-    ]));
+        &destination_rule("misnamed", "misnamed.example.test", originate(&pki)),
+    ])
+    .await;
 
     for (host, backend) in [
         ("rogue.example.test", &rogue),
         ("misnamed.example.test", &misnamed),
     ] {
-        let r = eg.get_host(host, "/secret").await;
+        let r = eg.raw_get(host, "/secret", "").await;
         assert_eq!(r.status, 503, "{host}: {} {}", r.head, r.body);
         assert!(r.body.contains("connection failure"), "{host}: {}", r.body);
-        let line = eg.log_line(&["\"GET /secret", host, " 503 "]);
+        let line = log_line(&eg, &["\"GET /secret", host, " 503 "]).await;
         assert!(line.contains(" UF "), "{line}");
         assert!(line.contains(&format!("outbound|80||{host}")), "{line}");
         assert!(
@@ -142,9 +138,9 @@ async fn a_pooled_connection_the_upstream_closed_is_not_a_503() {
     let pki = Pki::new(&[]);
     let upstream = https_upstream("api", &pki).await;
     let addr = upstream.addr();
-    let eg = Egress::start(&originating_config(&pki, &upstream));
+    let eg = originating_egress(&pki, &upstream).await;
 
-    let r = eg.get_host(API, "/before").await;
+    let r = eg.raw_get(API, "/before", "").await;
     assert_eq!(r.status, 200, "{} {}", r.head, r.body);
     // The external service restarts (or drops idle keep-alives): every open connection closes.
     drop(upstream);
@@ -154,7 +150,7 @@ async fn a_pooled_connection_the_upstream_closed_is_not_a_503() {
         .start()
         .await;
     for i in 0..3 {
-        let r = eg.get_host(API, &format!("/after/{i}")).await;
+        let r = eg.raw_get(API, &format!("/after/{i}"), "").await;
         assert_eq!(
             r.status, 200,
             "request {i} after the restart: {} {}",
@@ -168,33 +164,31 @@ async fn a_pooled_connection_the_upstream_closed_is_not_a_503() {
 async fn dr_idle_timeout_closes_idle_pooled_connections() {
     let pki = Pki::new(&[]);
     let upstream = https_upstream("api", &pki).await;
-    let eg = Egress::start(&docs(&[
+    let eg = egress(&[
         &service_entry("api", API, &[(80, "http", "HTTP", upstream.port())]),
         &destination_rule(
             "api",
             API,
-            &format!(
-                "{}    connectionPool: {{http: {{idleTimeout: 1s}}}}\n",
-                simple_tls(&pki)
-            ),
+            originate(&pki).pool(ConnectionPool::new().idle_timeout("1s")),
         ),
-    ]));
+    ])
+    .await;
 
-    let r = eg.get_host(API, "/first").await;
+    let r = eg.raw_get(API, "/first", "").await;
     assert_eq!(r.status, 200, "{} {}", r.head, r.body);
-    let stats = || eg.cluster_stats(CLUSTER);
-    assert_eq!(stats()["connections_opened"], 1);
+    let stats = async || eg.cluster_stats(CLUSTER).await;
+    assert_eq!(stats().await.connections_opened, 1);
     // The pooled connection is closed once it has been idle for the DR's idleTimeout...
     eventually(
         Duration::from_secs(10),
         "idle pooled connection closed",
-        async || stats()["connections_active"] == 0,
+        async || stats().await.connections_active == 0,
     )
     .await;
     // ...so the next request makes a new one.
-    let r = eg.get_host(API, "/second").await;
+    let r = eg.raw_get(API, "/second", "").await;
     assert_eq!(r.status, 200, "{} {}", r.head, r.body);
-    assert_eq!(stats()["connections_opened"], 2);
+    assert_eq!(stats().await.connections_opened, 2);
     assert_eq!(upstream.connections(), 2);
 }
 
@@ -203,19 +197,15 @@ async fn destination_rule_subject_alt_names_must_be_in_the_upstream_certificate(
     // The certificate names api.example.test (the SNI) but not the pinned name: Istio refuses it.
     let pki = Pki::new(&[]);
     let upstream = https_upstream("api", &pki).await;
-    let pinned = |san: &str| {
-        format!(
-            "    tls: {{mode: SIMPLE, caCertificates: {}, subjectAltNames: [{san}]}}\n",
-            pki.ca_path()
-        )
-    };
-    let eg = Egress::start(&docs(&[
+    let pinned = |san: &str| TrafficPolicy::new().tls(simple_tls(&pki).subject_alt_names(&[san]));
+    let eg = egress(&[
         &service_entry("api", API, &[(80, "http", "HTTP", upstream.port())]),
-        &destination_rule("api", API, &pinned("pinned.example.test")),
-    ]));
-    let r = eg.get_host(API, "/pinned").await;
+        &destination_rule("api", API, pinned("pinned.example.test")),
+    ])
+    .await;
+    let r = eg.raw_get(API, "/pinned", "").await;
     assert_eq!(r.status, 503, "{} {}", r.head, r.body);
-    let line = eg.log_line(&["\"GET /pinned", " 503 "]);
+    let line = log_line(&eg, &["\"GET /pinned", " 503 "]).await;
     assert!(line.contains(" UF "), "{line}");
     assert!(
         line.contains("include none of subjectAltNames [pinned.example.test]"),
@@ -235,14 +225,15 @@ async fn destination_rule_subject_alt_names_must_be_in_the_upstream_certificate(
         )
         .start()
         .await;
-    let eg = Egress::start(&docs(&[
+    let eg = egress(&[
         &service_entry(
             "api2",
             "api2.example.test",
             &[(80, "http", "HTTP", upstream.port())],
         ),
-        &destination_rule("api2", "api2.example.test", &pinned("pinned.example.test")),
-    ]));
-    let r = eg.get_host("api2.example.test", "/pinned").await;
+        &destination_rule("api2", "api2.example.test", pinned("pinned.example.test")),
+    ])
+    .await;
+    let r = eg.raw_get("api2.example.test", "/pinned", "").await;
     assert_eq!(r.status, 200, "{} {}", r.head, r.body);
 }

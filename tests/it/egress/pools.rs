@@ -7,26 +7,21 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::*;
 use crate::support::client::http_client;
 
-/// Connection ids the backend saw, by the value of request header `x-policy`.
 /// A VirtualService sending requests with `x-policy: <matched>` to subset `matched` of the API
 /// host and every other request to subset `fallback`.
-fn subset_by_policy_vs(matched: &str, fallback: &str) -> String {
-    format!(
-        r#"
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: api, namespace: default}}
-spec:
-  hosts: [{API}]
-  gateways: [egressgateway]
-  http:
-  - match: [{{headers: {{x-policy: {{exact: {matched}}}}}}}]
-    route: [{{destination: {{host: {API}, subset: {matched}}}}}]
-  - route: [{{destination: {{host: {API}, subset: {fallback}}}}}]
-"#
-    )
+fn subset_by_policy_vs(matched: &str, fallback: &str) -> VirtualService {
+    VirtualService::new("api")
+        .hosts(&[API])
+        .gateways(&["egressgateway"])
+        .http(
+            HttpRoute::new()
+                .when(Match::new().header("x-policy", exact(matched)))
+                .route(Destination::host(API).subset(matched)),
+        )
+        .http(HttpRoute::new().route(Destination::host(API).subset(fallback)))
 }
 
+/// Connection ids the backend saw, by the value of request header `x-policy`.
 fn conns_by_policy(upstream: &Backend) -> BTreeMap<String, BTreeSet<u64>> {
     let mut out: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
     for r in upstream.requests_seen() {
@@ -50,33 +45,21 @@ async fn subsets_with_different_sni_never_share_a_connection() {
     let upstream = https_upstream("api", &pki).await;
     let ca = pki.ca_path();
     // One host, one address; subsets differ only in the SNI they originate with.
-    let dr = format!(
-        r#"
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: api, namespace: default}}
-spec:
-  host: {API}
-  subsets:
-  - name: a
-    trafficPolicy:
-      tls: {{mode: SIMPLE, caCertificates: {ca}, sni: a.example.test}}
-  - name: b
-    trafficPolicy:
-      tls: {{mode: SIMPLE, caCertificates: {ca}, sni: b.example.test}}
-"#
-    );
-    let vs = subset_by_policy_vs("a", "b");
-    let eg = Egress::start(&docs(&[
+    let sni = |name: &str| TrafficPolicy::new().tls(ClientTls::simple(&ca).sni(name));
+    let dr = DestinationRule::new("api", API)
+        .subset(Subset::named("a").policy(sni("a.example.test")))
+        .subset(Subset::named("b").policy(sni("b.example.test")));
+    let eg = egress(&[
         &service_entry("api", API, &[(80, "http", "HTTP", upstream.port())]),
         &dr,
-        &vs,
-    ]));
+        &subset_by_policy_vs("a", "b"),
+    ])
+    .await;
 
     for i in 0..20 {
         let policy = if i % 2 == 0 { "a" } else { "b" };
         let r = eg
-            .get_host_with(
+            .raw_get(
                 API,
                 &format!("/{policy}/{i}"),
                 &format!("x-policy: {policy}\r\n"),
@@ -112,40 +95,26 @@ async fn a_connection_verified_under_one_trust_policy_never_serves_another() {
     let rogue_ca_file = rogue_ca.write_root_pem(pki.dir.path(), "rogue-ca.pem");
     // Same host, address and SNI; the subsets differ only in the CA they trust. The upstream's
     // certificate verifies under `trusted` and must not under `rogue`.
-    let dr = format!(
-        r#"
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: api, namespace: default}}
-spec:
-  host: {API}
-  subsets:
-  - name: trusted
-    trafficPolicy:
-      tls: {{mode: SIMPLE, caCertificates: {}}}
-  - name: rogue
-    trafficPolicy:
-      tls: {{mode: SIMPLE, caCertificates: {}}}
-"#,
-        pki.ca_path(),
-        rogue_ca_file.display()
-    );
-    let vs = subset_by_policy_vs("rogue", "trusted");
-    let eg = Egress::start(&docs(&[
+    let trusting = |ca: &str| TrafficPolicy::new().tls(ClientTls::simple(ca));
+    let dr = DestinationRule::new("api", API)
+        .subset(Subset::named("trusted").policy(trusting(&pki.ca_path())))
+        .subset(Subset::named("rogue").policy(trusting(&rogue_ca_file.display().to_string())));
+    let eg = egress(&[
         &service_entry("api", API, &[(80, "http", "HTTP", upstream.port())]),
         &dr,
-        &vs,
-    ]));
+        &subset_by_policy_vs("rogue", "trusted"),
+    ])
+    .await;
 
     for i in 0..3 {
         // A verified connection is now idle in the pool...
         let r = eg
-            .get_host_with(API, &format!("/trusted/{i}"), "x-policy: trusted\r\n")
+            .raw_get(API, &format!("/trusted/{i}"), "x-policy: trusted\r\n")
             .await;
         assert_eq!(r.status, 200, "{} {}", r.head, r.body);
         // ...and must not carry a request whose policy would have refused the certificate.
         let r = eg
-            .get_host_with(API, &format!("/rogue/{i}"), "x-policy: rogue\r\n")
+            .raw_get(API, &format!("/rogue/{i}"), "x-policy: rogue\r\n")
             .await;
         assert_eq!(
             r.status, 503,
@@ -178,30 +147,25 @@ async fn destination_rules_with_different_client_certificates_never_share_a_conn
         .start()
         .await;
     // Two names for the same upstream address, same SNI, different client certificates.
-    let mut yaml = Vec::new();
+    let mut entries = Vec::new();
+    let mut rules = Vec::new();
     for who in ["one", "two"] {
         let host = format!("{who}.example.test");
         let (cert, key) = pki.client_cert_files(&client_ca, &format!("client-{who}"));
-        yaml.push(service_entry(
+        entries.push(service_entry(
             who,
             &host,
             &[(80, "http", "HTTP", upstream.port())],
         ));
-        yaml.push(destination_rule(
-            who,
-            &host,
-            &format!(
-                "    tls: {{mode: MUTUAL, clientCertificate: {cert}, privateKey: {key}, caCertificates: {}, sni: {API}}}\n",
-                pki.ca_path()
-            ),
-        ));
+        let tls = ClientTls::mutual(&cert, &key, &pki.ca_path()).sni(API);
+        rules.push(destination_rule(who, &host, TrafficPolicy::new().tls(tls)));
     }
-    let eg = Egress::start(&docs(&yaml.iter().map(String::as_str).collect::<Vec<_>>()));
+    let eg = egress(&[docs(&entries), docs(&rules)].concat()).await;
 
     for i in 0..20 {
         let who = if i % 2 == 0 { "one" } else { "two" };
         let r = eg
-            .get_host_with(
+            .raw_get(
                 &format!("{who}.example.test"),
                 &format!("/{i}"),
                 &format!("x-policy: {who}\r\n"),
@@ -234,26 +198,22 @@ async fn max_requests_per_connection_bounds_upstream_connection_reuse() {
     let pki = Pki::new(&["once.example.test", "twice.example.test"]);
     let once = https_upstream("once", &pki).await;
     let twice = https_upstream("twice", &pki).await;
-    let pool = |n: u32| {
-        format!(
-            "{}    connectionPool: {{http: {{maxRequestsPerConnection: {n}}}}}\n",
-            simple_tls(&pki)
-        )
-    };
-    let eg = Egress::start(&docs(&[
+    let pool = |n: u32| originate(&pki).pool(ConnectionPool::new().max_requests_per_connection(n));
+    let eg = egress(&[
         &service_entry(
             "once",
             "once.example.test",
             &[(80, "http", "HTTP", once.port())],
         ),
-        &destination_rule("once", "once.example.test", &pool(1)),
+        &destination_rule("once", "once.example.test", pool(1)),
         &service_entry(
             "twice",
             "twice.example.test",
             &[(80, "http", "HTTP", twice.port())],
         ),
-        &destination_rule("twice", "twice.example.test", &pool(2)),
-    ]));
+        &destination_rule("twice", "twice.example.test", pool(2)),
+    ])
+    .await;
 
     // One keep-alive client, sequential requests: the gateway is free to reuse upstream
     // connections as far as the limit allows.
@@ -262,7 +222,7 @@ async fn max_requests_per_connection_bounds_upstream_connection_reuse() {
     for (host, backend) in [("once.example.test", &once), ("twice.example.test", &twice)] {
         for i in 0..N {
             let r = client
-                .get(format!("http://127.0.0.1:{}/{i}", eg.port))
+                .get(format!("http://127.0.0.1:{}/{i}", eg.port()))
                 .header("host", host)
                 .send()
                 .await

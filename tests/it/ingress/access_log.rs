@@ -5,31 +5,26 @@ use reqwest::Method;
 
 use super::*;
 
-async fn logged_gateway(args: &[&str]) -> Ingress {
+async fn logged_gateway(args: &[&str]) -> Harness {
     IngressBuilder::new()
         .backend(Backend::http("be").await)
-        .routes(
-            &[
-                rule(
-                    "teapot",
-                    &["uri: {exact: /teapot}"],
-                    "directResponse: {status: 418, body: {string: tea}}",
-                ),
-                rule(
-                    "rewritten",
-                    &["uri: {prefix: /old/}"],
-                    &format!("rewrite: {{uri: /new/}}\n{}", route_to("be")),
-                ),
-                rule("logged", &[], &route_to("be")),
-            ]
-            .concat(),
-        )
+        .routes(vec![
+            HttpRoute::new()
+                .name("teapot")
+                .when(Match::new().uri(exact("/teapot")))
+                .direct_response(DirectResponse::status(418).body("tea")),
+            when_to(Match::new().uri(prefix("/old/")), "be")
+                .name("rewritten")
+                .rewrite(Rewrite::uri("/new/")),
+            all_to("be").name("logged"),
+        ])
         .args(args)
         .start()
+        .await
 }
 
 /// Sends a proxied POST and a direct response; checks both log lines field by field.
-async fn assert_logged_fields(ing: &Ingress) {
+async fn assert_logged_fields(ing: &Harness) {
     let id = request_id();
     let r = send(
         ing.request(Method::POST, "log.example.com", "/log/p?q=1")
@@ -41,7 +36,7 @@ async fn assert_logged_fields(ing: &Ingress) {
     .await;
     assert_eq!(r.status(), 200);
     let body_len = r.bytes().await.unwrap().len();
-    let line = ing.log_line(&id);
+    let line = access_line(ing, &id).await;
     let be = ing.backend("be");
 
     let time = regex::Regex::new(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$").unwrap();
@@ -89,7 +84,7 @@ async fn assert_logged_fields(ing: &Ingress) {
     )
     .await;
     assert_eq!(r.status(), 418);
-    let line = ing.log_line(&id);
+    let line = access_line(ing, &id).await;
     assert_eq!(line.get("response_code"), "418");
     assert_eq!(line.get("bytes_received"), "0");
     assert_eq!(line.get("bytes_sent"), "3");
@@ -105,7 +100,7 @@ async fn assert_logged_fields(ing: &Ingress) {
     )
     .await;
     assert_eq!(echo(r).await["path"], "/new/x");
-    let line = ing.log_line(&id);
+    let line = access_line(ing, &id).await;
     assert_eq!(line.get("path"), "/old/x");
     assert_eq!(line.get("route_name"), "rewritten");
 }
@@ -127,7 +122,7 @@ async fn access_log_json_has_the_same_fields_as_snake_case_keys() {
             .header("x-request-id", &id),
     )
     .await;
-    let raw = ing.gw.wait_for_log(&id, LOG_WAIT);
+    let raw = ing.gw.wait_for_log(&id, LOG_WAIT).await;
     let v: Value = serde_json::from_str(&raw).unwrap();
     let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
     keys.sort_unstable();

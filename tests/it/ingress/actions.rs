@@ -6,10 +6,16 @@ use std::sync::Arc;
 use reqwest::Method;
 
 use super::*;
+use crate::support::client::http_client;
 
-/// A rule with one match block `m` doing `body`.
-fn when(m: &str, body: &str) -> String {
-    rule("", &[m], body)
+/// A rule for requests whose path is exactly `path`.
+fn at(path: &str) -> HttpRoute {
+    HttpRoute::new().when(Match::new().uri(exact(path)))
+}
+
+/// A rule for requests whose path starts with `path`.
+fn under(path: &str) -> HttpRoute {
+    HttpRoute::new().when(Match::new().uri(prefix(path)))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -20,17 +26,11 @@ async fn weighted_route_splits_70_30_over_10000_keep_alive_requests() {
         IngressBuilder::new()
             .backend(Backend::http("seventy").await)
             .backend(Backend::http("thirty").await)
-            .routes(&rule(
-                "",
-                &[],
-                &format!(
-                    "route:\n- {{destination: {{host: {}}}, weight: 70}}\n\
-                     - {{destination: {{host: {}}}, weight: 30}}",
-                    svc("seventy"),
-                    svc("thirty")
-                ),
-            ))
-            .start(),
+            .routes(vec![HttpRoute::new()
+                .route(Destination::host(&svc("seventy")).weight(70))
+                .route(Destination::host(&svc("thirty")).weight(30))])
+            .start()
+            .await,
     );
     let mut tasks = Vec::new();
     for _ in 0..CLIENTS {
@@ -63,27 +63,21 @@ async fn weighted_route_splits_70_30_over_10000_keep_alive_requests() {
     assert!(conns < TOTAL / 10, "{conns} upstream connections");
 }
 
-/// Route-level header operations in both directions.
-const ROUTE_HEADER_OPS: &str = r#"headers:
-  request:
-    set: {x-set: route-set}
-    add: {x-add: route-add}
-    remove: [x-remove]
-  response:
-    set: {x-resp-set: route-set}
-    add: {x-resp-add: route-add}
-    remove: [x-resp-remove]"#;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn route_level_request_and_response_headers_are_set_added_and_removed() {
     let ing = IngressBuilder::new()
         .backend(Backend::http("be").await)
-        .routes(&rule(
-            "",
-            &[],
-            &format!("{ROUTE_HEADER_OPS}\n{}", route_to("be")),
-        ))
-        .start();
+        .routes(vec![all_to("be").headers(
+            Headers::new()
+                .request_set("x-set", "route-set")
+                .request_add("x-add", "route-add")
+                .request_remove("x-remove")
+                .response_set("x-resp-set", "route-set")
+                .response_add("x-resp-add", "route-add")
+                .response_remove("x-resp-remove"),
+        )])
+        .start()
+        .await;
     let r = send(
         ing.request(Method::GET, "h.example.com", "/")
             .header("x-set", "client")
@@ -118,30 +112,25 @@ async fn route_level_request_and_response_headers_are_set_added_and_removed() {
 async fn destination_level_headers_apply_with_the_route_level_ones() {
     let ing = IngressBuilder::new()
         .backend(Backend::http("be").await)
-        .routes(&rule(
-            "",
-            &[],
-            &format!(
-                r#"headers:
-  request:
-    set: {{x-route: r}}
-  response:
-    set: {{x-route-resp: r}}
-route:
-- destination: {{host: {}}}
-  headers:
-    request:
-      set: {{x-dest: d}}
-      add: {{x-dest-add: d}}
-      remove: [x-dest-remove]
-    response:
-      set: {{x-dest-resp: d}}
-      add: {{x-dest-resp-add: d}}
-      remove: [x-dest-resp-remove]"#,
-                svc("be")
-            ),
-        ))
-        .start();
+        .routes(vec![HttpRoute::new()
+            .headers(
+                Headers::new()
+                    .request_set("x-route", "r")
+                    .response_set("x-route-resp", "r"),
+            )
+            .route(
+                Destination::host(&svc("be")).headers(
+                    Headers::new()
+                        .request_set("x-dest", "d")
+                        .request_add("x-dest-add", "d")
+                        .request_remove("x-dest-remove")
+                        .response_set("x-dest-resp", "d")
+                        .response_add("x-dest-resp-add", "d")
+                        .response_remove("x-dest-resp-remove"),
+                ),
+            )])
+        .start()
+        .await;
     let r = send(
         ing.request(Method::GET, "h.example.com", "/")
             .header("x-dest", "client")
@@ -169,27 +158,19 @@ async fn rewrite_uri_replaces_the_matched_prefix_or_the_whole_path() {
     let ing = IngressBuilder::new()
         .backend(Backend::http("be").await)
         .routes(
-            &[
-                when(
-                    "uri: {prefix: /foo}",
-                    &format!("rewrite: {{uri: /bar}}\n{}", route_to("be")),
-                ),
-                when(
-                    "uri: {prefix: /slash}",
-                    &format!("rewrite: {{uri: /}}\n{}", route_to("be")),
-                ),
-                when(
-                    "uri: {exact: /old}",
-                    &format!("rewrite: {{uri: /new/path}}\n{}", route_to("be")),
-                ),
-                when(
-                    "uri: {regex: '/re/[0-9]+'}",
-                    &format!("rewrite: {{uri: /whole}}\n{}", route_to("be")),
-                ),
+            [
+                under("/foo").rewrite(Rewrite::uri("/bar")),
+                under("/slash").rewrite(Rewrite::uri("/")),
+                at("/old").rewrite(Rewrite::uri("/new/path")),
+                HttpRoute::new()
+                    .when(Match::new().uri(regex("/re/[0-9]+")))
+                    .rewrite(Rewrite::uri("/whole")),
             ]
-            .concat(),
+            .map(|r| r.to(&svc("be")))
+            .to_vec(),
         )
-        .start();
+        .start()
+        .await;
     let cases = [
         ("/foo/x", "/bar/x"),
         ("/foo", "/bar"),
@@ -211,14 +192,14 @@ async fn rewrite_uri_replaces_the_matched_prefix_or_the_whole_path() {
 async fn uri_regex_rewrite_substitutes_capture_groups() {
     let ing = IngressBuilder::new()
         .backend(Backend::http("be").await)
-        .routes(&when(
-            "uri: {prefix: /service/}",
-            &format!(
-                "rewrite:\n  uriRegexRewrite:\n    match: '^/service/([^/]+)(/.*)$'\n    rewrite: '\\2/instance/\\1'\n{}",
-                route_to("be")
-            ),
-        ))
-        .start();
+        .routes(vec![under("/service/")
+            .rewrite(Rewrite::uri_regex(
+                r"^/service/([^/]+)(/.*)$",
+                r"\2/instance/\1",
+            ))
+            .to(&svc("be"))])
+        .start()
+        .await;
     let e = echo(ing.get("r.example.com", "/service/foo/v1/api?x=1").await).await;
     assert_eq!(e["path"], "/v1/api/instance/foo?x=1");
 }
@@ -227,20 +208,14 @@ async fn uri_regex_rewrite_substitutes_capture_groups() {
 async fn rewrite_authority_replaces_the_host_sent_upstream() {
     let ing = IngressBuilder::new()
         .backend(Backend::http("be").await)
-        .routes(
-            &[
-                when(
-                    "uri: {prefix: /rewritten}",
-                    &format!(
-                        "rewrite: {{authority: internal.example.net}}\n{}",
-                        route_to("be")
-                    ),
-                ),
-                when("uri: {prefix: /}", &route_to("be")),
-            ]
-            .concat(),
-        )
-        .start();
+        .routes(vec![
+            under("/rewritten")
+                .rewrite(Rewrite::authority("internal.example.net"))
+                .to(&svc("be")),
+            under("/").to(&svc("be")),
+        ])
+        .start()
+        .await;
     let e = echo(ing.get("public.example.com", "/rewritten").await).await;
     assert_eq!(e["authority"], "internal.example.net");
     assert_eq!(echoed_header(&e, "host"), ["internal.example.net"]);
@@ -252,39 +227,27 @@ async fn rewrite_authority_replaces_the_host_sent_upstream() {
 async fn redirect_builds_the_location_with_default_301_and_the_query_kept() {
     let ing = IngressBuilder::new()
         .backend(Backend::http("be").await)
-        .routes(
-            &[
-                when("uri: {exact: /uri}", "redirect: {uri: /new}"),
-                when(
-                    "uri: {exact: /authority}",
-                    "redirect: {authority: other.example.com}",
-                ),
-                when("uri: {exact: /port}", "redirect: {port: 8443}"),
-                when(
-                    "uri: {exact: /scheme}",
-                    "redirect: {scheme: https, uri: /secure}",
-                ),
-                when(
-                    "uri: {exact: /default-port}",
-                    "redirect: {scheme: https, derivePort: FROM_PROTOCOL_DEFAULT}",
-                ),
-                when(
-                    "uri: {exact: /request-port}",
-                    "redirect: {authority: other.example.com, derivePort: FROM_REQUEST_PORT}",
-                ),
-                when(
-                    "uri: {exact: /code}",
-                    "redirect: {uri: /found, redirectCode: 302}",
-                ),
-                when(
-                    "uri: {exact: /code307}",
-                    "redirect: {uri: /temp, redirectCode: 307}",
-                ),
-                when("uri: {prefix: /old/}", "redirect: {prefixRewrite: /new/}"),
-            ]
-            .concat(),
-        )
-        .start();
+        .routes(vec![
+            at("/uri").redirect(Redirect::new().uri("/new")),
+            at("/authority").redirect(Redirect::new().authority("other.example.com")),
+            at("/port").redirect(Redirect::new().port(8443)),
+            at("/scheme").redirect(Redirect::new().scheme("https").uri("/secure")),
+            at("/default-port").redirect(
+                Redirect::new()
+                    .scheme("https")
+                    .derive_port("FROM_PROTOCOL_DEFAULT"),
+            ),
+            at("/request-port").redirect(
+                Redirect::new()
+                    .authority("other.example.com")
+                    .derive_port("FROM_REQUEST_PORT"),
+            ),
+            at("/code").redirect(Redirect::new().uri("/found").code(302)),
+            at("/code307").redirect(Redirect::new().uri("/temp").code(307)),
+            under("/old/").redirect(Redirect::new().prefix_rewrite("/new/")),
+        ])
+        .start()
+        .await;
     let cases = [
         // (Host, path, status, Location)
         ("a.example.com", "/uri", 301, "http://a.example.com/new"),
@@ -373,23 +336,16 @@ async fn redirect_builds_the_location_with_default_301_and_the_query_kept() {
 async fn direct_response_answers_with_its_status_and_body() {
     let ing = IngressBuilder::new()
         .backend(Backend::http("be").await)
-        .routes(
-            &[
-                when(
-                    "uri: {exact: /teapot}",
-                    "directResponse:\n  status: 418\n  body: {string: \"short and stout\\n\"}\n\
-                     headers:\n  response:\n    set: {x-kind: teapot}",
-                ),
-                when(
-                    "uri: {exact: /bytes}",
-                    // base64 of "raw bytes"
-                    "directResponse:\n  status: 200\n  body: {bytes: cmF3IGJ5dGVz}",
-                ),
-                when("uri: {exact: /empty}", "directResponse: {status: 503}"),
-            ]
-            .concat(),
-        )
-        .start();
+        .routes(vec![
+            at("/teapot")
+                .direct_response(DirectResponse::status(418).body("short and stout\n"))
+                .headers(Headers::new().response_set("x-kind", "teapot")),
+            // base64 of "raw bytes"
+            at("/bytes").direct_response(DirectResponse::status(200).body_bytes("cmF3IGJ5dGVz")),
+            at("/empty").direct_response(DirectResponse::status(503)),
+        ])
+        .start()
+        .await;
     let r = ing.get("d.example.com", "/teapot").await;
     assert_eq!(r.status(), 418);
     // The route's response header operations apply to its direct response too.

@@ -6,41 +6,38 @@ use crate::support::cli::{run_check, run_routes};
 
 const HOST: &str = "shop.example.com";
 
-/// Gateway `prod/edge` (HTTP 80, every host) and, in namespace default, a ServiceEntry for
-/// `backend` and a VirtualService that names the Gateway the legacy way, `edge.prod`.
-fn legacy_binding(backend: &Backend) -> ConfigDir {
-    let cfg = ConfigDir::new();
-    cfg.write(
-        "gateway.yaml",
-        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: edge, namespace: prod}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [\"*\"]\n",
-    );
-    cfg.write(
-        "se.yaml",
-        &service_entry_yaml(backend.name(), &svc(backend.name()), backend.port()),
-    );
-    cfg.write(
-        "vs.yaml",
-        &format!(
-            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: shop, namespace: default}}\nspec:\n  hosts: [{HOST}]\n  gateways: [edge.prod]\n  http:\n{}\n",
-            indent(&all_to(backend.name()), 2)
-        ),
-    );
-    cfg
+/// Gateway `prod/edge` (HTTP 80, every host) and, in namespace default, a VirtualService that
+/// names the Gateway the legacy way, `edge.prod`, routing to backend `shop`.
+fn legacy_binding() -> HarnessBuilder {
+    let gateway = Gateway::new("edge")
+        .namespace("prod")
+        .server(Server::http(80).hosts(&["*"]));
+    let vs = VirtualService::new("shop")
+        .hosts(&[HOST])
+        .gateways(&["edge.prod"])
+        .http(all_to("shop"));
+    Harness::builder()
+        .port(80)
+        .resources("gateway.yaml", &[&gateway])
+        .resources("vs.yaml", &[&vs])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_legacy_gateway_name_is_served_through_the_gateway_check_resolves_it_to() {
-    let shop = Backend::http("shop").await;
-    let cfg = legacy_binding(&shop);
+    let ing = legacy_binding()
+        .backend(Backend::http("shop").await)
+        .start()
+        .await;
+    let cfg = ing.config.path();
 
-    let (code, out, err) = run_check(cfg.path(), None);
+    let (code, out, err) = run_check(cfg, None).await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(
         out.contains("spec.gateways[0]: using legacy gatewayName format `edge.prod` (expected the <namespace>/<name> format: `prod/edge`)"),
         "{out}{err}"
     );
 
-    let (code, json, err) = run_routes(cfg.path(), &["--json"]);
+    let (code, json, err) = run_routes(cfg, &["--json"]).await;
     assert_eq!(code, 0, "{err}");
     let snapshot: Value = serde_json::from_str(&json).expect("routes --json is JSON");
     let listeners = snapshot["listeners"].as_object().expect("listeners");
@@ -68,6 +65,5 @@ async fn a_legacy_gateway_name_is_served_through_the_gateway_check_resolves_it_t
         .collect();
     assert_eq!(sources, [(HOST, "VirtualService default/shop http[0]")]);
 
-    let ing = Ingress::spawn(cfg, vec![(80, free_port())], vec![shop], Vec::new());
     assert_eq!(ing.who(HOST, "/").await, "shop");
 }

@@ -7,7 +7,7 @@ use reqwest::Method;
 use super::*;
 
 /// Sends `GET path` for `host` with a fresh request id; returns (status, body, its log line).
-async fn fetch(ing: &Ingress, host: &str, path: &str) -> (u16, String, AccessLine) {
+async fn fetch(ing: &Harness, host: &str, path: &str) -> (u16, String, AccessLine) {
     let id = request_id();
     let r = send(
         ing.request(Method::GET, host, path)
@@ -16,15 +16,16 @@ async fn fetch(ing: &Ingress, host: &str, path: &str) -> (u16, String, AccessLin
     .await;
     let status = r.status().as_u16();
     let body = r.text().await.unwrap();
-    (status, body, ing.log_line(&id))
+    (status, body, access_line(ing, &id).await)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_host_gets_404_with_flag_nr() {
     let ing = IngressBuilder::new()
         .backend(Backend::http("be").await)
-        .vs("a", &["a.example.com"], &all_to("be"))
-        .start();
+        .vs("a", &["a.example.com"], vec![all_to("be")])
+        .start()
+        .await;
     assert_eq!(ing.who("a.example.com", "/").await, "be");
     let (status, _, line) = fetch(&ing, "b.example.com", "/x").await;
     assert_eq!(status, 404);
@@ -38,8 +39,9 @@ async fn unknown_host_gets_404_with_flag_nr() {
 async fn unmatched_path_gets_404_with_flag_nr() {
     let ing = IngressBuilder::new()
         .backend(Backend::http("be").await)
-        .routes(&rule("", &["uri: {prefix: /api}"], &route_to("be")))
-        .start();
+        .routes(vec![when_to(Match::new().uri(prefix("/api")), "be")])
+        .start()
+        .await;
     assert_eq!(ing.who("a.example.com", "/api").await, "be");
     let (status, _, line) = fetch(&ing, "a.example.com", "/other").await;
     assert_eq!(status, 404);
@@ -56,15 +58,11 @@ async fn unregistered_destinations_resolve_as_dns_names_or_ip_literals() {
     let be = Backend::http("be").await;
     for host in ["localhost", "127.0.0.1"] {
         let ing = IngressBuilder::new()
-            .routes(&rule(
-                "",
-                &[],
-                &format!(
-                    "route:\n- destination: {{host: {host}, port: {{number: {}}}}}",
-                    be.port()
-                ),
-            ))
-            .start();
+            .routes(vec![
+                HttpRoute::new().route(Destination::host(host).port(be.port()))
+            ])
+            .start()
+            .await;
         let (status, _, line) = fetch(&ing, "a.example.com", "/").await;
         assert_eq!(status, 200, "{host}");
         assert_eq!(
@@ -78,12 +76,11 @@ async fn unregistered_destinations_resolve_as_dns_names_or_ip_literals() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_destination_gets_503_with_the_resolution_failure() {
     let ing = IngressBuilder::new()
-        .routes(&rule(
-            "",
-            &[],
-            "route:\n- destination: {host: no-such-host.invalid, port: {number: 80}}",
-        ))
-        .start();
+        .routes(vec![
+            HttpRoute::new().route(Destination::host("no-such-host.invalid").port(80))
+        ])
+        .start()
+        .await;
     let (status, body, line) = fetch(&ing, "a.example.com", "/").await;
     assert_eq!(status, 503);
     assert!(body.contains("no-such-host.invalid"), "{body}");
@@ -93,23 +90,17 @@ async fn unknown_destination_gets_503_with_the_resolution_failure() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_entry_without_endpoints_gets_503_with_flag_uh() {
     let ing = IngressBuilder::new()
-        .file(
+        .resources(
             "se-empty.yaml",
-            r#"apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata:
-  name: empty
-  namespace: default
-spec:
-  hosts: ["empty.svc.local"]
-  location: MESH_INTERNAL
-  ports:
-  - {number: 80, name: http, protocol: HTTP}
-  resolution: STATIC
-"#,
+            &[&ServiceEntry::new("empty")
+                .hosts(&[&svc("empty")])
+                .location("MESH_INTERNAL")
+                .port(Port::http(80))
+                .resolution("STATIC")],
         )
-        .routes(&all_to("empty"))
-        .start();
+        .routes(vec![all_to("empty")])
+        .start()
+        .await;
     let (status, _, line) = fetch(&ing, "a.example.com", "/").await;
     assert_eq!(status, 503);
     assert_eq!(line.get("response_flags"), "UH");
@@ -122,8 +113,9 @@ async fn backend_down_gets_503_upstream_connect_error_with_flag_uf() {
     be.stop();
     let ing = IngressBuilder::new()
         .service_at("down", port)
-        .routes(&rule("to-down", &[], &route_to("down")))
-        .start();
+        .routes(vec![all_to("down").name("to-down")])
+        .start()
+        .await;
     let (status, body, line) = fetch(&ing, "a.example.com", "/").await;
     assert_eq!(status, 503);
     assert!(body.contains("upstream connect error"), "{body:?}");
@@ -136,12 +128,9 @@ async fn backend_down_gets_503_upstream_connect_error_with_flag_uf() {
 async fn route_timeout_exceeded_gets_504_with_flag_ut() {
     let ing = IngressBuilder::new()
         .backend(Backend::http("slow").await)
-        .routes(&rule(
-            "",
-            &[],
-            &format!("timeout: 200ms\n{}", route_to("slow")),
-        ))
-        .start();
+        .routes(vec![all_to("slow").timeout("200ms")])
+        .start()
+        .await;
     let (status, body, line) = fetch(&ing, "a.example.com", "/delay/2000").await;
     assert_eq!(status, 504, "{body}");
     assert!(body.contains("upstream request timeout"), "{body:?}");
@@ -156,12 +145,9 @@ async fn route_timeout_covers_the_whole_streamed_response() {
     // `/stream/10` sends ten chunks 50 ms apart: headers arrive at once, the body takes ~450 ms.
     let ing = IngressBuilder::new()
         .backend(Backend::http("slow").await)
-        .routes(&rule(
-            "",
-            &[],
-            &format!("timeout: 200ms\n{}", route_to("slow")),
-        ))
-        .start();
+        .routes(vec![all_to("slow").timeout("200ms")])
+        .start()
+        .await;
     let id = request_id();
     let r = send(
         ing.request(Method::GET, "a.example.com", "/stream/10")
@@ -177,7 +163,7 @@ async fn route_timeout_covers_the_whole_streamed_response() {
         r.bytes().await.is_err(),
         "the body must be cut off at the route timeout"
     );
-    let line = ing.log_line(&id);
+    let line = access_line(&ing, &id).await;
     assert_eq!(line.get("response_flags"), "UT");
 }
 
@@ -186,12 +172,9 @@ async fn keep_alive_client_is_told_when_a_failure_reply_closes_the_connection() 
     use crate::support::client::{raw_exchange, raw_status};
     let ing = IngressBuilder::new()
         .backend(Backend::http("slow").await)
-        .routes(&rule(
-            "",
-            &[],
-            &format!("timeout: 200ms\n{}", route_to("slow")),
-        ))
-        .start();
+        .routes(vec![all_to("slow").timeout("200ms")])
+        .start()
+        .await;
     // After a 504 on a keep-alive connection, either the connection stays usable or the reply
     // said `Connection: close`; never a silent close a keep-alive client then trips over.
     let mut s = tokio::net::TcpStream::connect(ing.addr()).await.unwrap();
@@ -215,38 +198,22 @@ async fn outlier_detection_ejects_an_endpoint_after_consecutive_errors() {
         .fail_first(u64::MAX, 500)
         .start()
         .await;
-    let se = format!(
-        r#"apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: pool, namespace: default}}
-spec:
-  hosts: ["pool.svc.local"]
-  ports: [{{number: 80, name: http, protocol: HTTP}}]
-  resolution: STATIC
-  endpoints:
-  - {{address: 127.0.0.1, ports: {{http: {}}}}}
-  - {{address: 127.0.0.1, ports: {{http: {}}}}}
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: pool, namespace: default}}
-spec:
-  host: pool.svc.local
-  trafficPolicy:
-    loadBalancer: {{simple: ROUND_ROBIN}}
-    outlierDetection: {{consecutive5xxErrors: 3, baseEjectionTime: 60s, maxEjectionPercent: 50}}
-"#,
-        good.port(),
-        bad.port()
+    let se = ServiceEntry::new("pool")
+        .hosts(&["pool.svc.local"])
+        .port(Port::http(80))
+        .resolution("STATIC")
+        .endpoint(Endpoint::address("127.0.0.1").port("http", good.port()))
+        .endpoint(Endpoint::address("127.0.0.1").port("http", bad.port()));
+    let dr = DestinationRule::new("pool", "pool.svc.local").policy(
+        TrafficPolicy::new()
+            .load_balancer("ROUND_ROBIN")
+            .outlier_detection(3, "60s", 50),
     );
     let ing = IngressBuilder::new()
-        .file("pool.yaml", &se)
-        .routes(&rule(
-            "",
-            &[],
-            "route:\n- destination: {host: pool.svc.local}",
-        ))
-        .start();
+        .resources("pool.yaml", &[&se, &dr])
+        .routes(vec![HttpRoute::new().to("pool.svc.local")])
+        .start()
+        .await;
     let mut errors = 0;
     for _ in 0..40 {
         if ing.get("a.example.com", "/").await.status() != 200 {
@@ -261,6 +228,6 @@ spec:
     );
     assert_eq!(errors, 3);
     assert_eq!(good.requests(), 37);
-    let (_, stats) = ing.gw.admin_get("/stats");
-    assert!(stats.contains("\"ejections\": 1"), "{stats}");
+    let stats = ing.cluster_stats("outbound|80||pool.svc.local").await;
+    assert_eq!(stats.ejections, 1, "{stats:?}");
 }

@@ -3,37 +3,29 @@
 
 use super::*;
 
-const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/corpus/istio");
-
 /// The Kubernetes Service `httpbin` in `default` (port 8000) as a ServiceEntry whose endpoint
 /// is the local backend.
-fn httpbin_service(backend_port: u16) -> String {
-    format!(
-        r#"apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata:
-  name: httpbin
-  namespace: default
-spec:
-  hosts: ["httpbin.default.svc.cluster.local"]
-  location: MESH_INTERNAL
-  ports:
-  - {{number: 8000, name: http, protocol: HTTP}}
-  resolution: STATIC
-  endpoints:
-  - address: 127.0.0.1
-    ports: {{http: {backend_port}}}
-"#
-    )
+fn httpbin_service(backend_port: u16) -> ServiceEntry {
+    ServiceEntry::new("httpbin")
+        .hosts(&["httpbin.default.svc.cluster.local"])
+        .location("MESH_INTERNAL")
+        .port(Port::of(8000, "http", "HTTP"))
+        .resolution("STATIC")
+        .endpoint(Endpoint::address("127.0.0.1").port("http", backend_port))
 }
 
-/// `gateway.yaml` (unchanged) + the Service stand-in, served with `--port-map 80:<free>`.
-async fn start_httpbin(gateway_yaml: &str) -> Ingress {
+/// `gateway_yaml` (Istio's text, unchanged) + the Service stand-in, served with
+/// `--port-map 80:<free>`.
+async fn start_httpbin(gateway_yaml: &str) -> Harness {
     let be = Backend::http("httpbin").await;
-    let cfg = ConfigDir::new();
-    cfg.write("httpbin-gateway.yaml", gateway_yaml);
-    cfg.write("httpbin-service.yaml", &httpbin_service(be.port()));
-    Ingress::spawn(cfg, vec![(80, free_port())], vec![be], Vec::new())
+    let service = httpbin_service(be.port());
+    Harness::builder()
+        .port(80)
+        .file("httpbin-gateway.yaml", gateway_yaml)
+        .resources("httpbin-service.yaml", &[&service])
+        .keep(be)
+        .start()
+        .await
 }
 
 /// `samples/httpbin/httpbin-gateway.yaml`: Gateway `*` on port 80 and a VirtualService for `*`
@@ -41,8 +33,8 @@ async fn start_httpbin(gateway_yaml: &str) -> Ingress {
 /// path or Host.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn istio_httpbin_sample_routes_every_path_and_host_to_httpbin() {
-    let yaml =
-        std::fs::read_to_string(format!("{CORPUS}/samples/httpbin/httpbin-gateway.yaml")).unwrap();
+    let yaml = std::fs::read_to_string(istio_corpus().join("samples/httpbin/httpbin-gateway.yaml"))
+        .unwrap();
     let ing = start_httpbin(&yaml).await;
     let r = ing.get("httpbin.example.com", "/status/418").await;
     assert_eq!(r.status(), 418);
@@ -61,7 +53,7 @@ async fn istio_httpbin_sample_routes_every_path_and_host_to_httpbin() {
 
 /// The configuration of istio.io's ingress task (docs/tasks/traffic-management/ingress/
 /// ingress-control), reproduced here (it is not in the corpus): host `httpbin.example.com`, only
-/// `/status` and `/delay` routed.
+/// `/status` and `/delay` routed. Raw text on purpose: Istio's document as written is under test.
 const INGRESS_TASK_YAML: &str = r#"apiVersion: networking.istio.io/v1
 kind: Gateway
 metadata:

@@ -12,11 +12,12 @@ use crate::support::ws::{
 use super::*;
 
 /// A gateway routing every host and path to backend `be`.
-async fn to_backend() -> Ingress {
+async fn to_backend() -> Harness {
     IngressBuilder::new()
         .backend(Backend::http("be").await)
-        .routes(&rule("all", &[], &route_to("be")))
+        .routes(vec![all_to("be").name("all")])
         .start()
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -59,7 +60,7 @@ async fn x_request_id_is_generated_when_absent_and_propagated_to_backend_and_log
         assert_eq!(ids.len(), 1, "{e}");
         let id = ids[0].clone();
         assert!(uuid::Uuid::parse_str(&id).is_ok(), "not a UUID: {id}");
-        let line = ing.log_line(&format!("\"GET {path} HTTP/1.1\""));
+        let line = access_line(&ing, &format!("\"GET {path} HTTP/1.1\"")).await;
         assert_eq!(line.get("request_id"), id);
         generated.push(id);
     }
@@ -71,7 +72,7 @@ async fn x_request_id_is_generated_when_absent_and_propagated_to_backend_and_log
         .header("x-request-id", &id);
     let e = echo(send(r).await).await;
     assert_eq!(echoed_header(&e, "x-request-id"), [id.as_str()]);
-    assert_eq!(ing.log_line(&id).get("path"), "/given");
+    assert_eq!(access_line(&ing, &id).await.get("path"), "/given");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,7 +151,7 @@ async fn h2c_prior_knowledge_is_served_on_a_plain_port() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.version(), reqwest::Version::HTTP_2);
     assert_eq!(who(r), "be");
-    let line = ing.log_line(&id);
+    let line = access_line(&ing, &id).await;
     assert_eq!(line.get("protocol"), "HTTP/2");
     assert_eq!(line.get("path"), "/h2c");
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::support::gateway::http_get_blocking;
+use crate::support::gateway::http_get;
 
 use super::*;
 
@@ -10,12 +10,13 @@ use super::*;
 async fn admin_is_ready_after_start_and_config_dump_lists_listeners_and_clusters() {
     let ing = IngressBuilder::new()
         .backend(Backend::http("be").await)
-        .routes(&all_to("be"))
-        .start();
-    let (status, _) = ing.gw.admin_get("/healthz/ready");
+        .routes(vec![all_to("be")])
+        .start()
+        .await;
+    let (status, _) = ing.gw.admin_get("/healthz/ready").await;
     assert_eq!(status, 200);
 
-    let (status, body) = ing.gw.admin_get("/config_dump");
+    let (status, body) = ing.gw.admin_get("/config_dump").await;
     assert_eq!(status, 200);
     let dump: Value = serde_json::from_str(&body).unwrap();
     let listeners = dump["listeners"].as_object().expect("listeners object");
@@ -45,9 +46,10 @@ async fn admin_is_ready_after_start_and_config_dump_lists_listeners_and_clusters
 async fn sigterm_drains_an_in_flight_request_then_exits_zero() {
     let mut ing = IngressBuilder::new()
         .backend(Backend::http("be").await)
-        .routes(&all_to("be"))
+        .routes(vec![all_to("be")])
         .args(&["--drain-timeout", "10"])
-        .start();
+        .start()
+        .await;
     let id = request_id();
     let in_flight = tokio::spawn(send(
         ing.request(reqwest::Method::GET, "d.example.com", "/delay/1500")
@@ -63,7 +65,7 @@ async fn sigterm_drains_an_in_flight_request_then_exits_zero() {
     eventually(
         Duration::from_secs(5),
         "readiness 503 during drain",
-        async || matches!(http_get_blocking(admin, "/healthz/ready"), Ok((503, _))),
+        async || matches!(http_get(admin, "/healthz/ready").await, Ok((503, _))),
     )
     .await;
     let addr = ing.addr();
@@ -86,7 +88,7 @@ async fn sigterm_drains_an_in_flight_request_then_exits_zero() {
     let r = in_flight.await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(echo(r).await["path"], "/delay/1500");
-    let st = ing.gw.wait_exit(Duration::from_secs(20));
+    let st = ing.gw.wait_exit(Duration::from_secs(20)).await;
     assert!(st.success(), "exit status {st}");
     // The drained request was logged before the process ended.
     assert!(

@@ -6,21 +6,26 @@ use reqwest::Method;
 use super::*;
 
 /// A gateway whose rules are: `match: <blocks>` → backend `hit`, then a catch-all → `miss`.
-async fn hit_or_miss(blocks: &[&str]) -> Ingress {
+async fn hit_or_miss(blocks: Vec<Match>) -> Harness {
+    let hit = blocks
+        .into_iter()
+        .fold(HttpRoute::new().name("hit"), HttpRoute::when)
+        .to(&svc("hit"));
     IngressBuilder::new()
         .backend(Backend::http("hit").await)
         .backend(Backend::http("miss").await)
-        .routes(&(rule("hit", blocks, &route_to("hit")) + &all_to("miss")))
+        .routes(vec![hit, all_to("miss")])
         .start()
+        .await
 }
 
-/// A rule sending paths starting with `prefix` to backend `to`.
-fn prefix_to(prefix: &str, to: &str) -> String {
-    rule("", &[&format!("uri: {{prefix: {prefix}}}")], &route_to(to))
+/// A rule sending paths starting with `path_prefix` to backend `to`.
+fn prefix_to(path_prefix: &str, to: &str) -> HttpRoute {
+    when_to(Match::new().uri(prefix(path_prefix)), to)
 }
 
 /// Asserts where each `(path, expected backend)` goes for `Host: m.example.com`.
-async fn assert_paths(ing: &Ingress, cases: &[(&str, &str)]) {
+async fn assert_paths(ing: &Harness, cases: &[(&str, &str)]) {
     let mut got = Vec::new();
     for (path, _) in cases {
         got.push((*path, ing.who("m.example.com", path).await));
@@ -31,7 +36,7 @@ async fn assert_paths(ing: &Ingress, cases: &[(&str, &str)]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uri_exact_matches_the_whole_path_without_query() {
-    let ing = hit_or_miss(&["uri: {exact: /a}"]).await;
+    let ing = hit_or_miss(vec![Match::new().uri(exact("/a"))]).await;
     assert_paths(
         &ing,
         &[
@@ -47,7 +52,7 @@ async fn uri_exact_matches_the_whole_path_without_query() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uri_prefix_is_a_raw_string_prefix() {
-    let ing = hit_or_miss(&["uri: {prefix: /foo}"]).await;
+    let ing = hit_or_miss(vec![Match::new().uri(prefix("/foo"))]).await;
     assert_paths(
         &ing,
         &[
@@ -64,7 +69,7 @@ async fn uri_prefix_is_a_raw_string_prefix() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uri_regex_must_match_the_whole_path() {
-    let ing = hit_or_miss(&["uri: {regex: '/item/[0-9]+'}"]).await;
+    let ing = hit_or_miss(vec![Match::new().uri(regex("/item/[0-9]+"))]).await;
     assert_paths(
         &ing,
         &[
@@ -80,11 +85,11 @@ async fn uri_regex_must_match_the_whole_path() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ignore_uri_case_folds_exact_and_prefix_but_not_regex() {
-    let ing = hit_or_miss(&[
-        "{uri: {exact: /Login}, ignoreUriCase: true}",
-        "{uri: {prefix: /API/}, ignoreUriCase: true}",
-        "{uri: {regex: '/Rx'}, ignoreUriCase: true}",
-        "uri: {exact: /Case}",
+    let ing = hit_or_miss(vec![
+        Match::new().uri(exact("/Login")).ignore_uri_case(),
+        Match::new().uri(prefix("/API/")).ignore_uri_case(),
+        Match::new().uri(regex("/Rx")).ignore_uri_case(),
+        Match::new().uri(exact("/Case")),
     ])
     .await;
     assert_paths(
@@ -105,7 +110,7 @@ async fn ignore_uri_case_folds_exact_and_prefix_but_not_regex() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn method_matches_the_request_method() {
-    let ing = hit_or_miss(&["method: {exact: POST}"]).await;
+    let ing = hit_or_miss(vec![Match::new().method(exact("POST"))]).await;
     let who_with = async |m: Method| who(send(ing.request(m, "m.example.com", "/x")).await);
     assert_eq!(who_with(Method::POST).await, "hit");
     assert_eq!(who_with(Method::GET).await, "miss");
@@ -114,22 +119,22 @@ async fn method_matches_the_request_method() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheme_matches_the_downstream_scheme() {
-    let ing = hit_or_miss(&["scheme: {exact: https}"]).await;
+    let ing = hit_or_miss(vec![Match::new().scheme(exact("https"))]).await;
     // Plain HTTP: never https, whatever the client claims in x-forwarded-proto.
     let r = ing
         .request(Method::GET, "m.example.com", "/")
         .header("x-forwarded-proto", "https");
     assert_eq!(who(send(r).await), "miss");
-    let ing = hit_or_miss(&["scheme: {exact: http}"]).await;
+    let ing = hit_or_miss(vec![Match::new().scheme(exact("http"))]).await;
     assert_eq!(ing.who("m.example.com", "/").await, "hit");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authority_matches_the_raw_host_header() {
-    let ing = hit_or_miss(&[
-        "authority: {prefix: api.}",
-        "authority: {exact: 'exact.example.com'}",
-        "authority: {regex: 're[0-9]\\.example\\.com'}",
+    let ing = hit_or_miss(vec![
+        Match::new().authority(prefix("api.")),
+        Match::new().authority(exact("exact.example.com")),
+        Match::new().authority(regex(r"re[0-9]\.example\.com")),
     ])
     .await;
     assert_eq!(ing.who("api.example.com", "/").await, "hit");
@@ -143,11 +148,11 @@ async fn authority_matches_the_raw_host_header() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn headers_match_exact_prefix_regex_and_presence() {
-    let ing = hit_or_miss(&[
-        "headers: {x-exact: {exact: 'v1'}}",
-        "headers: {x-prefix: {prefix: 'abc'}}",
-        "headers: {x-regex: {regex: '[0-9]+'}}",
-        "headers: {x-present: {}}",
+    let ing = hit_or_miss(vec![
+        Match::new().header("x-exact", exact("v1")),
+        Match::new().header("x-prefix", prefix("abc")),
+        Match::new().header("x-regex", regex("[0-9]+")),
+        Match::new().header("x-present", present()),
     ])
     .await;
     let with = async |name: &str, value: &str| {
@@ -174,8 +179,8 @@ async fn headers_match_exact_prefix_regex_and_presence() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_headers_inverts_and_treats_a_missing_header_as_empty() {
     // Not `x-env: prod`.
-    let ing = hit_or_miss(&["withoutHeaders: {x-env: {exact: prod}}"]).await;
-    let with = async |ing: &Ingress, h: Option<(&str, &str)>| {
+    let ing = hit_or_miss(vec![Match::new().without_header("x-env", exact("prod"))]).await;
+    let with = async |ing: &Harness, h: Option<(&str, &str)>| {
         let mut r = ing.request(Method::GET, "m.example.com", "/");
         if let Some((k, v)) = h {
             r = r.header(k, v);
@@ -187,12 +192,12 @@ async fn without_headers_inverts_and_treats_a_missing_header_as_empty() {
     assert_eq!(with(&ing, Some(("x-env", "prod"))).await, "miss");
 
     // Presence, inverted: only requests without the header.
-    let ing = hit_or_miss(&["withoutHeaders: {x-debug: {}}"]).await;
+    let ing = hit_or_miss(vec![Match::new().without_header("x-debug", present())]).await;
     assert_eq!(with(&ing, None).await, "hit");
     assert_eq!(with(&ing, Some(("x-debug", "1"))).await, "miss");
 
     // `a*` matches the empty string, so a request without the header is excluded too.
-    let ing = hit_or_miss(&["withoutHeaders: {x-a: {regex: 'a*'}}"]).await;
+    let ing = hit_or_miss(vec![Match::new().without_header("x-a", regex("a*"))]).await;
     assert_eq!(with(&ing, None).await, "miss");
     assert_eq!(with(&ing, Some(("x-a", "aaa"))).await, "miss");
     assert_eq!(with(&ing, Some(("x-a", "b"))).await, "hit");
@@ -200,11 +205,11 @@ async fn without_headers_inverts_and_treats_a_missing_header_as_empty() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn query_params_match_exact_prefix_regex_and_presence() {
-    let ing = hit_or_miss(&[
-        "queryParams: {v: {exact: '2'}}",
-        "queryParams: {p: {prefix: 'ab'}}",
-        "queryParams: {r: {regex: '[a-z]+'}}",
-        "queryParams: {flag: {}}",
+    let ing = hit_or_miss(vec![
+        Match::new().query_param("v", exact("2")),
+        Match::new().query_param("p", prefix("ab")),
+        Match::new().query_param("r", regex("[a-z]+")),
+        Match::new().query_param("flag", present()),
     ])
     .await;
     assert_paths(
@@ -233,8 +238,9 @@ async fn match_port_compares_the_gateway_server_port() {
         .server(81, &["*"])
         .backend(Backend::http("hit").await)
         .backend(Backend::http("miss").await)
-        .routes(&(rule("", &["port: 81"], &route_to("hit")) + &all_to("miss")))
-        .start();
+        .routes(vec![when_to(Match::new().port(81), "hit"), all_to("miss")])
+        .start()
+        .await;
     // Both listen on mapped ports; `port` is the one the Gateway declares.
     let on = async |yaml_port: u16| {
         let url = format!("http://{}/", ing.addr_of(yaml_port));
@@ -246,9 +252,11 @@ async fn match_port_compares_the_gateway_server_port() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn match_blocks_are_ored_and_conditions_within_a_block_anded() {
-    let ing = hit_or_miss(&[
-        "uri: {prefix: /a}\nmethod: {exact: GET}",
-        "headers: {x-b: {exact: '1'}}\nqueryParams: {q: {exact: '1'}}",
+    let ing = hit_or_miss(vec![
+        Match::new().uri(prefix("/a")).method(exact("GET")),
+        Match::new()
+            .header("x-b", exact("1"))
+            .query_param("q", exact("1")),
     ])
     .await;
     let req = async |m: Method, path: &str, xb: bool| {
@@ -276,14 +284,21 @@ async fn first_matching_rule_wins_in_order_not_by_specificity() {
         .vs(
             "general-first",
             &["g.example.com"],
-            &(prefix_to("/api", "general") + &prefix_to("/api/v2", "specific")),
+            vec![
+                prefix_to("/api", "general"),
+                prefix_to("/api/v2", "specific"),
+            ],
         )
         .vs(
             "specific-first",
             &["s.example.com"],
-            &(prefix_to("/api/v2", "specific") + &prefix_to("/api", "general")),
+            vec![
+                prefix_to("/api/v2", "specific"),
+                prefix_to("/api", "general"),
+            ],
         )
-        .start();
+        .start()
+        .await;
     assert_eq!(ing.who("g.example.com", "/api/v2/x").await, "general");
     assert_eq!(ing.who("g.example.com", "/api/x").await, "general");
     assert_eq!(ing.who("s.example.com", "/api/v2/x").await, "specific");
@@ -299,19 +314,24 @@ async fn routes_of_two_virtual_services_for_one_host_are_concatenated_with_catch
         .backend(Backend::http("newer").await)
         // Istio orders by creation time first: the older VS comes first although its name
         // sorts last. Its catch-all moves behind every route of the newer VS.
-        .vs_with_meta(
+        .virtual_service(
             "z-older",
-            "creationTimestamp: \"2020-01-01T00:00:00Z\"",
-            &host,
-            &(prefix_to("/shared", "older") + &prefix_to("/", "older-catch-all")),
+            VirtualService::new("z-older")
+                .created("2020-01-01T00:00:00Z")
+                .hosts(&host)
+                .http(prefix_to("/shared", "older"))
+                .http(prefix_to("/", "older-catch-all")),
         )
-        .vs_with_meta(
+        .virtual_service(
             "a-newer",
-            "creationTimestamp: \"2021-01-01T00:00:00Z\"",
-            &host,
-            &(prefix_to("/shared", "newer") + &prefix_to("/new", "newer")),
+            VirtualService::new("a-newer")
+                .created("2021-01-01T00:00:00Z")
+                .hosts(&host)
+                .http(prefix_to("/shared", "newer"))
+                .http(prefix_to("/new", "newer")),
         )
-        .start();
+        .start()
+        .await;
     assert_eq!(ing.who("cat.example.com", "/shared").await, "older");
     assert_eq!(ing.who("cat.example.com", "/new").await, "newer");
     assert_eq!(
@@ -327,11 +347,12 @@ async fn virtual_host_is_exact_then_longest_wildcard_then_any_ignoring_port_and_
         .backend(Backend::http("wild").await)
         .backend(Backend::http("wild-b").await)
         .backend(Backend::http("any").await)
-        .vs("exact", &["a.b.example.com"], &all_to("exact"))
-        .vs("wild", &["*.example.com"], &all_to("wild"))
-        .vs("wild-b", &["*.b.example.com"], &all_to("wild-b"))
-        .vs("any", &["*"], &all_to("any"))
-        .start();
+        .vs("exact", &["a.b.example.com"], vec![all_to("exact")])
+        .vs("wild", &["*.example.com"], vec![all_to("wild")])
+        .vs("wild-b", &["*.b.example.com"], vec![all_to("wild-b")])
+        .vs("any", &["*"], vec![all_to("any")])
+        .start()
+        .await;
     let cases = [
         ("a.b.example.com", "exact"),
         ("A.B.Example.COM", "exact"),
@@ -358,14 +379,14 @@ async fn dot_segments_are_resolved_before_matching_and_forwarding() {
     // segments), so `..` cannot walk from an open prefix into a protected one.
     let ing = IngressBuilder::new()
         .backend(Backend::http("be").await)
-        .routes(
-            &(rule(
-                "",
-                &["uri: {prefix: /admin}"],
-                "directResponse: {status: 403}",
-            ) + &all_to("be")),
-        )
-        .start();
+        .routes(vec![
+            HttpRoute::new()
+                .when(Match::new().uri(prefix("/admin")))
+                .direct_response(DirectResponse::status(403)),
+            all_to("be"),
+        ])
+        .start()
+        .await;
     let get = async |path: &str| {
         raw_http(
             ing.addr(),
@@ -399,9 +420,14 @@ async fn gateway_server_hosts_limit_what_a_virtual_service_serves() {
         .server(80, &["*.example.com"])
         .backend(Backend::http("any").await)
         .backend(Backend::http("listed").await)
-        .vs("any", &["*"], &all_to("any"))
-        .vs("listed", &["a.example.com", "other.org"], &all_to("listed"))
-        .start();
+        .vs("any", &["*"], vec![all_to("any")])
+        .vs(
+            "listed",
+            &["a.example.com", "other.org"],
+            vec![all_to("listed")],
+        )
+        .start()
+        .await;
     assert_eq!(ing.who("a.example.com", "/").await, "listed");
     assert_eq!(ing.who("b.example.com", "/").await, "any");
     assert_eq!(ing.who("other.org", "/").await, "status 404");

@@ -1,8 +1,8 @@
 //! Real upstream servers on loopback for the gateway to proxy to.
 //!
 //! Each [`Backend`] runs on its own thread with its own single-threaded tokio runtime, so it
-//! works from any test (sync or async, any runtime flavour) and keeps serving while the test
-//! thread blocks (e.g. in [`Gateway::wait_for_log`](super::gateway::Gateway::wait_for_log)).
+//! works from any test (any runtime flavour) and keeps serving whatever the test's own runtime
+//! is busy with.
 //! Dropping the `Backend` closes the listener and every open connection before `drop` returns.
 //!
 //! HTTP behaviour (paths are matched on the request path as received, query ignored):
@@ -210,11 +210,10 @@ impl BackendBuilder {
 
     /// Binds and starts serving; the listener is accepting when this returns.
     pub async fn start(self) -> Backend {
-        self.start_blocking()
+        self.spawn()
     }
 
-    /// Same as [`start`](Self::start), for non-async code.
-    pub fn start_blocking(self) -> Backend {
+    fn spawn(self) -> Backend {
         let std_listener = std::net::TcpListener::bind(self.bind)
             .unwrap_or_else(|e| panic!("backend {} bind {}: {e}", self.name, self.bind));
         std_listener.set_nonblocking(true).unwrap();

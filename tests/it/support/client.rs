@@ -234,12 +234,26 @@ pub async fn tls_connect(
 /// Sends `request` verbatim over a new TCP connection and returns the response as text.
 /// Reads until the response is complete (Content-Length, chunked terminator, no body for
 /// HEAD/CONNECT-2xx/1xx/204/304) or the server closes; 10 s overall limit (then returns what
-/// arrived). For absolute-form, CONNECT, malformed requests...
+/// arrived). For absolute-form, CONNECT, malformed requests... Panics if it cannot connect.
 pub async fn raw_http(addr: SocketAddr, request: impl AsRef<[u8]>) -> String {
-    let mut s = TcpStream::connect(addr)
+    try_raw_http(addr, request)
         .await
-        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    raw_exchange(&mut s, request.as_ref()).await
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"))
+}
+
+/// [`raw_http`], with a connection failure as `Err`.
+pub async fn try_raw_http(addr: SocketAddr, request: impl AsRef<[u8]>) -> std::io::Result<String> {
+    let mut s = tokio::time::timeout(TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| std::io::Error::other(format!("connect {addr}: timed out")))??;
+    Ok(raw_exchange(&mut s, request.as_ref()).await)
+}
+
+/// `GET path HTTP/1.1` with `Host: host`, `extra` header lines (each ending in `\r\n`) and
+/// `Connection: close` when `close`.
+pub fn get_request(host: &str, path: &str, extra: &str, close: bool) -> String {
+    let conn = if close { "Connection: close\r\n" } else { "" };
+    format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: portcullis-it\r\n{extra}{conn}\r\n")
 }
 
 /// [`raw_http`] over TLS (see [`tls_connect`] for `opts`). Err on handshake failure or if the
@@ -336,4 +350,94 @@ pub fn raw_status(response: &str) -> u16 {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0)
+}
+
+/// A raw HTTP/1.1 response, parsed: status, headers, and the body (de-chunked).
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: u16,
+    /// The status line and header lines.
+    pub head: String,
+    /// Header names lower-cased, in order.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    /// The whole response as received (for messages).
+    pub raw: String,
+}
+
+impl Resp {
+    /// Parses `raw`; a response without a complete head has status 0 and no headers.
+    pub fn parse(raw: &str) -> Resp {
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((raw, ""));
+        let headers: Vec<(String, String)> = head
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        let chunked = headers
+            .iter()
+            .any(|(k, v)| k == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked"));
+        Resp {
+            status: raw_status(raw),
+            head: head.to_string(),
+            headers,
+            body: if chunked {
+                dechunk(body)
+            } else {
+                body.to_string()
+            },
+            raw: raw.to_string(),
+        }
+    }
+
+    /// [`parse`](Self::parse), or `None` unless the head is complete.
+    pub fn try_parse(raw: &str) -> Option<Resp> {
+        raw.contains("\r\n\r\n").then(|| Self::parse(raw))
+    }
+
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON (a backend's echo).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not a JSON echo ({e}): {}", self.raw))
+    }
+}
+
+/// The payload of a chunked body (chunk extensions and trailers dropped).
+pub fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let size = size.split(';').next().unwrap_or_default().trim();
+        let n = usize::from_str_radix(size, 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].strip_prefix("\r\n").unwrap_or(&rest[n..]);
+    }
+    out
+}
+
+/// Sends and panics on transport errors (with the error chain).
+pub async fn send(req: reqwest::RequestBuilder) -> reqwest::Response {
+    match req.send().await {
+        Ok(r) => r,
+        Err(e) => {
+            let mut msg = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                msg.push_str(&format!(": {s}"));
+                src = s.source();
+            }
+            panic!("request failed: {msg}")
+        }
+    }
 }

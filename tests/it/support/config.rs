@@ -1,6 +1,6 @@
 //! A temporary configuration directory for the gateway's `--config` (or `--certs`).
 //!
-//! Tests build YAML with `format!` and write it here. [`ConfigDir::write`] is atomic
+//! Tests build YAML with [`super::yaml`] and write it here. [`ConfigDir::write`] is atomic
 //! (temp file + rename, as editors and `kubectl cp` do); [`ConfigDir::write_in_place`]
 //! truncates and rewrites the existing inode (a reader may see a partial file).
 

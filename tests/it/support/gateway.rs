@@ -1,28 +1,30 @@
 //! The real `portcullis` binary as a child process.
 //!
-//! [`Gateway::start`] spawns `portcullis run --config <dir> [--certs <dir>] --admin
+//! [`GatewayProcess::start`] spawns `portcullis run --config <dir> [--certs <dir>] --admin
 //! 127.0.0.1:<free port> [--labels ..] [--port-map ..] <extra_args>`, captures stdout+stderr
 //! line by line (echoed to the test's stderr as `[gw <pid>] ...`, shown by the test harness on
 //! failure) and waits until `GET /healthz/ready` on the admin port answers 200.
 //!
-//! All waiting is polling with short intervals up to a deadline. Everything here is blocking
-//! (std only), usable from sync tests and from `multi_thread` tokio tests.
+//! All waiting is async polling (`tokio::time::sleep`) with short intervals up to a deadline;
+//! output is captured by two reader threads so it keeps flowing whatever the test does.
+//! Tests normally reach this through [`Harness`](super::harness::Harness).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::client::{get_request, try_raw_http, Resp};
 use super::ports::free_port;
 
 /// Poll interval for every wait in this module.
 const POLL: Duration = Duration::from_millis(20);
-/// How long [`Gateway::start`] waits for readiness.
+/// How long [`GatewayProcess::start`] waits for readiness.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Options for [`Gateway::start`]. `GatewayOpts::new(dir)` or struct update syntax with
+/// Options for [`GatewayProcess::start`]. `GatewayOpts::new(dir)` or struct update syntax with
 /// `..Default::default()`.
 #[derive(Clone, Debug)]
 pub struct GatewayOpts {
@@ -77,7 +79,7 @@ pub fn port_map(pairs: &[(u16, u16)]) -> String {
 
 /// A running gateway process. Drop sends SIGKILL if it is still running.
 #[derive(Debug)]
-pub struct Gateway {
+pub struct GatewayProcess {
     child: Child,
     pid: u32,
     admin: SocketAddr,
@@ -128,56 +130,28 @@ fn spawn_reader(
     })
 }
 
-/// Blocking `GET path` on `addr` with `Connection: close`; returns `(status, body)`.
-pub fn http_get_blocking(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.set_write_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nUser-Agent: portcullis-it\r\n\r\n"
-    )?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf)?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("bad response: {text:?}")))?;
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let chunked = head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked");
-    Ok((
-        status,
-        if chunked {
-            dechunk(body)
-        } else {
-            body.to_string()
-        },
-    ))
+/// `GET path` on `addr` (a new connection, `Connection: close`); returns `(status, body)`.
+pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let raw = try_raw_http(addr, get_request(&addr.to_string(), path, "", true)).await?;
+    let resp = Resp::try_parse(&raw)
+        .ok_or_else(|| std::io::Error::other(format!("bad response: {raw:?}")))?;
+    Ok((resp.status, resp.body))
 }
 
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.split(';').next().unwrap().trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].strip_prefix("\r\n").unwrap_or(&rest[n..]);
-    }
-    out
-}
-
-impl Gateway {
+impl GatewayProcess {
     /// Spawns the gateway and (unless `wait_ready == false`) waits up to 30 s for
     /// `/healthz/ready` == 200. Panics with the captured logs if the process exits first or the
     /// deadline passes.
-    pub fn start(opts: GatewayOpts) -> Gateway {
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    pub async fn start(opts: GatewayOpts) -> GatewayProcess {
+        let mut gw = Self::spawn(&opts);
+        if opts.wait_ready {
+            gw.wait_ready(READY_TIMEOUT).await;
+        }
+        gw
+    }
+
+    fn spawn(opts: &GatewayOpts) -> GatewayProcess {
+        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
         cmd.arg("run").arg("--config").arg(&opts.config_dir);
         if let Some(c) = &opts.certs_dir {
@@ -211,33 +185,29 @@ impl Gateway {
             spawn_reader(pid, child.stdout.take().unwrap(), logs.clone()),
             spawn_reader(pid, child.stderr.take().unwrap(), logs.clone()),
         ];
-        let mut gw = Gateway {
+        GatewayProcess {
             child,
             pid,
             admin,
             logs,
             readers,
             exit: None,
-        };
-        if opts.wait_ready {
-            gw.wait_ready(READY_TIMEOUT);
         }
-        gw
     }
 
     /// Polls `/healthz/ready` until 200; panics (with logs) on early exit or after `timeout`.
-    pub fn wait_ready(&mut self, timeout: Duration) {
+    pub async fn wait_ready(&mut self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         let mut last;
         loop {
             if let Some(status) = self.try_exit_status() {
-                self.join_readers();
+                self.finish_readers().await;
                 panic!(
                     "gateway exited before becoming ready: {status}\n--- logs ---\n{}",
                     self.logs().join("\n")
                 );
             }
-            match http_get_blocking(self.admin, "/healthz/ready") {
+            match http_get(self.admin, "/healthz/ready").await {
                 Ok((200, _)) => return,
                 Ok((code, body)) => last = format!("status {code}: {body}"),
                 Err(e) => last = e.to_string(),
@@ -245,21 +215,23 @@ impl Gateway {
             if Instant::now() > deadline {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
-                self.join_readers();
+                self.finish_readers().await;
                 panic!(
                     "gateway not ready within {timeout:?} (last: {last})\n--- logs ---\n{}",
                     self.logs().join("\n")
                 );
             }
-            std::thread::sleep(POLL);
+            tokio::time::sleep(POLL).await;
         }
     }
 
-    fn join_readers(&mut self) {
-        // The pipes close when the process exits; readers then finish promptly.
-        for r in self.readers.drain(..) {
-            let _ = r.join();
+    /// Waits (up to 5 s) for the output readers to reach the end of the exited process's pipes.
+    async fn finish_readers(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.readers.iter().any(|r| !r.is_finished()) && Instant::now() < deadline {
+            tokio::time::sleep(POLL).await;
         }
+        self.readers.retain(|r| !r.is_finished());
     }
 
     fn try_exit_status(&mut self) -> Option<ExitStatus> {
@@ -283,9 +255,9 @@ impl Gateway {
         format!("http://{}{}", self.admin, path)
     }
 
-    /// Blocking GET on the admin port; returns `(status, body)`; panics if unreachable.
-    pub fn admin_get(&self, path: &str) -> (u16, String) {
-        http_get_blocking(self.admin, path).unwrap_or_else(|e| {
+    /// GET on the admin port; returns `(status, body)`; panics if unreachable.
+    pub async fn admin_get(&self, path: &str) -> (u16, String) {
+        http_get(self.admin, path).await.unwrap_or_else(|e| {
             panic!(
                 "admin GET {path}: {e}\n--- logs ---\n{}",
                 self.logs().join("\n")
@@ -312,27 +284,55 @@ impl Gateway {
 
     /// Waits until some line (including earlier ones) contains `substr`; returns it.
     /// Panics with all logs after `timeout`.
-    pub fn wait_for_log(&self, substr: &str, timeout: Duration) -> String {
-        self.wait_for_log_after(0, substr, timeout)
+    pub async fn wait_for_log(&self, substr: &str, timeout: Duration) -> String {
+        self.wait_for_log_after(0, substr, timeout).await
     }
 
     /// Like [`wait_for_log`](Self::wait_for_log) but only lines with index >= `mark`.
-    pub fn wait_for_log_after(&self, mark: usize, substr: &str, timeout: Duration) -> String {
+    pub async fn wait_for_log_after(&self, mark: usize, substr: &str, timeout: Duration) -> String {
+        self.wait_for_line(mark, timeout, &format!("{substr:?}"), |l| {
+            l.contains(substr)
+        })
+        .await
+    }
+
+    /// Waits until some line contains every one of `needles`; returns it.
+    pub async fn wait_for_log_all(&self, needles: &[&str], timeout: Duration) -> String {
+        self.wait_for_line(0, timeout, &format!("all of {needles:?}"), |l| {
+            needles.iter().all(|n| l.contains(n))
+        })
+        .await
+    }
+
+    /// Waits until a line with index >= `mark` satisfies `pred`; panics with all logs (saying
+    /// it looked for `what`) after `timeout`.
+    pub async fn wait_for_line(
+        &self,
+        mark: usize,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
         let deadline = Instant::now() + timeout;
         loop {
-            {
-                let logs = self.logs.lock().unwrap();
-                if let Some(l) = logs.iter().skip(mark).find(|l| l.contains(substr)) {
-                    return l.clone();
-                }
+            let found = self
+                .logs
+                .lock()
+                .unwrap()
+                .iter()
+                .skip(mark)
+                .find(|l| pred(l))
+                .cloned();
+            if let Some(line) = found {
+                return line;
             }
             if Instant::now() > deadline {
                 panic!(
-                    "no log line containing {substr:?} within {timeout:?}\n--- logs ---\n{}",
+                    "no log line with {what} within {timeout:?}\n--- logs ---\n{}",
                     self.logs().join("\n")
                 );
             }
-            std::thread::sleep(POLL);
+            tokio::time::sleep(POLL).await;
         }
     }
 
@@ -363,11 +363,11 @@ impl Gateway {
 
     /// Waits for the process to exit; panics with logs after `timeout`. All output is captured
     /// when this returns.
-    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+    pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(st) = self.try_exit_status() {
-                self.join_readers();
+                self.finish_readers().await;
                 return st;
             }
             if Instant::now() > deadline {
@@ -376,12 +376,12 @@ impl Gateway {
                     self.logs().join("\n")
                 );
             }
-            std::thread::sleep(POLL);
+            tokio::time::sleep(POLL).await;
         }
     }
 }
 
-impl Drop for Gateway {
+impl Drop for GatewayProcess {
     fn drop(&mut self) {
         if self.try_exit_status().is_none() {
             let _ = self.child.kill();

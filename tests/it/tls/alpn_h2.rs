@@ -11,16 +11,17 @@ async fn alpn_negotiates_h2_on_a_simple_server_and_the_request_is_served() {
     let cert = root.server_cert(&["h2.example.com"]);
     let be = Backend::http("alpn-backend").await;
     let (se, dest) = service_entry("alpn-backend.internal", &be, "HTTP");
-    let edge = Edge::start(
+    let edge = edge(
         credentials(&[("h2", &cert, None)]),
         &[443],
         &[
-            gateway("edge", vec![https(443, &["h2.example.com"], simple("h2"))]),
-            http_route("h2", &["h2.example.com"], "edge", &dest),
-            se,
+            &gateway("edge", vec![https(443, &["h2.example.com"], simple("h2"))]),
+            &http_route("h2", &["h2.example.com"], "edge", &dest),
+            &se,
         ],
-    );
-    let addr = edge.addr(443);
+    )
+    .await;
+    let addr = edge.addr_of(443);
     for (offer, want) in [
         (&["h2", "http/1.1"][..], "h2"),
         (&["http/1.1", "h2"][..], "h2"),
@@ -63,32 +64,24 @@ async fn upstream_is_reached_over_h2_for_http2_and_grpc_ports_and_h2_upgrade_pol
         ("upgrade.example.com", "HTTP", Some("UPGRADE")),
     ];
     let mut backends = Vec::new();
-    let mut docs = vec![gateway(
-        "edge",
-        vec![https(443, &["*.example.com"], simple("h2"))],
-    )];
+    let mut all =
+        vec![gateway("edge", vec![https(443, &["*.example.com"], simple("h2"))]).to_value()];
     for (host, protocol, upgrade) in cases {
         let name = host.split('.').next().unwrap();
         let be = Backend::builder(name).h2c_only().start().await;
         let upstream = format!("{name}-backend.internal");
         let (se, dest) = service_entry(&upstream, &be, protocol);
-        docs.push(se);
-        docs.push(http_route(name, &[host], "edge", &dest));
+        all.push(se.to_value());
+        all.push(http_route(name, &[host], "edge", &dest).to_value());
         if let Some(policy) = upgrade {
-            docs.push(json!({
-                "apiVersion": "networking.istio.io/v1",
-                "kind": "DestinationRule",
-                "metadata": {"name": name, "namespace": "default"},
-                "spec": {
-                    "host": upstream,
-                    "trafficPolicy": {"connectionPool": {"http": {"h2UpgradePolicy": policy}}},
-                },
-            }));
+            let pool = ConnectionPool::new().h2_upgrade_policy(policy);
+            let dr = DestinationRule::new(name, &upstream).policy(TrafficPolicy::new().pool(pool));
+            all.push(dr.to_value());
         }
         backends.push(be);
     }
-    let edge = Edge::start(credentials(&[("h2", &cert, None)]), &[443], &docs);
-    let addr = edge.addr(443);
+    let edge = edge(credentials(&[("h2", &cert, None)]), &[443], &docs(&all)).await;
+    let addr = edge.addr_of(443);
 
     for ((host, protocol, _), be) in cases.iter().zip(&backends) {
         for http1_client in [false, true] {

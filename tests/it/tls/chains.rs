@@ -17,32 +17,29 @@ async fn full_chain_is_served_from_credential_and_from_file_paths() {
     let (crt, key) = files.write_files(&certs.path().join("plain-files"), "files");
     let be = Backend::http("chain-backend").await;
     let (se, dest) = service_entry("chain-backend.internal", &be, "HTTP");
-    let file_tls = json!({
-        "mode": "SIMPLE",
-        "serverCertificate": crt.to_str().unwrap(),
-        "privateKey": key.to_str().unwrap(),
-    });
-    let edge = Edge::start(
+    let file_tls = ServerTls::mode("SIMPLE").files(crt.to_str().unwrap(), key.to_str().unwrap());
+    let edge = edge(
         certs,
         &[443],
         &[
-            gateway(
+            &gateway(
                 "edge",
                 vec![
                     https(443, &["chain.example.com"], simple("chain")),
                     https(443, &["files.example.com"], file_tls),
                 ],
             ),
-            http_route(
+            &http_route(
                 "chain",
                 &["chain.example.com", "files.example.com"],
                 "edge",
                 &dest,
             ),
-            se,
+            &se,
         ],
-    );
-    let addr = edge.addr(443);
+    )
+    .await;
+    let addr = edge.addr_of(443);
 
     for (host, ck) in [("chain.example.com", &cred), ("files.example.com", &files)] {
         // The client trusts only the root: it verifies only if the intermediate is sent.
@@ -78,11 +75,11 @@ async fn rsa_and_ecdsa_credential_names_are_chosen_by_client_ciphers() {
     let ecdsa = root.server_cert(&sans);
     let certs = credentials(&[("dual-rsa", &rsa, None), ("dual-ecdsa", &ecdsa, None)]);
     let dual =
-        |first: &str, second: &str| json!({"mode": "SIMPLE", "credentialNames": [first, second]});
-    let edge = Edge::start(
+        |first: &str, second: &str| ServerTls::mode("SIMPLE").credential_names(&[first, second]);
+    let edge = edge(
         certs,
         &[443],
-        &[gateway(
+        &[&gateway(
             "edge",
             vec![
                 https(443, &["dual.example.com"], dual("dual-rsa", "dual-ecdsa")),
@@ -93,8 +90,9 @@ async fn rsa_and_ecdsa_credential_names_are_chosen_by_client_ciphers() {
                 ),
             ],
         )],
-    );
-    let addr = edge.addr(443);
+    )
+    .await;
+    let addr = edge.addr_of(443);
 
     for host in sans {
         for (ciphers, want, what) in [

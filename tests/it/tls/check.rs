@@ -6,11 +6,11 @@ use std::time::Duration;
 use super::*;
 use crate::support::cli::run_check;
 
-#[test]
-fn check_and_run_reject_istio_mutual_and_auto_passthrough_with_a_reason() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_and_run_reject_istio_mutual_and_auto_passthrough_with_a_reason() {
     for (server, reason) in [
         (
-            https(443, &["a.example.com"], json!({"mode": "ISTIO_MUTUAL"})),
+            https(443, &["a.example.com"], ServerTls::mode("ISTIO_MUTUAL")),
             "spec.servers[0].tls.mode: ISTIO_MUTUAL needs Istio's mesh certificates, which a standalone gateway does not have",
         ),
         (
@@ -18,14 +18,14 @@ fn check_and_run_reject_istio_mutual_and_auto_passthrough_with_a_reason() {
                 15443,
                 "TLS",
                 &["*.local"],
-                Some(json!({"mode": "AUTO_PASSTHROUGH"})),
+                Some(ServerTls::mode("AUTO_PASSTHROUGH")),
             ),
             "spec.servers[0].tls.mode: AUTO_PASSTHROUGH routes by Istio's internal SNI scheme for multi-network meshes and is not supported",
         ),
     ] {
         let cfg = ConfigDir::new();
-        cfg.write("edge.yaml", &yaml(&[gateway("edge", vec![server])]));
-        let (code, stdout, stderr) = run_check(cfg.path(), None);
+        cfg.write("edge.yaml", &gateway("edge", vec![server]).yaml());
+        let (code, stdout, stderr) = run_check(cfg.path(), None).await;
         assert_eq!(code, 1, "{stdout}{stderr}");
         let line = stdout
             .lines()
@@ -37,13 +37,14 @@ fn check_and_run_reject_istio_mutual_and_auto_passthrough_with_a_reason() {
         );
         assert!(!line.contains("warning"), "{line}");
 
-        let mut gw = Gateway::start(GatewayOpts {
-            wait_ready: false,
-            port_map: Some(crate::support::gateway::port_map(&[(443, free_port()), (15443, free_port())])),
-            ..GatewayOpts::new(cfg.path())
-        });
-        let status = gw.wait_exit(Duration::from_secs(30));
+        let mut run = Harness::builder()
+            .config(cfg)
+            .ports(&[443, 15443])
+            .expect_exit()
+            .start()
+            .await;
+        let status = run.gw.wait_exit(Duration::from_secs(30)).await;
         assert!(!status.success(), "run must refuse this config");
-        assert!(gw.logs_contain(reason), "{:#?}", gw.logs());
+        assert!(run.gw.logs_contain(reason), "{:#?}", run.gw.logs());
     }
 }

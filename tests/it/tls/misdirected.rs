@@ -14,24 +14,25 @@ async fn a_request_for_another_servers_host_gets_421_and_an_unserved_host_404() 
     let be_b = Backend::http("backend-b").await;
     let (se_a, dest_a) = service_entry("backend-a.internal", &be_a, "HTTP");
     let (se_b, dest_b) = service_entry("backend-b.internal", &be_b, "HTTP");
-    let edge = Edge::start(
+    let edge = edge(
         credentials(&[("cert-a", &cert_a, None), ("cert-b", &cert_b, None)]),
         &[443],
         &[
-            gateway(
+            &gateway(
                 "edge",
                 vec![
                     https(443, &["a.example.com"], simple("cert-a")),
                     https(443, &["b.example.com"], simple("cert-b")),
                 ],
             ),
-            http_route("a", &["a.example.com"], "edge", &dest_a),
-            http_route("b", &["b.example.com"], "edge", &dest_b),
-            se_a,
-            se_b,
+            &http_route("a", &["a.example.com"], "edge", &dest_a),
+            &http_route("b", &["b.example.com"], "edge", &dest_b),
+            &se_a,
+            &se_b,
         ],
-    );
-    let addr = edge.addr(443);
+    )
+    .await;
+    let addr = edge.addr_of(443);
 
     for (sni, own, own_backend, other, cert) in [
         (
@@ -59,7 +60,7 @@ async fn a_request_for_another_servers_host_gets_421_and_an_unserved_host_404() 
             200,
             "{sni} on its own connection: {resp}"
         );
-        assert_eq!(raw_header(&resp, "x-backend").as_deref(), Some(own_backend));
+        assert_eq!(Resp::parse(&resp).header("x-backend"), Some(own_backend));
 
         let before = (be_a.requests(), be_b.requests());
         let resp = raw_exchange(&mut conn, get(other, "/other").as_bytes()).await;

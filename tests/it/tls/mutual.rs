@@ -13,7 +13,7 @@ use crate::support::client::{raw_https, raw_status, tls_connect, TlsClientOpts};
 const GOOD_URI: &str = "spiffe://edge.test/ns/default/sa/good";
 
 struct Mtls {
-    edge: Edge,
+    edge: Harness,
     backend: Backend,
     server_root: Ca,
     /// Issued by the client CA the servers trust, with [`GOOD_URI`]: pinned by every check.
@@ -54,53 +54,42 @@ impl Mtls {
             .collect::<Vec<_>>()
             .join(":");
         let servers = vec![
-            https(
-                443,
-                &["mutual.example.com"],
-                tls_with("MUTUAL", "mtls", json!({})),
-            ),
+            https(443, &["mutual.example.com"], ServerTls::mutual("mtls")),
             https(
                 443,
                 &["san.example.com"],
-                tls_with("MUTUAL", "mtls", json!({"subjectAltNames": [GOOD_URI]})),
+                ServerTls::mutual("mtls").subject_alt_names(&[GOOD_URI]),
             ),
             https(
                 443,
                 &["spki.example.com"],
-                tls_with(
-                    "MUTUAL",
-                    "mtls",
-                    json!({"verifyCertificateSpki": [good.spki_sha256_b64()]}),
-                ),
+                ServerTls::mutual("mtls").verify_spki(&[&good.spki_sha256_b64()]),
             ),
             // Istio accepts the colon-separated form too.
             https(
                 443,
                 &["hash.example.com"],
-                tls_with(
-                    "MUTUAL",
-                    "mtls",
-                    json!({"verifyCertificateHash": [colon_hash]}),
-                ),
+                ServerTls::mutual("mtls").verify_hash(&[&colon_hash]),
             ),
             https(
                 443,
                 &["optional.example.com"],
-                tls_with("OPTIONAL_MUTUAL", "split", json!({})),
+                ServerTls::optional_mutual("split"),
             ),
             https(443, &["simple.example.com"], simple("mtls")),
         ];
         let backend = Backend::http("mtls-backend").await;
         let (se, dest) = service_entry("mtls-backend.internal", &backend, "HTTP");
-        let edge = Edge::start(
+        let edge = edge(
             certs,
             &[443],
             &[
-                gateway("edge", servers),
-                http_route("mtls", &["*.example.com"], "edge", &dest),
-                se,
+                &gateway("edge", servers),
+                &http_route("mtls", &["*.example.com"], "edge", &dest),
+                &se,
             ],
-        );
+        )
+        .await;
         Mtls {
             edge,
             backend,
@@ -121,7 +110,7 @@ impl Mtls {
     ) -> Result<String, String> {
         let opts = TlsClientOpts::new(Some(host), Some(&self.server_root), client, &[]);
         let req = format!("GET /mtls HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n");
-        raw_https(self.edge.addr(443), &opts, req).await
+        raw_https(self.edge.addr_of(443), &opts, req).await
     }
 
     async fn accepted(&self, host: &str, client: Option<&CertKey>, what: &str) {
@@ -137,7 +126,7 @@ impl Mtls {
     /// the alert cannot be lost to a reset for unread request bytes.
     async fn rejected(&self, host: &str, client: Option<&CertKey>, alert: &str, what: &str) {
         let opts = TlsClientOpts::new(Some(host), Some(&self.server_root), client, &[]);
-        let err = match tls_connect(self.edge.addr(443), &opts).await {
+        let err = match tls_connect(self.edge.addr_of(443), &opts).await {
             Err(e) => e,
             Ok((mut s, _)) => {
                 let mut byte = [0u8; 1];
@@ -283,22 +272,23 @@ async fn mutual_refuses_client_certificates_the_crl_revokes() {
     .unwrap();
     let backend = Backend::http("crl-backend").await;
     let (se, dest) = service_entry("crl-backend.internal", &backend, "HTTP");
-    let edge = Edge::start(
+    let edge = edge(
         certs,
         &[443],
         &[
-            gateway(
+            &gateway(
                 "edge",
                 vec![https(
                     443,
                     &["crl.example.com"],
-                    tls_with("MUTUAL", "revoking", json!({})),
+                    ServerTls::mutual("revoking"),
                 )],
             ),
-            http_route("crl", &["crl.example.com"], "edge", &dest),
-            se,
+            &http_route("crl", &["crl.example.com"], "edge", &dest),
+            &se,
         ],
-    );
+    )
+    .await;
     let t = Mtls {
         edge,
         backend,

@@ -33,34 +33,35 @@ async fn passthrough_reaches_the_upstreams_own_certificate_with_weighted_destina
     let (se_one, d_one) = service_entry("pt-one.internal", &one, "TLS");
     let (se_two, d_two) = service_entry("pt-two.internal", &two, "TLS");
     let edge_cert = edge_root.server_cert(&["term.example.com"]);
-    let edge = Edge::start(
+    let edge = edge(
         credentials(&[("term", &edge_cert, None)]),
         &[443],
         &[
-            gateway(
+            &gateway(
                 "edge",
                 vec![
                     server(
                         443,
                         "TLS",
                         &["pt.example.com", "unrouted.example.com"],
-                        Some(json!({"mode": "PASSTHROUGH"})),
+                        Some(ServerTls::passthrough()),
                     ),
                     // A terminating server on the same port, chosen by SNI too.
                     https(443, &["term.example.com"], simple("term")),
                 ],
             ),
-            tls_route(
+            &tls_route(
                 "pt",
                 &["pt.example.com"],
                 "edge",
                 &[(&d_one, 50), (&d_two, 50)],
             ),
-            se_one,
-            se_two,
+            &se_one,
+            &se_two,
         ],
-    );
-    let addr = edge.addr(443);
+    )
+    .await;
+    let addr = edge.addr_of(443);
 
     let opts = TlsClientOpts::new(Some("pt.example.com"), Some(&upstream_root), None, &[]);
     let (mut hits_one, mut hits_two) = (0, 0);
@@ -108,11 +109,11 @@ async fn tls_simple_server_terminates_then_proxies_tcp() {
     let cert = root.server_cert(&["tcp-tls.example.com"]);
     let echo = Backend::raw_tcp_echo().await;
     let (se, dest) = service_entry("tcp-echo.internal", &echo, "TCP");
-    let edge = Edge::start(
+    let edge = edge(
         credentials(&[("tcp-tls", &cert, None)]),
         &[9443],
         &[
-            gateway(
+            &gateway(
                 "edge",
                 vec![server(
                     9443,
@@ -121,12 +122,13 @@ async fn tls_simple_server_terminates_then_proxies_tcp() {
                     Some(simple("tcp-tls")),
                 )],
             ),
-            tcp_route("tcp-tls", &["tcp-tls.example.com"], "edge", &dest),
-            se,
+            &tcp_route("tcp-tls", &["tcp-tls.example.com"], "edge", &dest),
+            &se,
         ],
-    );
+    )
+    .await;
     let opts = TlsClientOpts::new(Some("tcp-tls.example.com"), Some(&root), None, &["h2"]);
-    let (mut s, info) = tls_connect(edge.addr(9443), &opts).await.unwrap();
+    let (mut s, info) = tls_connect(edge.addr_of(9443), &opts).await.unwrap();
     assert_eq!(info.sha256, cert.sha256_hex(), "the gateway terminates");
     assert_eq!(
         info.alpn, None,
@@ -141,19 +143,20 @@ async fn tls_simple_server_terminates_then_proxies_tcp() {
 async fn tcp_server_proxies_bytes_to_its_tcp_route() {
     let echo = Backend::raw_tcp_echo().await;
     let (se, dest) = service_entry("tcp-plain.internal", &echo, "TCP");
-    let edge = Edge::start(
+    let edge = edge(
         ConfigDir::new(),
         &[9000],
         &[
-            gateway(
+            &gateway(
                 "edge",
                 vec![server(9000, "TCP", &["tcp.example.com"], None)],
             ),
-            tcp_route("tcp", &["tcp.example.com"], "edge", &dest),
-            se,
+            &tcp_route("tcp", &["tcp.example.com"], "edge", &dest),
+            &se,
         ],
-    );
-    let mut s = TcpStream::connect(edge.addr(9000)).await.unwrap();
+    )
+    .await;
+    let mut s = TcpStream::connect(edge.addr_of(9000)).await.unwrap();
     assert_echo(&mut s, "raw bytes\n").await;
     assert_eq!(echo.connections(), 1);
 }

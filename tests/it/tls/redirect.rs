@@ -11,27 +11,29 @@ async fn https_redirect_answers_301_to_the_https_url_with_path_and_query() {
     let cert = root.server_cert(&["*.example.com"]);
     let be = Backend::http("redirect-backend").await;
     let (se, dest) = service_entry("redirect-backend.internal", &be, "HTTP");
-    let redirect = || Some(json!({"httpsRedirect": true}));
     let hosts = ["r.example.com", "s.example.com"];
-    let edge = Edge::start(
+    let edge = edge(
         credentials(&[("web", &cert, None)]),
         &[80, 443, 8080, 8443],
         &[
-            gateway(
+            &gateway(
                 "edge",
                 vec![
-                    server(80, "HTTP", &hosts, redirect()),
+                    Server::http(80).hosts(&hosts).https_redirect(),
                     https(443, &hosts, simple("web")),
-                    server(8080, "HTTP", &["alt.example.com"], redirect()),
+                    Server::http(8080)
+                        .hosts(&["alt.example.com"])
+                        .https_redirect(),
                     https(8443, &["alt.example.com"], simple("web")),
                 ],
             ),
             // r.example.com has a route (the redirect comes first); s.example.com has none.
-            http_route("r", &["r.example.com", "alt.example.com"], "edge", &dest),
-            se,
+            &http_route("r", &["r.example.com", "alt.example.com"], "edge", &dest),
+            &se,
         ],
-    );
-    let http_port = edge.port(80);
+    )
+    .await;
+    let http_port = edge.port_of(80);
 
     for (gw_port, host_header, path, location) in [
         (
@@ -60,10 +62,10 @@ async fn https_redirect_answers_301_to_the_https_url_with_path_and_query() {
             "https://alt.example.com:8443/a?z=9",
         ),
     ] {
-        let resp = raw_http(edge.addr(gw_port), get(&host_header, path)).await;
+        let resp = raw_http(edge.addr_of(gw_port), get(&host_header, path)).await;
         assert_eq!(raw_status(&resp), 301, "{host_header}{path}: {resp}");
         assert_eq!(
-            raw_header(&resp, "location").as_deref(),
+            Resp::parse(&resp).header("location"),
             Some(location),
             "{host_header}{path}: {resp}"
         );
@@ -72,9 +74,13 @@ async fn https_redirect_answers_301_to_the_https_url_with_path_and_query() {
 
     // The HTTPS server itself serves the route.
     let opts = TlsClientOpts::new(Some("r.example.com"), Some(&root), None, &[]);
-    let resp = raw_https(edge.addr(443), &opts, get("r.example.com", "/path/x?q=1"))
-        .await
-        .unwrap();
+    let resp = raw_https(
+        edge.addr_of(443),
+        &opts,
+        get("r.example.com", "/path/x?q=1"),
+    )
+    .await
+    .unwrap();
     assert_eq!(raw_status(&resp), 200, "{resp}");
     assert_eq!(be.last_request().unwrap().path, "/path/x?q=1");
 }

@@ -50,12 +50,13 @@ impl HandshakeLoop {
     }
 }
 
-fn start_edge(certs: ConfigDir) -> Edge {
-    Edge::start(
+async fn start_edge(certs: ConfigDir) -> Harness {
+    edge(
         certs,
         &[443],
-        &[gateway("edge", vec![https(443, &[HOST], simple("rot"))])],
+        &[&gateway("edge", vec![https(443, &[HOST], simple("rot"))])],
     )
+    .await
 }
 
 /// Starts with `old`, rotates to `new` with `rotate` while a handshake loop runs.
@@ -69,8 +70,8 @@ async fn rotate_under_load(k8s: bool) {
     } else {
         write_credential(certs.path(), "rot", &old, None);
     }
-    let edge = start_edge(certs);
-    let addr = edge.addr(443);
+    let edge = start_edge(certs).await;
+    let addr = edge.addr_of(443);
     assert_eq!(served_cert(addr, Some(HOST)).await, old.sha256_hex());
 
     let load = HandshakeLoop::start(addr, &root);
@@ -104,7 +105,9 @@ async fn rotate_under_load(k8s: bool) {
         Vec::<String>::new(),
         "failed handshakes during rotation"
     );
-    edge.gw.wait_for_log("reload ok", Duration::from_secs(1));
+    edge.gw
+        .wait_for_log("reload ok", Duration::from_secs(1))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -123,8 +126,8 @@ async fn rotation_to_a_broken_file_is_logged_and_the_previous_certificate_kept()
     let old = root.server_cert(&[HOST]);
     let certs = ConfigDir::new();
     write_credential(certs.path(), "rot", &old, None);
-    let edge = start_edge(certs);
-    let addr = edge.addr(443);
+    let edge = start_edge(certs).await;
+    let addr = edge.addr_of(443);
     let load = HandshakeLoop::start(addr, &root);
 
     let mark = edge.gw.log_mark();
@@ -133,12 +136,16 @@ async fn rotation_to_a_broken_file_is_logged_and_the_previous_certificate_kept()
         "-----BEGIN CERTIFICATE-----\nthis is not base64 DER!\n-----END CERTIFICATE-----\n",
     );
     edge.gw
-        .wait_for_log_after(mark, "reload failed", Duration::from_secs(5));
-    let line = edge.gw.wait_for_log_after(
-        mark,
-        "tls.crt is not a PEM certificate",
-        Duration::from_secs(1),
-    );
+        .wait_for_log_after(mark, "reload failed", Duration::from_secs(5))
+        .await;
+    let line = edge
+        .gw
+        .wait_for_log_after(
+            mark,
+            "tls.crt is not a PEM certificate",
+            Duration::from_secs(1),
+        )
+        .await;
     assert!(line.contains("rot/tls.crt"), "{line}");
     assert_eq!(served_cert(addr, Some(HOST)).await, old.sha256_hex());
     eventually(Duration::from_secs(5), "handshakes continue", async || {
@@ -171,18 +178,22 @@ async fn certificate_expiring_within_30_days_warns_in_log_and_check() {
         ..CertOpts::sans(&["later.example.com"])
     });
     let certs = credentials(&[("soon", &soon, None), ("later", &later, None)]);
-    let edge = Edge::start(
+    let edge = edge(
         certs,
         &[443],
-        &[gateway(
+        &[&gateway(
             "edge",
             vec![
                 https(443, &["soon.example.com"], simple("soon")),
                 https(443, &["later.example.com"], simple("later")),
             ],
         )],
-    );
-    let line = edge.gw.wait_for_log("expires in", Duration::from_secs(5));
+    )
+    .await;
+    let line = edge
+        .gw
+        .wait_for_log("expires in", Duration::from_secs(5))
+        .await;
     assert!(
         line.contains("WARN") && line.contains("soon.example.com") && line.contains("soon/tls.crt"),
         "{line}"
@@ -196,7 +207,7 @@ async fn certificate_expiring_within_30_days_warns_in_log_and_check() {
         "a certificate valid for 45 days is not warned about"
     );
 
-    let (code, stdout, stderr) = run_check(edge.cfg.path(), Some(edge.certs.path()));
+    let (code, stdout, stderr) = run_check(edge.config.path(), Some(edge.certs.path())).await;
     assert_eq!(code, 0, "warnings only: {stdout}{stderr}");
     let warning = stdout
         .lines()

@@ -17,7 +17,7 @@ struct SniCerts {
 /// Servers on 443 for `*.example.com`, `a.example.com`, `b.example.com` (and `*` when
 /// `catch_all`), each with its own certificate. The wildcard comes first so an exact match
 /// cannot win by order. `split` puts them in two Gateways.
-fn start(split: bool, catch_all: bool) -> (Edge, SniCerts) {
+async fn start(split: bool, catch_all: bool) -> (Harness, SniCerts) {
     let root = Ca::new("SNI Root");
     let c = SniCerts {
         a: root.server_cert(&["a.example.com"]),
@@ -36,7 +36,7 @@ fn start(split: bool, catch_all: bool) -> (Edge, SniCerts) {
     let a = https(443, &["a.example.com"], simple("cert-a"));
     let b = https(443, &["b.example.com"], simple("cert-b"));
     let any = catch_all.then(|| https(443, &["*"], simple("cert-any")));
-    let docs = if split {
+    let gateways = if split {
         let mut second = vec![a, b];
         second.extend(any);
         vec![gateway("first", vec![wild]), gateway("second", second)]
@@ -45,12 +45,12 @@ fn start(split: bool, catch_all: bool) -> (Edge, SniCerts) {
         servers.extend(any);
         vec![gateway("edge", servers)]
     };
-    (Edge::start(certs, &[443], &docs), c)
+    (edge(certs, &[443], &docs(&gateways)).await, c)
 }
 
 /// Exact names beat the wildcard, and the wildcard covers the other names under it.
-async fn assert_exact_and_wildcard(edge: &Edge, c: &SniCerts) {
-    let addr = edge.addr(443);
+async fn assert_exact_and_wildcard(edge: &Harness, c: &SniCerts) {
+    let addr = edge.addr_of(443);
     for (sni, want, what) in [
         ("a.example.com", &c.a, "exact a"),
         ("b.example.com", &c.b, "exact b"),
@@ -77,9 +77,9 @@ async fn assert_exact_and_wildcard(edge: &Edge, c: &SniCerts) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sni_exact_beats_wildcard_and_star_serves_no_sni_one_gateway() {
-    let (edge, c) = start(false, true);
+    let (edge, c) = start(false, true).await;
     assert_exact_and_wildcard(&edge, &c).await;
-    let addr = edge.addr(443);
+    let addr = edge.addr_of(443);
     assert_eq!(
         served_cert(addr, None).await,
         c.any.sha256_hex(),
@@ -94,9 +94,9 @@ async fn sni_exact_beats_wildcard_and_star_serves_no_sni_one_gateway() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sni_two_gateways_select_by_sni_and_unknown_sni_is_refused_and_logged_once() {
-    let (edge, c) = start(true, false);
+    let (edge, c) = start(true, false).await;
     assert_exact_and_wildcard(&edge, &c).await;
-    let addr = edge.addr(443);
+    let addr = edge.addr_of(443);
 
     for _ in 0..3 {
         let err = handshake(addr, Some("unknown.other.org"), None)
@@ -112,7 +112,8 @@ async fn sni_two_gateways_select_by_sni_and_unknown_sni_is_refused_and_logged_on
     // Another unknown name, logged after the three above: once it shows, so would they.
     let _ = handshake(addr, Some("second.other.org"), None).await;
     edge.gw
-        .wait_for_log("sni=second.other.org", Duration::from_secs(5));
+        .wait_for_log("sni=second.other.org", Duration::from_secs(5))
+        .await;
     let lines: Vec<String> = edge
         .gw
         .logs()

@@ -14,7 +14,7 @@ struct Negotiated {
 
 /// Handshake with `host` as a client limited to `min..=max` and `ciphers` (TLS <= 1.2 list).
 async fn connect(
-    edge: &Edge,
+    edge: &Harness,
     root: &Ca,
     host: &str,
     min: Option<SslVersion>,
@@ -27,7 +27,7 @@ async fn connect(
         cipher_list: ciphers.map(str::to_string),
         ..TlsClientOpts::new(Some(host), Some(root), None, &[])
     };
-    let (s, info) = tls_connect(edge.addr(443), &opts).await?;
+    let (s, info) = tls_connect(edge.addr_of(443), &opts).await?;
     Ok(Negotiated {
         version: info.version,
         cipher: s.ssl().current_cipher().unwrap().name().to_string(),
@@ -60,50 +60,47 @@ async fn min_and_max_protocol_versions_and_cipher_suites_are_honoured() {
         key: KeyType::Rsa,
         ..CertOpts::sans(&["*.example.com"])
     });
-    let with = |extra: Value| tls_with("SIMPLE", "web", extra);
-    let legacy = json!({
-        "minProtocolVersion": "TLSV1_1",
-        "cipherSuites": ["ECDHE-ECDSA-AES128-SHA", "ECDHE-RSA-AES128-SHA"],
-    });
-    let edge = Edge::start(
+    let legacy = |credential: &str| {
+        simple(credential)
+            .min_version("TLSV1_1")
+            .cipher_suites(&["ECDHE-ECDSA-AES128-SHA", "ECDHE-RSA-AES128-SHA"])
+    };
+    let edge = edge(
         credentials(&[("web", &cert, None), ("web-rsa", &rsa, None)]),
         &[443],
-        &[gateway(
+        &[&gateway(
             "edge",
             vec![
                 https(443, &["default.example.com"], simple("web")),
                 https(
                     443,
                     &["tls13.example.com"],
-                    with(json!({"minProtocolVersion": "TLSV1_3"})),
+                    simple("web").min_version("TLSV1_3"),
                 ),
                 https(
                     443,
                     &["tls12.example.com"],
-                    with(json!({"maxProtocolVersion": "TLSV1_2"})),
+                    simple("web").max_version("TLSV1_2"),
                 ),
                 https(
                     443,
                     &["ciphers.example.com"],
-                    with(json!({"cipherSuites": ["ECDHE-ECDSA-AES256-GCM-SHA384"]})),
+                    simple("web").cipher_suites(&["ECDHE-ECDSA-AES256-GCM-SHA384"]),
                 ),
                 https(
                     443,
                     &["order.example.com"],
-                    with(json!({"cipherSuites": [
+                    simple("web").cipher_suites(&[
                         "ECDHE-ECDSA-AES256-GCM-SHA384",
                         "ECDHE-ECDSA-AES128-GCM-SHA256",
-                    ]})),
+                    ]),
                 ),
-                https(443, &["legacy.example.com"], with(legacy.clone())),
-                https(
-                    443,
-                    &["legacy-rsa.example.com"],
-                    tls_with("SIMPLE", "web-rsa", legacy),
-                ),
+                https(443, &["legacy.example.com"], legacy("web")),
+                https(443, &["legacy-rsa.example.com"], legacy("web-rsa")),
             ],
         )],
-    );
+    )
+    .await;
     let (e, r) = (&edge, &root);
     let tls12 = Some(SslVersion::TLS1_2);
 
