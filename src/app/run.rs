@@ -213,6 +213,7 @@ impl Reloader {
                 self.gateway
                     .apply(snapshot)
                     .map(|()| (files_hash, fingerprints))
+                    .map_err(|e| e.to_string())
             }
             Ok(Err(diags)) => Err(format!("{} error(s):\n{diags}", diags.error_count())),
             Err(e) => Err(format!("config build task failed: {e}")),

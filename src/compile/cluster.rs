@@ -10,13 +10,14 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::error::CompileError;
 use super::registry::{RegisteredHost, Registry};
 use crate::config::host::HostPattern;
 use crate::config::load::Resources;
 use crate::config::resolve::DestinationRuleIndex;
 use crate::config::types::{
-    ClientTls, ConnectionPoolSettings, H2UpgradePolicy, LoadBalancerSettings, OutlierDetection,
-    Protocol, Resolution, TrafficPolicy,
+    ClientTls, ConnectionPoolSettings, Destination, H2UpgradePolicy, LoadBalancerSettings,
+    OutlierDetection, Protocol, Resolution, TrafficPolicy,
 };
 use crate::tls::upstream::OriginationTls;
 use crate::upstream::balancer::LbPolicy;
@@ -142,7 +143,7 @@ impl<'a> ClusterBuilder<'a> {
         subset: Option<&str>,
         namespace: &str,
         listener_port: u16,
-    ) -> Result<Arc<Cluster>, String> {
+    ) -> Result<Arc<Cluster>, CompileError> {
         let pattern = HostPattern::parse(host);
         let registered = self.registry.lookup_pattern(&pattern, namespace).cloned();
         let port = port.unwrap_or_else(|| match &registered {
@@ -167,6 +168,30 @@ impl<'a> ClusterBuilder<'a> {
         Ok(cluster)
     }
 
+    /// The cluster for a route's `destination` (HTTP, TCP or TLS route alike): `port` 0 or
+    /// absent means the service's only port, else the listener's.
+    pub fn route_destination(
+        &mut self,
+        dest: &Destination,
+        namespace: &str,
+        listener_port: u16,
+    ) -> Result<Arc<Cluster>, CompileError> {
+        let port = match dest.port.map(|p| p.number).filter(|p| *p != 0) {
+            Some(p) => Some(u16::try_from(p).map_err(|_| CompileError::PortOutOfRange {
+                what: "destination",
+                port: i64::from(p),
+            })?),
+            None => None,
+        };
+        self.destination(
+            &dest.host,
+            port,
+            dest.subset.as_deref(),
+            namespace,
+            listener_port,
+        )
+    }
+
     /// The longest any upstream connection may stay idle (see [`DEFAULT_IDLE_CAP`]).
     pub fn with_idle_cap(mut self, cap: Duration) -> Self {
         self.idle_cap = cap;
@@ -186,7 +211,7 @@ impl<'a> ClusterBuilder<'a> {
         key: &ClusterKey,
         registered: Option<&RegisteredHost>,
         namespace: &str,
-    ) -> Result<Cluster, String> {
+    ) -> Result<Cluster, CompileError> {
         let name = key.name();
         let drs = self.rules.for_host(&key.host, namespace);
         let top = drs.iter().find_map(|d| d.spec.traffic_policy.as_ref());
@@ -195,11 +220,9 @@ impl<'a> ClusterBuilder<'a> {
                 drs.iter()
                     .flat_map(|d| d.spec.subsets.iter())
                     .find(|sub| &sub.name == s)
-                    .ok_or_else(|| {
-                        format!(
-                            "subset `{s}` of {} is not defined by any DestinationRule",
-                            key.host
-                        )
+                    .ok_or_else(|| CompileError::UndefinedSubset {
+                        subset: s.clone(),
+                        host: key.host.clone(),
                     })?,
             ),
             None => None,
@@ -250,7 +273,7 @@ impl<'a> ClusterBuilder<'a> {
         key: &ClusterKey,
         subset_labels: Option<&std::collections::BTreeMap<String, String>>,
         name: &str,
-    ) -> Result<Endpoints, String> {
+    ) -> Result<Endpoints, CompileError> {
         let se = &reg.entry.spec;
         let svc_port = reg.port(key.port);
         let target_port = svc_port.and_then(|p| p.target_port).unwrap_or(key.port);
@@ -285,9 +308,9 @@ impl<'a> ClusterBuilder<'a> {
                     .collect();
                 if se.endpoints.is_empty() {
                     if wildcard {
-                        return Err(format!(
-                            "{name}: DNS resolution needs endpoints for a wildcard host"
-                        ));
+                        return Err(CompileError::WildcardDns {
+                            cluster: name.to_string(),
+                        });
                     }
                     names.push(DnsEndpoint {
                         name: key.host.clone(),
@@ -319,7 +342,7 @@ impl<'a> ClusterBuilder<'a> {
         protocol: Option<Protocol>,
         registered: Option<&RegisteredHost>,
         key: &ClusterKey,
-    ) -> Result<Upstream, String> {
+    ) -> Result<Upstream, CompileError> {
         let pool = policy.connection_pool.as_ref();
         let tcp = pool.and_then(|p| p.tcp.as_ref());
         let http = pool.and_then(|p| p.http.as_ref());
@@ -327,8 +350,12 @@ impl<'a> ClusterBuilder<'a> {
             .map(|r| r.entry.spec.subject_alt_names.clone())
             .unwrap_or_default();
         let mut tls = match &policy.tls {
-            Some(t) => OriginationTls::compile(t, self.certs_dir, &se_sans)
-                .map_err(|e| format!("{name}: {e}"))?,
+            Some(t) => OriginationTls::compile(t, self.certs_dir, &se_sans).map_err(|source| {
+                CompileError::Tls {
+                    cluster: name.to_string(),
+                    source,
+                }
+            })?,
             None => None,
         };
         // Without a DR `sni`, the SNI is the destination host; only a wildcard or IP destination
@@ -485,6 +512,7 @@ spec:
         assert!(b
             .destination("reviews", None, Some("v9"), "shop", 80)
             .unwrap_err()
+            .to_string()
             .contains("subset `v9`"));
     }
 

@@ -4,6 +4,8 @@
 use http::HeaderMap;
 use regex::Regex;
 
+use super::action::headers::HeaderError;
+use super::error::CompileError;
 use crate::config::types::{HttpMatchRequest, StringMatch};
 
 /// What a route matcher looks at; borrowed from the request, built once per request.
@@ -120,21 +122,22 @@ pub struct RequestMatch {
 }
 
 impl RequestMatch {
-    pub fn compile(m: &HttpMatchRequest) -> Result<RequestMatch, String> {
-        let sm = |m: &Option<StringMatch>, what: &str| -> Result<Option<StrMatch>, String> {
+    pub fn compile(m: &HttpMatchRequest) -> Result<RequestMatch, CompileError> {
+        let regex = |field: String| move |source| CompileError::Regex { field, source };
+        let sm = |m: &Option<StringMatch>, what: &str| -> Result<Option<StrMatch>, CompileError> {
             m.as_ref()
-                .map(|m| StrMatch::compile(m).map_err(|e| format!("{what}: {e}")))
+                .map(|m| StrMatch::compile(m).map_err(regex(what.to_string())))
                 .transpose()
         };
-        let headers = |map: &std::collections::BTreeMap<String, StringMatch>| -> Result<Vec<HeaderMatch>, String> {
+        let headers = |map: &std::collections::BTreeMap<String, StringMatch>| -> Result<Vec<HeaderMatch>, CompileError> {
             map.iter()
                 // Istio ignores these pseudo-header names in `headers`.
                 .filter(|(k, _)| !matches!(k.as_str(), "uri" | "scheme" | "method" | "authority"))
                 .map(|(k, v)| {
                     Ok(HeaderMatch {
                         name: http::HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes())
-                            .map_err(|e| format!("header {k}: {e}"))?,
-                        value: StrMatch::compile(v).map_err(|e| format!("header {k}: {e}"))?,
+                            .map_err(|_| HeaderError::Name(k.clone()))?,
+                        value: StrMatch::compile(v).map_err(regex(format!("header {k}")))?,
                     })
                 })
                 .collect()
@@ -155,10 +158,10 @@ impl RequestMatch {
                 .map(|(k, v)| {
                     Ok(QueryMatch {
                         name: k.clone(),
-                        value: StrMatch::compile(v).map_err(|e| format!("query {k}: {e}"))?,
+                        value: StrMatch::compile(v).map_err(regex(format!("query {k}")))?,
                     })
                 })
-                .collect::<Result<_, String>>()?,
+                .collect::<Result<_, CompileError>>()?,
         })
     }
 

@@ -6,6 +6,7 @@ pub mod action;
 pub mod cluster;
 pub mod describe;
 pub mod egress;
+pub mod error;
 pub mod host_index;
 pub mod listener;
 pub mod matcher;
@@ -157,7 +158,10 @@ pub fn compile(
                     Ok(c) => {
                         egress_clusters.insert((reg.host.clone(), port.number), c);
                     }
-                    Err(e) => reg.entry.reporter(&mut diags).error("spec.ports", e),
+                    Err(e) => reg
+                        .entry
+                        .reporter(&mut diags)
+                        .error("spec.ports", e.to_string()),
                 }
             }
         }

@@ -12,6 +12,7 @@ use super::action::{
     WeightedCluster,
 };
 use super::cluster::ClusterBuilder;
+use super::error::CompileError;
 use super::matcher::{RequestMatch, RequestView};
 use crate::config::load::Resource;
 use crate::config::resolve::{resolve_gateway_name, MESH};
@@ -270,16 +271,15 @@ fn compile_route(
     namespace: &str,
     server: &ServerContext<'_>,
     clusters: &mut ClusterBuilder<'_>,
-) -> Result<Route, String> {
+) -> Result<Route, CompileError> {
     let matcher = match block {
         Some(b) => RequestMatch::compile(b)?,
         None => RequestMatch::default(),
     };
     let headers = rule.headers.as_ref();
     let (request_headers, authority_from_headers) =
-        HeaderOps::compile(headers.and_then(|h| h.request.as_ref())).map_err(|e| e.to_string())?;
-    let (response_headers, _) =
-        HeaderOps::compile(headers.and_then(|h| h.response.as_ref())).map_err(|e| e.to_string())?;
+        HeaderOps::compile(headers.and_then(|h| h.request.as_ref()))?;
+    let (response_headers, _) = HeaderOps::compile(headers.and_then(|h| h.response.as_ref()))?;
     let uri_match = block.and_then(|b| b.uri.as_ref());
 
     let action = if let Some(r) = &rule.redirect {
@@ -294,9 +294,12 @@ fn compile_route(
             (None, None) => None,
         };
         let port = match (r.port, r.derive_port) {
-            (Some(p), _) => RedirectPort::Fixed(
-                u16::try_from(p).map_err(|_| format!("redirect port {p} out of range"))?,
-            ),
+            (Some(p), _) => {
+                RedirectPort::Fixed(u16::try_from(p).map_err(|_| CompileError::PortOutOfRange {
+                    what: "redirect",
+                    port: i64::from(p),
+                })?)
+            }
             (None, Some(RedirectPortSelection::FromProtocolDefault)) => {
                 RedirectPort::ProtocolDefault
             }
@@ -319,11 +322,7 @@ fn compile_route(
                 (Some(s), _) => Bytes::from(s.clone()),
                 (None, Some(b64)) => {
                     use base64::Engine;
-                    Bytes::from(
-                        base64::engine::general_purpose::STANDARD
-                            .decode(b64)
-                            .map_err(|e| format!("directResponse.body.bytes: {e}"))?,
-                    )
+                    Bytes::from(base64::engine::general_purpose::STANDARD.decode(b64)?)
                 }
                 (None, None) => Bytes::new(),
             },
@@ -337,23 +336,10 @@ fn compile_route(
         let mut destinations = Vec::new();
         for d in &rule.route {
             let Some(dest) = &d.destination else { continue };
-            let port = dest.port.map(|p| p.number).filter(|p| *p != 0);
-            let port = port
-                .map(u16::try_from)
-                .transpose()
-                .map_err(|_| "destination port out of range".to_string())?;
-            let cluster = clusters.destination(
-                &dest.host,
-                port,
-                dest.subset.as_deref(),
-                namespace,
-                server.gateway_port,
-            )?;
+            let cluster = clusters.route_destination(dest, namespace, server.gateway_port)?;
             let dh = d.headers.as_ref();
-            let (req_ops, _) = HeaderOps::compile(dh.and_then(|h| h.request.as_ref()))
-                .map_err(|e| e.to_string())?;
-            let (resp_ops, _) = HeaderOps::compile(dh.and_then(|h| h.response.as_ref()))
-                .map_err(|e| e.to_string())?;
+            let (req_ops, _) = HeaderOps::compile(dh.and_then(|h| h.request.as_ref()))?;
+            let (resp_ops, _) = HeaderOps::compile(dh.and_then(|h| h.response.as_ref()))?;
             destinations.push(WeightedCluster {
                 refused: server.registry_only && !cluster.registered(),
                 cluster,
@@ -363,7 +349,7 @@ fn compile_route(
             });
         }
         if destinations.is_empty() {
-            return Err("no destination to route to".into());
+            return Err(CompileError::NoDestination);
         }
         let rw = rule.rewrite.as_ref();
         let path = match rw {
@@ -384,8 +370,12 @@ fn compile_route(
             }
             Some(rw) => match &rw.uri_regex_rewrite {
                 Some(rr) => Some(PathRewrite::Regex {
-                    pattern: regex::Regex::new(&rr.pattern)
-                        .map_err(|e| format!("uriRegexRewrite.match: {e}"))?,
+                    pattern: regex::Regex::new(&rr.pattern).map_err(|source| {
+                        CompileError::Regex {
+                            field: "uriRegexRewrite.match".into(),
+                            source,
+                        }
+                    })?,
                     replacement: re2_substitution(&rr.rewrite),
                 }),
                 None => None,

@@ -39,6 +39,14 @@ struct Running {
     kill: watch::Sender<bool>,
 }
 
+/// A listener address that cannot be bound (in use, not local, no permission).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr}: {source}")]
+pub struct BindError {
+    pub addr: SocketAddr,
+    pub source: std::io::Error,
+}
+
 /// Sockets bound for a new snapshot but not yet accepting.
 pub struct Prepared {
     bound: Vec<(SocketAddr, TcpListener)>,
@@ -111,7 +119,7 @@ impl Listeners {
 
     /// Binds the addresses `snapshot` needs that are not open yet. Nothing changes if any
     /// bind fails, so a reload that cannot listen is refused as a whole.
-    pub fn prepare(&self, snapshot: &Snapshot) -> Result<Prepared, String> {
+    pub fn prepare(&self, snapshot: &Snapshot) -> Result<Prepared, BindError> {
         let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         let mut bound = Vec::new();
         for addr in snapshot.listeners.keys() {
@@ -120,7 +128,12 @@ impl Listeners {
             }
             match bind(*addr, true) {
                 Ok(l) => bound.push((*addr, l)),
-                Err(e) => return Err(format!("cannot listen on {addr}: {e}")),
+                Err(source) => {
+                    return Err(BindError {
+                        addr: *addr,
+                        source,
+                    })
+                }
             }
         }
         Ok(Prepared { bound })

@@ -59,7 +59,7 @@ impl State {
         access_log: AccessLog,
         stats: Arc<StatsRegistry>,
         options: RuntimeOptions,
-    ) -> Result<State, String> {
+    ) -> Result<State, crate::tls::TlsError> {
         Ok(State {
             snapshot: ArcSwap::from_pointee(snapshot),
             dns: Arc::new(DnsCache::from_system()),

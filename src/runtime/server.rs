@@ -11,7 +11,7 @@ use pingora::apps::HttpServerOptions;
 use pingora::server::configuration::ServerConf;
 use tracing::{info, warn};
 
-use super::listeners::{Listeners, Prepared};
+use super::listeners::{BindError, Listeners, Prepared};
 use super::proxy::Edge;
 use super::State;
 use crate::compile::Snapshot;
@@ -25,7 +25,7 @@ pub struct Gateway {
 impl Gateway {
     /// Binds the current snapshot's listeners and starts serving. `threads` sizes Pingora's
     /// per-process settings (the Tokio runtime itself is the caller's).
-    pub fn start(state: Arc<State>, threads: usize) -> Result<Gateway, String> {
+    pub fn start(state: Arc<State>, threads: usize) -> Result<Gateway, BindError> {
         let conf = ServerConf {
             threads,
             // Idle upstream connections kept for reuse (shared by every upstream).
@@ -53,7 +53,7 @@ impl Gateway {
     /// Serves `snapshot` from now on: its new listeners are bound first (a port that cannot be
     /// bound refuses the whole snapshot and nothing changes), then it is swapped in and removed
     /// listeners drain.
-    pub fn apply(&self, snapshot: Snapshot) -> Result<(), String> {
+    pub fn apply(&self, snapshot: Snapshot) -> Result<(), BindError> {
         let prepared: Prepared = self.listeners.prepare(&snapshot)?;
         let snapshot = Arc::new(snapshot);
         let old = self.state.snapshot.swap(snapshot.clone());

@@ -1,6 +1,7 @@
 //! Certificate files: PEM chains and keys from paths, and `credentialName` resolved to a folder
 //! under `--certs` with the layout of a mounted Kubernetes TLS Secret.
 
+use super::error::{first_ssl_error, TlsError};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -30,30 +31,28 @@ impl std::fmt::Debug for CertChain {
 }
 
 impl CertChain {
-    pub fn load(cert_path: &Path, key_path: &Path) -> Result<CertChain, String> {
+    pub fn load(cert_path: &Path, key_path: &Path) -> Result<CertChain, TlsError> {
         let certs = load_certificates(cert_path)?;
-        let key_pem = std::fs::read(key_path)
-            .map_err(|e| format!("cannot read private key {}: {e}", key_path.display()))?;
-        let key = PKey::private_key_from_pem(&key_pem).map_err(|e| {
-            format!(
-                "{} is not a PEM private key: {}",
-                key_path.display(),
-                first_ssl_error(&e)
-            )
+        let key_pem = std::fs::read(key_path).map_err(|source| TlsError::Read {
+            what: "private key",
+            path: key_path.into(),
+            source,
+        })?;
+        let key = PKey::private_key_from_pem(&key_pem).map_err(|e| TlsError::Parse {
+            what: "PEM private key",
+            path: key_path.into(),
+            reason: first_ssl_error(&e),
         })?;
         let mut iter = certs.into_iter();
         let leaf = iter
             .next()
-            .ok_or_else(|| format!("{} has no certificate", cert_path.display()))?;
-        let public = leaf
-            .public_key()
-            .map_err(|e| format!("{}: unreadable public key: {e}", cert_path.display()))?;
-        if !public.public_eq(&key) {
-            return Err(format!(
-                "private key {} does not belong to certificate {}",
-                key_path.display(),
-                cert_path.display()
-            ));
+            .ok_or_else(|| TlsError::NoCertificate(cert_path.into()))?;
+        let matches = leaf.public_key().is_ok_and(|public| public.public_eq(&key));
+        if !matches {
+            return Err(TlsError::KeyMismatch {
+                cert: cert_path.into(),
+                key: key_path.into(),
+            });
         }
         Ok(CertChain {
             leaf,
@@ -94,27 +93,21 @@ pub fn expiry_warning(cert: &X509, path: &Path) -> Option<String> {
 }
 
 /// All certificates in a PEM file (a chain or a CA bundle).
-pub fn load_certificates(path: &Path) -> Result<Vec<X509>, String> {
-    let pem = std::fs::read(path)
-        .map_err(|e| format!("cannot read certificate {}: {e}", path.display()))?;
-    let certs = X509::stack_from_pem(&pem).map_err(|e| {
-        format!(
-            "{} is not a PEM certificate: {}",
-            path.display(),
-            first_ssl_error(&e)
-        )
+pub fn load_certificates(path: &Path) -> Result<Vec<X509>, TlsError> {
+    let pem = std::fs::read(path).map_err(|source| TlsError::Read {
+        what: "certificate",
+        path: path.into(),
+        source,
+    })?;
+    let certs = X509::stack_from_pem(&pem).map_err(|e| TlsError::Parse {
+        what: "PEM certificate",
+        path: path.into(),
+        reason: first_ssl_error(&e),
     })?;
     if certs.is_empty() {
-        return Err(format!("{} contains no PEM certificate", path.display()));
+        return Err(TlsError::NoCertificate(path.into()));
     }
     Ok(certs)
-}
-
-fn first_ssl_error(e: &openssl::error::ErrorStack) -> String {
-    e.errors()
-        .first()
-        .and_then(|e| e.reason().map(str::to_string))
-        .unwrap_or_else(|| e.to_string())
 }
 
 /// `CN=…, SAN=…` for logs.
@@ -154,7 +147,7 @@ pub struct Credential {
 /// Resolves `credentialName: NAME` to `<certs>/NAME/{tls.crt,tls.key[,ca.crt]}`, also accepting
 /// `cert`/`key`/`cacert` and a companion `<certs>/NAME-cacert/` folder, as Istio's SDS does for
 /// Kubernetes Secrets.
-pub fn resolve_credential(certs_dir: &Path, name: &str) -> Result<Credential, String> {
+pub fn resolve_credential(certs_dir: &Path, name: &str) -> Result<Credential, TlsError> {
     let name = name
         .strip_prefix("kubernetes://")
         .or_else(|| name.strip_prefix("kubernetes-gateway://"))
@@ -179,14 +172,14 @@ pub fn resolve_credential(certs_dir: &Path, name: &str) -> Result<Credential, St
             crl: first(&dir, &["ca.crl"])
                 .or_else(|| first(&certs_dir.join(format!("{name}-cacert")), &["ca.crl"])),
         }),
-        _ if !dir.is_dir() => Err(format!(
-            "credential `{name}` not found: expected a folder {} with tls.crt and tls.key",
-            dir.display()
-        )),
-        _ => Err(format!(
-            "credential `{name}`: {} must hold tls.crt and tls.key (or cert and key)",
-            dir.display()
-        )),
+        _ if !dir.is_dir() => Err(TlsError::CredentialNotFound {
+            name: name.to_string(),
+            dir,
+        }),
+        _ => Err(TlsError::CredentialIncomplete {
+            name: name.to_string(),
+            dir,
+        }),
     }
 }
 
@@ -205,17 +198,18 @@ pub fn asn1_text(s: &openssl::asn1::Asn1StringRef) -> String {
 }
 
 /// A certificate revocation list (PEM or DER), checked against the CAs that may have signed it.
-pub fn load_crl(path: &Path, cas: &[X509]) -> Result<openssl::x509::X509Crl, String> {
-    let bytes =
-        std::fs::read(path).map_err(|e| format!("cannot read CRL {}: {e}", path.display()))?;
+pub fn load_crl(path: &Path, cas: &[X509]) -> Result<openssl::x509::X509Crl, TlsError> {
+    let bytes = std::fs::read(path).map_err(|source| TlsError::Read {
+        what: "CRL",
+        path: path.into(),
+        source,
+    })?;
     let crl = openssl::x509::X509Crl::from_pem(&bytes)
         .or_else(|_| openssl::x509::X509Crl::from_der(&bytes))
-        .map_err(|e| {
-            format!(
-                "{} is not a PEM or DER CRL: {}",
-                path.display(),
-                first_ssl_error(&e)
-            )
+        .map_err(|e| TlsError::Parse {
+            what: "PEM or DER CRL",
+            path: path.into(),
+            reason: first_ssl_error(&e),
         })?;
     let signed = cas.iter().any(|ca| {
         ca.subject_name()
@@ -227,10 +221,7 @@ pub fn load_crl(path: &Path, cas: &[X509]) -> Result<openssl::x509::X509Crl, Str
                 .unwrap_or(false)
     });
     if !signed {
-        return Err(format!(
-            "CRL {} is not signed by any of the client CA certificates",
-            path.display()
-        ));
+        return Err(TlsError::CrlNotSigned(path.into()));
     }
     Ok(crl)
 }

@@ -2,6 +2,7 @@
 //! built at compile time with the server's protocol versions, ciphers, ALPN and client-cert
 //! policy, plus its certificates, installed per handshake by [`ChainHandshake`].
 
+use super::error::TlsError;
 use std::any::Any;
 use std::sync::Arc;
 
@@ -77,9 +78,9 @@ fn ssl_version(v: TlsProtocolVersion) -> Option<SslVersion> {
 }
 
 /// Builds the acceptor. Warnings (ignored cipher names) are returned beside it.
-pub fn build(spec: ServerTlsSpec) -> Result<(ServerTls, Vec<String>), String> {
+pub fn build(spec: ServerTlsSpec) -> Result<(ServerTls, Vec<String>), TlsError> {
     let mut warnings = Vec::new();
-    let err = |what: &str, e: openssl::error::ErrorStack| format!("{what}: {e}");
+    let err = |what: &'static str, source| TlsError::Setting { what, source };
     let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())
         .map_err(|e| err("TLS setup", e))?;
     // The server's cipher order decides, as in Envoy (which makes `cipherSuites` a preference
@@ -134,9 +135,9 @@ pub fn build(spec: ServerTlsSpec) -> Result<(ServerTls, Vec<String>), String> {
     let mode = spec.mode;
     if matches!(mode, ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual) {
         if spec.client_ca.is_empty() {
-            return Err(
-                "MUTUAL needs a client CA (caCertificates, or ca.crt in the credential)".into(),
-            );
+            return Err(TlsError::Unsupported(
+                "MUTUAL needs a client CA (caCertificates, or ca.crt in the credential)",
+            ));
         }
         let mut store = X509StoreBuilder::new().map_err(|e| err("client CA", e))?;
         let mut names = openssl::stack::Stack::new().map_err(|e| err("client CA", e))?;
@@ -369,9 +370,14 @@ pub fn xfcc_value(cert: &X509Ref) -> String {
 
 /// An acceptor that fails every handshake with `unrecognized_name`: used when no filter chain
 /// matches the SNI and there is no `*` server.
-pub fn reject_unknown_sni() -> Result<SslAcceptor, String> {
+pub fn reject_unknown_sni() -> Result<SslAcceptor, TlsError> {
     let mut b =
-        SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).map_err(|e| e.to_string())?;
+        SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).map_err(|source| {
+            TlsError::Setting {
+                what: "TLS setup",
+                source,
+            }
+        })?;
     b.set_servername_callback(|_, alert| {
         *alert = SslAlert::UNRECOGNIZED_NAME;
         Err(SniError::ALERT_FATAL)

@@ -9,6 +9,7 @@ use openssl::x509::X509;
 use pingora::utils::tls::CertKey;
 
 use super::certs::{load_certificates, resolve_credential, CertChain};
+use super::error::TlsError;
 use crate::config::types::{ClientTls, ClientTlsMode};
 
 /// Compiled origination settings for one cluster.
@@ -63,15 +64,15 @@ impl OriginationTls {
         tls: &ClientTls,
         certs_dir: &Path,
         se_sans: &[String],
-    ) -> Result<Option<OriginationTls>, String> {
+    ) -> Result<Option<OriginationTls>, TlsError> {
         let mode = tls.mode;
         if matches!(mode, ClientTlsMode::Disable) {
             return Ok(None);
         }
         if matches!(mode, ClientTlsMode::IstioMutual) {
-            return Err(
-                "ISTIO_MUTUAL needs Istio's mesh certificates; use SIMPLE or MUTUAL".into(),
-            );
+            return Err(TlsError::Unsupported(
+                "ISTIO_MUTUAL needs Istio's mesh certificates; use SIMPLE or MUTUAL",
+            ));
         }
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         let credential = match &tls.credential_name {
@@ -98,10 +99,9 @@ impl OriginationTls {
             let (cert, key) = match (&tls.client_certificate, &tls.private_key, &credential) {
                 (Some(c), Some(k), _) => (c.into(), k.into()),
                 (_, _, Some(cred)) => (cred.cert.clone(), cred.key.clone()),
-                _ => return Err(
-                    "MUTUAL origination needs clientCertificate and privateKey, or credentialName"
-                        .into(),
-                ),
+                _ => return Err(TlsError::Unsupported(
+                    "MUTUAL origination needs clientCertificate and privateKey, or credentialName",
+                )),
             };
             let chain = CertChain::load(&cert, &key)?;
             chain.leaf.to_der().unwrap_or_default().hash(&mut hasher);

@@ -10,6 +10,7 @@ use http::HeaderValue;
 use pingora::http::{RequestHeader, ResponseHeader};
 use serde::{Serialize, Serializer};
 
+use crate::compile::error::CompileError;
 use crate::compile::matcher::StrMatch;
 use crate::compile::reply::LocalReply;
 use crate::config::types::{CorsPolicy, UnmatchedPreflights};
@@ -53,7 +54,7 @@ pub enum CorsCheck {
 const TRUE: HeaderValue = HeaderValue::from_static("true");
 
 impl Cors {
-    pub fn compile(c: &CorsPolicy) -> Result<Cors, String> {
+    pub fn compile(c: &CorsPolicy) -> Result<Cors, CompileError> {
         let mut allow_origins = Vec::new();
         let mut allow_any_origin = false;
         for o in &c.allow_origin {
@@ -64,16 +65,19 @@ impl Cors {
             }
         }
         for m in &c.allow_origins {
-            allow_origins.push(StrMatch::compile(m).map_err(|e| e.to_string())?);
+            allow_origins.push(StrMatch::compile(m).map_err(|source| CompileError::Regex {
+                field: "corsPolicy.allowOrigins".into(),
+                source,
+            })?);
         }
-        let join = |v: &[String]| -> Result<Option<HeaderValue>, String> {
+        let join = |v: &[String]| -> Result<Option<HeaderValue>, CompileError> {
             if v.is_empty() {
                 return Ok(None);
             }
             let joined = v.join(",");
             HeaderValue::from_str(&joined)
                 .map(Some)
-                .map_err(|_| format!("`{joined}` is not a valid header value"))
+                .map_err(|_| CompileError::HeaderValue(joined))
         };
         Ok(Cors {
             allow_origins,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use super::select::SelectedServer;
 use super::{vs_hosts, TcpDestination, TcpRoute};
 use crate::compile::cluster::ClusterBuilder;
+use crate::compile::error::CompileError;
 use crate::compile::route::{resolve_gateway_ref, vs_binds_gateway};
 use crate::compile::Instance;
 use crate::config::diag::Diagnostic;
@@ -18,24 +19,11 @@ fn tcp_destinations(
     vs: &Resource<VirtualService>,
     s: &SelectedServer<'_>,
     clusters: &mut ClusterBuilder<'_>,
-) -> Result<Vec<TcpDestination>, String> {
+) -> Result<Vec<TcpDestination>, CompileError> {
     let mut out = Vec::new();
     for d in route {
         let Some(dest) = &d.destination else { continue };
-        let port = dest
-            .port
-            .map(|p| p.number)
-            .filter(|p| *p != 0)
-            .map(u16::try_from)
-            .transpose()
-            .map_err(|_| "destination port out of range".to_string())?;
-        let cluster = clusters.destination(
-            &dest.host,
-            port,
-            dest.subset.as_deref(),
-            &vs.meta.namespace,
-            s.gateway_port,
-        )?;
+        let cluster = clusters.route_destination(dest, &vs.meta.namespace, s.gateway_port)?;
         out.push(TcpDestination {
             cluster,
             weight: d.weight.max(0) as u32,
@@ -87,7 +75,9 @@ pub(super) fn passthrough_routes(
                             destinations,
                         )),
                     )),
-                    Err(e) => vs.reporter(diags).error(format!("spec.tls[{i}].route"), e),
+                    Err(e) => vs
+                        .reporter(diags)
+                        .error(format!("spec.tls[{i}].route"), e.to_string()),
                 }
             }
         }
@@ -128,7 +118,8 @@ pub(super) fn tcp_route(
                     destinations,
                 ))),
                 Err(e) => {
-                    vs.reporter(diags).error(format!("spec.tcp[{i}].route"), e);
+                    vs.reporter(diags)
+                        .error(format!("spec.tcp[{i}].route"), e.to_string());
                     None
                 }
             };

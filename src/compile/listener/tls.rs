@@ -131,9 +131,10 @@ fn server_tls_for(
     let path = format!("{}.tls", s.path());
     let mut report = s.gateway.reporter(diags);
     let mut sources: Vec<(Credential, String)> = Vec::new();
-    let fail = |report: &mut crate::config::diag::Reporter<'_>, field: &str, e: String| {
-        report.error(format!("{path}.{field}"), e);
-    };
+    let fail =
+        |report: &mut crate::config::diag::Reporter<'_>, field: &str, e: &dyn std::fmt::Display| {
+            report.error(format!("{path}.{field}"), e.to_string());
+        };
     if let (Some(cert), Some(key)) = (&tls.server_certificate, &tls.private_key) {
         sources.push((
             Credential {
@@ -161,7 +162,7 @@ fn server_tls_for(
         };
         match resolve_credential(&instance.certs_dir, name) {
             Ok(c) => sources.push((c, field)),
-            Err(e) => fail(&mut report, &field, e),
+            Err(e) => fail(&mut report, &field, &e),
         }
     }
     for (i, tc) in tls.tls_certificates.iter().enumerate() {
@@ -190,7 +191,7 @@ fn server_tls_for(
             }
             Err(e) => {
                 failed = true;
-                fail(&mut report, field, e);
+                fail(&mut report, field, &e);
             }
         }
         if let Some(ca) = &cred.ca {
@@ -198,7 +199,7 @@ fn server_tls_for(
                 Ok(c) => client_ca.extend(c),
                 Err(e) => {
                     failed = true;
-                    fail(&mut report, field, e);
+                    fail(&mut report, field, &e);
                 }
             }
         }
@@ -210,14 +211,14 @@ fn server_tls_for(
             Some(Ok(c)) => client_ca = c,
             Some(Err(e)) => {
                 failed = true;
-                fail(&mut report, "caCertCredentialName", e);
+                fail(&mut report, "caCertCredentialName", &e);
             }
             None => {
                 failed = true;
                 fail(
                     &mut report,
                     "caCertCredentialName",
-                    format!("no ca.crt found for credential `{name}`"),
+                    &format!("no ca.crt found for credential `{name}`"),
                 );
             }
         }
@@ -238,7 +239,7 @@ fn server_tls_for(
                 Ok(crl) => crls.push(crl),
                 Err(e) => {
                     failed = true;
-                    fail(&mut report, field, e);
+                    fail(&mut report, field, &e);
                 }
             }
         }
@@ -250,7 +251,7 @@ fn server_tls_for(
         fail(
             &mut report,
             "mode",
-            format!(
+            &format!(
                 "{:?} needs a certificate (serverCertificate and privateKey, or credentialName)",
                 tls.mode()
             ),
@@ -279,7 +280,7 @@ fn server_tls_for(
             Some(Arc::new(server))
         }
         Err(e) => {
-            fail(&mut report, "mode", e);
+            fail(&mut report, "mode", &e);
             None
         }
     }
