@@ -1,5 +1,7 @@
 //! Config pipeline cost: parse + validate + compile of generated configs (what a reload does).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test and bench code: a failed step panics
+
 mod common;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};

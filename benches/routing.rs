@@ -1,6 +1,8 @@
 //! Request-path lookups: Host → virtual host, then the first matching route, at 1, 1,000 and
 //! 10,000 virtual hosts. Both must stay flat as the config grows.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test and bench code: a failed step panics
+
 mod common;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};

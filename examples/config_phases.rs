@@ -3,6 +3,8 @@
 //! hashes) for the ingress instance, and the whole of it without and with the parse cache a
 //! reload uses (warm from the second round on), repeated `ROUNDS` times (default 3).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test and bench code: a failed step panics
+
 use std::path::PathBuf;
 use std::time::Instant;
 
