@@ -73,6 +73,13 @@ pub fn run(args: RunArgs) -> i32 {
         loaded.snapshot.instance.role,
         loaded.snapshot.instance.labels,
     );
+    if s.files == 0 {
+        // The container image ships an empty config directory: say what to do about it.
+        warn!(
+            "{} has no Istio YAML (*.yaml, *.yml): nothing is served until files appear there; the directory is watched, so mount or copy your Gateways, VirtualServices, ServiceEntries and DestinationRules into it",
+            source.config_dir.display()
+        );
+    }
     // One worker needs no work-stealing scheduler: a current-thread runtime saves its
     // cross-thread wake-ups (the blocking pool for reloads exists either way).
     let mut builder = match args.threads {

@@ -6,6 +6,7 @@
 mod support;
 
 mod corpus;
+mod deploy;
 mod egress;
 mod ingress;
 mod layout;
