@@ -17,6 +17,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_yaml::Value;
 
+use crate::support::yaml::*;
 use crate::support::*;
 
 const KUBERNETES_VERSIONS: [&str; 2] = ["1.27.0", "1.30.0"];
@@ -67,7 +68,7 @@ fn have_kubectl() -> bool {
 }
 
 /// One `kubectl kustomize` output: `base+component+...`, its text and its objects.
-struct Render {
+struct Rendered {
     name: String,
     components: Vec<String>,
     text: String,
@@ -75,8 +76,8 @@ struct Render {
 }
 
 /// Every combination, rendered once for all tests.
-fn renders() -> &'static [Render] {
-    static RENDERS: OnceLock<Vec<Render>> = OnceLock::new();
+fn renders() -> &'static [Rendered] {
+    static RENDERS: OnceLock<Vec<Rendered>> = OnceLock::new();
     RENDERS.get_or_init(|| {
         let mut sets: Vec<(&str, Vec<&str>)> = Vec::new();
         for (base, components) in [
@@ -94,13 +95,13 @@ fn renders() -> &'static [Render] {
                 sets.push((base, all));
             }
         }
-        sets.into_iter().map(|(b, c)| render(b, &c)).collect()
+        sets.into_iter().map(|(b, c)| kustomize(b, &c)).collect()
     })
 }
 
 /// Renders `base` with `components` from an overlay in a temporary directory, as a user's
 /// overlay would reference them.
-fn render(base: &str, components: &[&str]) -> Render {
+fn kustomize(base: &str, components: &[&str]) -> Rendered {
     let overlay = tempfile::tempdir().expect("temp dir");
     // kustomize loads only relative paths: from the overlay up to `/`, then down to deploy/.
     let up = "../".repeat(overlay.path().components().count() - 1);
@@ -139,7 +140,7 @@ fn render(base: &str, components: &[&str]) -> Render {
     let docs = serde_yaml::Deserializer::from_str(&text)
         .map(|d| Value::deserialize(d).expect("rendered YAML parses"))
         .collect();
-    Render {
+    Rendered {
         name,
         components: components.iter().map(|c| c.to_string()).collect(),
         text,
@@ -147,7 +148,7 @@ fn render(base: &str, components: &[&str]) -> Render {
     }
 }
 
-impl Render {
+impl Rendered {
     fn all(&self, kind: &str) -> Vec<&Value> {
         self.docs
             .iter()
@@ -663,5 +664,90 @@ async fn an_empty_config_directory_is_reported_at_start() {
     assert!(
         line.contains("nothing is served until files appear there"),
         "{line}"
+    );
+}
+
+/// More than one ConfigMap's worth of YAML (1 MiB each): `deploy/split-configmaps.sh` packs it
+/// into several, and `components/config-configmaps` projects them into one volume, which the
+/// gateway loads whole (here in the kubelet's `..data` layout, as the volume appears).
+#[tokio::test]
+async fn a_config_over_1_mib_split_into_configmaps_loads_whole() {
+    if !have_kubectl() {
+        return;
+    }
+    let src = ConfigDir::new();
+    let gw = Gateway::new("gw").server(Server::http(80).hosts(&["*"]));
+    src.write("gateway.yaml", &gw.yaml());
+    let (files, per_file) = (40, 100);
+    for f in 0..files {
+        let vs: Vec<VirtualService> = (0..per_file)
+            .map(|i| {
+                let host = format!("service-{f}-{i}.team-{}.example.com", f % 4);
+                VirtualService::new(&format!("vs-{f}-{i}"))
+                    .hosts(&[host.as_str()])
+                    .gateways(&["gw"])
+                    .http(
+                        HttpRoute::new()
+                            .when(Match::new().uri(prefix("/api/v1/orders")))
+                            .to("orders.shop.svc.cluster.local"),
+                    )
+            })
+            .collect();
+        src.write(
+            &format!("team-{}/routes-{f}.yaml", f % 4),
+            &render(&docs(&vs)),
+        );
+    }
+    let out = Command::new(deploy_dir().join("split-configmaps.sh"))
+        .args([
+            src.path().to_str().expect("utf-8"),
+            "portcullis-gateways",
+            "portcullis-ingress",
+        ])
+        .output()
+        .expect("split-configmaps.sh runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let maps: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| Value::deserialize(d).expect("YAML"))
+        .filter(|v| !v.is_null())
+        .collect();
+    assert!(
+        maps.len() >= 2,
+        "more than 1 MiB needs several ConfigMaps, got {}",
+        maps.len()
+    );
+    let mut data: Vec<(String, String)> = Vec::new();
+    for m in &maps {
+        let entries = m["data"].as_mapping().expect("data");
+        let bytes: usize = entries
+            .iter()
+            .map(|(k, v)| k.as_str().map_or(0, str::len) + v.as_str().map_or(0, str::len))
+            .sum();
+        assert!(
+            bytes < 1024 * 1024,
+            "{} holds {bytes} bytes",
+            m["metadata"]["name"].as_str().unwrap_or("?")
+        );
+        data.extend(entries.iter().map(|(k, v)| {
+            (
+                k.as_str().expect("key").to_string(),
+                v.as_str().expect("value").to_string(),
+            )
+        }));
+    }
+    assert_eq!(data.len(), files + 1, "every file once");
+    let volume = ConfigDir::new();
+    let refs: Vec<(&str, &str)> = data.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    crate::support::k8s::k8s_volume_write(volume.path(), &refs);
+    let (code, stdout, stderr) = crate::support::cli::run_check(volume.path(), None).await;
+    let summary = format!("{} resources in {} files", files * per_file + 1, files + 1);
+    assert!(
+        code == 0 && stdout.contains(&summary),
+        "check: {code}\n{stdout}\n{stderr}"
     );
 }
