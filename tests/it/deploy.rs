@@ -751,3 +751,103 @@ async fn a_config_over_1_mib_split_into_configmaps_loads_whole() {
         "check: {code}\n{stdout}\n{stderr}"
     );
 }
+
+/// `components/config-git-sync`: git-sync checks out each commit into `ROOT/.worktrees/HASH`
+/// and swaps the relative symlink `ROOT/current` to it by renaming a temporary link over it,
+/// then removes the old worktree (kubernetes/git-sync main.go, `publishSymlink`); the gateway
+/// is pointed at ROOT. Hidden `.git` and `.worktrees` are skipped, `current` is followed, and
+/// the swap is a reload.
+#[tokio::test]
+async fn a_git_sync_checkout_is_served_and_followed_to_the_next_commit() {
+    let root = ConfigDir::new();
+    let commit = |root: &Path, hash: &str, body: &str| {
+        let gw = Gateway::new("gw").server(Server::http(80).hosts(&["*"]));
+        let vs = VirtualService::new("site")
+            .hosts(&["*"])
+            .gateways(&["gw"])
+            .http(HttpRoute::new().direct_response(DirectResponse::status(200).body(body)));
+        let tree = root.join(".worktrees").join(hash);
+        std::fs::create_dir_all(&tree).expect("worktree");
+        std::fs::write(tree.join("site.yaml"), render(&[&gw, &vs])).expect("write");
+        let tmp = root.join("tmp-link");
+        std::os::unix::fs::symlink(format!(".worktrees/{hash}"), &tmp).expect("link");
+        std::fs::rename(&tmp, root.join("current")).expect("swap");
+    };
+    std::fs::create_dir_all(root.path().join(".git/objects")).expect(".git");
+    commit(root.path(), "1111111", "first commit");
+    let h = Harness::builder().config(root).port(80).start().await;
+    assert_eq!(
+        body(&h.client, h.url("/")).await.as_deref(),
+        Some("first commit")
+    );
+
+    commit(h.config.path(), "2222222", "second commit");
+    std::fs::remove_dir_all(h.config.path().join(".worktrees/1111111")).expect("old worktree");
+    eventually(
+        Duration::from_secs(5),
+        "the next commit served",
+        async || body(&h.client, h.url("/")).await.as_deref() == Some("second commit"),
+    )
+    .await;
+}
+
+async fn body(client: &reqwest::Client, url: String) -> Option<String> {
+    client.get(url).send().await.ok()?.text().await.ok()
+}
+
+/// `components/credentials-agent`: kiwigrid/k8s-sidecar writes a labelled Secret's keys as
+/// plain files into `FOLDER/<annotation>/` (`os.makedirs`, then `open(..., "w")` per key, then
+/// `chmod` to DEFAULT_FILE_MODE: src/helpers.py `write_data_to_file`), into a volume the gateway
+/// already watches. A Gateway naming the credential before it exists is refused (the previous
+/// config serves) and served as soon as the files appear: no restart, no Deployment edit.
+#[tokio::test]
+async fn a_credential_written_by_the_agent_is_served_without_a_restart() {
+    use std::os::unix::fs::PermissionsExt;
+    let site = |body: &str| {
+        VirtualService::new("site")
+            .hosts(&["*"])
+            .gateways(&["gw"])
+            .http(HttpRoute::new().direct_response(DirectResponse::status(200).body(body)))
+    };
+    let http = Gateway::new("gw").server(Server::http(80).hosts(&["*"]));
+    let h = Harness::builder()
+        .ports(&[80, 443])
+        .resources("site.yaml", &[&http, &site("plain")])
+        .start()
+        .await;
+    let failed = h.reload_status().await.reloads_failed;
+
+    // A new Gateway server naming a credential the agent has not written yet.
+    let https = http
+        .server(Server::https(443, ServerTls::simple("shop-cert")).hosts(&["shop.example.com"]));
+    h.config
+        .write("site.yaml", &render(&[&https, &site("over tls")]));
+    h.wait_failed_after(failed, Duration::from_secs(5)).await;
+    assert_eq!(
+        body(&h.client, h.url("/")).await.as_deref(),
+        Some("plain"),
+        "the previous config serves"
+    );
+
+    let ca = Ca::new("deploy test CA");
+    let ck = ca.server_cert(&["shop.example.com"]);
+    let dir = h.certs.path().join("shop-cert");
+    std::fs::create_dir_all(&dir).expect("agent folder");
+    for (key, pem) in [("tls.crt", &ck.cert_pem), ("tls.key", &ck.key_pem)] {
+        std::fs::write(dir.join(key), pem).expect("agent write");
+        std::fs::set_permissions(dir.join(key), std::fs::Permissions::from_mode(0o400))
+            .expect("chmod");
+    }
+    let addr = h.addr_of(443);
+    let client = crate::support::client::tls_client_builder(&ca)
+        .resolve("shop.example.com", addr)
+        .build()
+        .expect("client");
+    let url = format!("https://shop.example.com:{}/", addr.port());
+    eventually(
+        Duration::from_secs(5),
+        "the new credential served",
+        async || body(&client, url.clone()).await.as_deref() == Some("over tls"),
+    )
+    .await;
+}
