@@ -122,8 +122,10 @@ impl MeshSettings {
     ) -> (MeshSettings, Vec<Diagnostic>) {
         let mut diags = Vec::new();
         let Some(file) = mesh else {
-            let mut s = MeshSettings::default();
-            s.access_log = AccessLogSettings::stdout(overrides.log_format.unwrap_or_default());
+            let s = MeshSettings {
+                access_log: AccessLogSettings::stdout(overrides.log_format.unwrap_or_default()),
+                ..MeshSettings::default()
+            };
             return (s, diags);
         };
         let m = &file.config;

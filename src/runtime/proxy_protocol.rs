@@ -38,10 +38,9 @@ pub enum ProxyProtocolError {
 /// Reads the PROXY header off `stream` (the bytes after it stay in the stream) and makes its
 /// source the stream's peer address. Returns the source (`None` for LOCAL/UNKNOWN).
 pub async fn accept(stream: &mut L4Stream) -> Result<Option<SocketAddr>, ProxyProtocolError> {
-    let (len, source) = tokio::time::timeout(HEADER_TIMEOUT, read_header(stream))
+    let source = tokio::time::timeout(HEADER_TIMEOUT, read_header(stream))
         .await
         .map_err(|_| ProxyProtocolError::Timeout(HEADER_TIMEOUT))??;
-    let _ = len;
     if let Some(src) = source {
         if let Some(digest) = stream.get_socket_digest() {
             // Nothing has asked for the peer yet: the header's source is what it will see.
@@ -51,16 +50,15 @@ pub async fn accept(stream: &mut L4Stream) -> Result<Option<SocketAddr>, ProxyPr
     Ok(source)
 }
 
-async fn read_header(
-    stream: &mut L4Stream,
-) -> Result<(usize, Option<SocketAddr>), ProxyProtocolError> {
+/// Reads until the header is complete; the bytes read past it are put back.
+async fn read_header(stream: &mut L4Stream) -> Result<Option<SocketAddr>, ProxyProtocolError> {
     let mut buf: Vec<u8> = Vec::with_capacity(256);
     let mut chunk = [0u8; 512];
     loop {
         if !buf.is_empty() {
             if let Some((len, source)) = parse(&buf)? {
                 stream.rewind(&buf[len..]);
-                return Ok((len, source));
+                return Ok(source);
             }
         }
         if buf.len() >= MAX_HEADER {

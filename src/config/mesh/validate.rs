@@ -26,7 +26,7 @@ pub fn validate_mesh(mesh: &MeshFile) -> Vec<Diagnostic> {
         }
         if let Some(d) = pc.termination_drain_duration {
             // Not checked by Istio beyond the type; a drain of nothing is what 0s says.
-            if d.get().subsec_nanos() % 1_000_000 != 0 {
+            if !d.get().subsec_nanos().is_multiple_of(1_000_000) {
                 r.error(
                     "defaultConfig.terminationDrainDuration",
                     "only durations to ms precision are supported",
@@ -72,7 +72,7 @@ fn drain_duration(d: Duration) -> Result<(), String> {
     if d < std::time::Duration::from_millis(1) {
         return Err("invalid drain duration: duration must be greater than 1ms".into());
     }
-    if d.subsec_nanos() % 1_000_000 != 0 {
+    if !d.subsec_nanos().is_multiple_of(1_000_000) {
         return Err("invalid drain duration: only durations to ms precision are supported".into());
     }
     if d.subsec_nanos() != 0 {
@@ -113,7 +113,6 @@ fn extension_provider<'n>(
     };
     if kinds.len() > 1 {
         // A protobuf oneof: istiod refuses to parse such a mesh config at all.
-        drop(warn);
         r.error(
             at.to_string(),
             format!(
