@@ -6,6 +6,7 @@
 
 mod access_log;
 mod client_address;
+mod outbound;
 
 use std::time::Duration;
 
