@@ -2,11 +2,13 @@
 //! gateway: the access log settings (off, stdout, a file reopened after rotation, TEXT and
 //! JSON, Envoy's format operators), a mesh-file edit taking effect, a broken mesh file keeping
 //! the last good settings, `check --mesh`; the real client address (`numTrustedProxies`) and
-//! PROXY protocol from real senders (HAProxy, curl) in `client_address`.
+//! PROXY protocol from real senders (HAProxy, curl) in `client_address`; `outbound`:
+//! outboundTrafficPolicy; `tls`: PROXY protocol before TLS and the XFCC modes.
 
 mod access_log;
 mod client_address;
 mod outbound;
+mod tls;
 
 use std::time::Duration;
 

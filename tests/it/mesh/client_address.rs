@@ -11,7 +11,6 @@ use tokio::net::{TcpSocket, TcpStream};
 
 use super::*;
 use crate::support::client::{get_request, try_raw_http, Resp};
-use crate::support::yaml::*;
 
 const DEFAULT_LOG: &str = "accessLogFile: /dev/stdout\n";
 
@@ -68,7 +67,7 @@ async fn assert_peer_is_client_despite_xff(h: &Harness) {
     );
 }
 
-fn proxy_protocol_mesh() -> MeshDir {
+pub fn proxy_protocol_mesh() -> MeshDir {
     MeshDir::new(&format!(
         "{DEFAULT_LOG}defaultConfig:\n  gatewayTopology:\n    proxyProtocol: {{}}\n"
     ))
@@ -218,63 +217,4 @@ async fn curl_with_haproxy_protocol_is_served_and_a_connection_without_the_heade
     .await
     .unwrap_or_default();
     assert_eq!(raw, "", "answered without a PROXY header");
-}
-
-/// PROXY protocol in front of TLS (an NLB passing TLS through to the gateway): the header
-/// comes before the ClientHello; the certificate is still chosen by SNI and the client is the
-/// header's source.
-#[tokio::test]
-async fn proxy_protocol_precedes_tls_on_an_https_server() {
-    let ca = Ca::new("mesh-it-ca");
-    let certs = ConfigDir::new();
-    crate::support::certs::write_credential(
-        certs.path(),
-        "edge",
-        &ca.server_cert(&["secure.example.com"]),
-        None,
-    );
-    let ca_file = ca.write_root_pem(certs.path(), "ca.pem");
-    let mesh = proxy_protocol_mesh();
-    let path = mesh.path();
-    let gateway = Gateway::new("edge")
-        .server(Server::https(443, ServerTls::simple("edge")).hosts(&["secure.example.com"]));
-    let vs = VirtualService::new("secure")
-        .hosts(&["secure.example.com"])
-        .gateways(&["edge"])
-        .http(HttpRoute::new().name("logged").to(&svc("be")));
-    let h = Harness::builder()
-        .certs(certs)
-        .port(443)
-        .backend(Backend::http("be").await)
-        .resources("edge.yaml", &[&gateway, &vs])
-        .args(&["--mesh", &path])
-        .start()
-        .await;
-    let id = request_id();
-    let port = h.port_of(443);
-    let out = tokio::process::Command::new("curl")
-        .args(["-s", "--haproxy-protocol", "--interface", "127.0.0.4"])
-        .arg("--cacert")
-        .arg(&ca_file)
-        .args(["--resolve", &format!("secure.example.com:{port}:127.0.0.1")])
-        .args([
-            "-H",
-            &format!("x-request-id: {id}"),
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-        ])
-        .arg(format!("https://secure.example.com:{port}/p"))
-        .output()
-        .await
-        .expect("curl");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "{out:?}");
-    let line = access_line(&h, &id).await;
-    assert!(
-        line.get("downstream_remote_address")
-            .starts_with("127.0.0.4:"),
-        "{line:?}"
-    );
-    assert_eq!(line.get("requested_server_name"), "secure.example.com");
 }
