@@ -18,7 +18,8 @@ pub fn check(args: &CheckArgs) -> i32 {
     if args.mesh.is_some() {
         let mut source = ConfigSource::new(args.config.config.clone(), Instance::default());
         source.mesh_file = args.mesh.clone();
-        diags.0.extend(load_mesh_settings(&source).2 .0);
+        let (_, _, mesh_diags) = load_mesh_settings(&source);
+        diags.0.extend(mesh_diags.0);
     }
     if !diags.has_errors() {
         let instance = Instance {

@@ -79,6 +79,17 @@ pub fn run(args: RunArgs) -> i32 {
         loaded.snapshot.instance.role,
         loaded.snapshot.instance.labels,
     );
+    let mesh = &loaded.snapshot.mesh;
+    if let Some(file) = &mesh.file {
+        info!(
+            "mesh {file}: access log {:?}, outbound policy {:?}, numTrustedProxies {}, forwardClientCertDetails {:?}, proxyProtocol {}",
+            mesh.access_log_target,
+            loaded.snapshot.instance.outbound_policy,
+            mesh.topology.num_trusted_proxies,
+            mesh.topology.forward_client_cert,
+            mesh.topology.proxy_protocol,
+        );
+    }
     // One worker needs no work-stealing scheduler: a current-thread runtime saves its
     // cross-thread wake-ups (the blocking pool for reloads exists either way).
     let mut builder = match args.threads {

@@ -173,7 +173,11 @@ impl Op {
             }
             "REQUESTED_SERVER_NAME" => Op::RequestedServerName,
             "ROUTE_NAME" => Op::RouteName,
-            "HOSTNAME" => Op::Hostname,
+            "HOSTNAME" => {
+                // Read once, at compile: never a file read on a request worker.
+                let _ = hostname();
+                Op::Hostname
+            }
             _ => {
                 let full = match arg {
                     Some(a) => format!("{name}({a})"),

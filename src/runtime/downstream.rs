@@ -22,8 +22,6 @@ pub struct Downstream {
     /// Lower-cased, without port.
     pub host: String,
     pub port: u16,
-    /// The connection's peer: the TCP peer, or the PROXY protocol header's source.
-    pub peer: Option<SocketAddr>,
     /// The client as Envoy decides it (`Topology::client_address`): the peer, or with
     /// `numTrustedProxies: N` the Nth `x-forwarded-for` address from the right (port 0).
     pub client: Option<SocketAddr>,
@@ -37,7 +35,6 @@ impl Default for Downstream {
             authority: String::new(),
             host: String::new(),
             port: 0,
-            peer: None,
             client: None,
         }
     }
@@ -47,6 +44,7 @@ impl Downstream {
     /// Reads the request's addressing and normalises its path in place.
     pub fn read(session: &mut Session, tls: bool, topology: Option<&Topology>) -> Downstream {
         let scheme = if tls { "https" } else { "http" };
+        // The TCP peer, or the PROXY protocol header's source.
         let peer = session.client_addr().and_then(|a| a.as_inet()).copied();
         let req = session.req_header();
         let client = match topology {
@@ -98,7 +96,6 @@ impl Downstream {
             authority,
             host,
             port,
-            peer,
             client,
         }
     }
