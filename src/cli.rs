@@ -61,9 +61,10 @@ pub struct InstanceArgs {
     /// ingress or egress; default: egress when the labels say istio=egressgateway.
     #[arg(long, value_enum)]
     pub role: Option<Role>,
-    /// Egress: what happens to hosts no ServiceEntry lists.
-    #[arg(long, value_enum, default_value = "REGISTRY_ONLY")]
-    pub outbound_policy: OutboundPolicy,
+    /// Egress: what happens to hosts no ServiceEntry lists (default REGISTRY_ONLY; wins over
+    /// the mesh file's outboundTrafficPolicy.mode).
+    #[arg(long, value_enum)]
+    pub outbound_policy: Option<OutboundPolicy>,
     /// Seconds an idle upstream connection is kept at most, whatever `idleTimeout` says (Istio's
     /// default is 1 h); below the upstreams' own keep-alive limit, so they never close first.
     #[arg(long, default_value = "55", value_name = "SECS", value_parser = parse_secs)]
@@ -85,7 +86,7 @@ impl InstanceArgs {
             bind: self.bind,
             certs_dir,
             role,
-            outbound_policy: self.outbound_policy,
+            outbound_policy: self.outbound_policy.unwrap_or(OutboundPolicy::RegistryOnly),
             upstream_idle_cap: self.upstream_idle_cap,
         }
     }
@@ -100,9 +101,15 @@ pub struct RunArgs {
     /// Admin listener: /healthz/ready, /config_dump, /stats, /metrics.
     #[arg(long, default_value = "127.0.0.1:15000", value_name = "ADDR")]
     pub admin: SocketAddr,
-    /// Access log format on stdout.
-    #[arg(long, value_enum, default_value = "text")]
-    pub log_format: LogFormat,
+    /// Istio's mesh config (the `mesh` key of the `istio` ConfigMap, as mounted): access log,
+    /// outbound policy, gateway topology (trusted proxies, XFCC, PROXY protocol), drain and
+    /// tracing settings. Watched and reloaded with --config.
+    #[arg(long, value_name = "FILE")]
+    pub mesh: Option<PathBuf>,
+    /// Access log encoding: text (Envoy's default line) or json (default text; wins over the
+    /// mesh file's accessLogEncoding).
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
     /// Seconds in-flight requests get to finish on SIGTERM (and when a reload removes a port).
     #[arg(long, default_value = "10", value_name = "SECS", value_parser = parse_secs)]
     pub drain_timeout: Duration,
@@ -127,6 +134,9 @@ pub struct RunArgs {
 pub struct CheckArgs {
     #[command(flatten)]
     pub config: ConfigArgs,
+    /// Also validate this mesh config file (Istio's MeshConfig YAML).
+    #[arg(long, value_name = "FILE")]
+    pub mesh: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -7,7 +7,7 @@ use crate::compile::{compile, Instance};
 use crate::config::load::load_dir;
 use crate::config::validate::validate;
 use crate::config::Diagnostics;
-use crate::reload::{load_and_compile, ConfigSource};
+use crate::reload::{load_and_compile, load_mesh_settings, ConfigSource};
 use crate::upstream::StatsRegistry;
 
 /// `check`: load, validate, and compile every Gateway (as if this instance served them all),
@@ -15,6 +15,12 @@ use crate::upstream::StatsRegistry;
 pub fn check(args: &CheckArgs) -> i32 {
     let (resources, mut diags) = load_dir(&args.config.config);
     diags.0.extend(validate(&resources));
+    if args.mesh.is_some() {
+        let mut source = ConfigSource::new(args.config.config.clone(), Instance::default());
+        source.mesh_file = args.mesh.clone();
+        let (_, _, mesh_diags) = load_mesh_settings(&source);
+        diags.0.extend(mesh_diags.0);
+    }
     if !diags.has_errors() {
         let instance = Instance {
             certs_dir: args.config.certs.clone(),
@@ -51,10 +57,10 @@ fn dedup(diags: &mut Diagnostics) {
 
 /// `routes`: what this instance would serve, for a person to check by eye (or `--json`).
 pub fn routes(args: &RoutesArgs) -> i32 {
-    let source = ConfigSource {
-        config_dir: args.config.config.clone(),
-        instance: args.instance.instance(args.config.certs.clone()),
-    };
+    let source = ConfigSource::new(
+        args.config.config.clone(),
+        args.instance.instance(args.config.certs.clone()),
+    );
     match load_and_compile(&source, &StatsRegistry::default()) {
         Ok(loaded) => {
             for w in loaded.warnings.warnings() {

@@ -11,6 +11,7 @@ use tracing::{error, info, warn};
 
 use crate::admin::Admin;
 use crate::cli::RunArgs;
+use crate::compile::mesh::MeshOverrides;
 use crate::config::load::ParseCache;
 use crate::observe::access_log::AccessLog;
 use crate::reload::watch::watch;
@@ -38,6 +39,11 @@ pub fn run(args: RunArgs) -> i32 {
     let source = ConfigSource {
         config_dir: args.config.config.clone(),
         instance: args.instance.instance(args.config.certs.clone()),
+        mesh_file: args.mesh.clone(),
+        overrides: MeshOverrides {
+            log_format: args.log_format,
+            outbound_policy: args.instance.outbound_policy,
+        },
     };
     let stats = Arc::new(StatsRegistry::default());
     let started = Instant::now();
@@ -80,6 +86,17 @@ pub fn run(args: RunArgs) -> i32 {
             source.config_dir.display()
         );
     }
+    let mesh = &loaded.snapshot.mesh;
+    if let Some(file) = &mesh.file {
+        info!(
+            "mesh {file}: access log {:?}, outbound policy {:?}, numTrustedProxies {}, forwardClientCertDetails {:?}, proxyProtocol {}",
+            mesh.access_log_target,
+            loaded.snapshot.instance.outbound_policy,
+            mesh.topology.num_trusted_proxies,
+            mesh.topology.forward_client_cert,
+            mesh.topology.proxy_protocol,
+        );
+    }
     // One worker needs no work-stealing scheduler: a current-thread runtime saves its
     // cross-thread wake-ups (the blocking pool for reloads exists either way).
     let mut builder = match args.threads {
@@ -114,12 +131,8 @@ async fn serve(
         connect_sni_check: args.connect_sni_check,
     };
     let status = Arc::new(Mutex::new(ReloadStatus::initial(&loaded)));
-    let state = match State::new(
-        loaded.snapshot,
-        AccessLog::stdout(args.log_format),
-        stats,
-        options,
-    ) {
+    let access_log = AccessLog::start(loaded.snapshot.mesh.access_log.clone());
+    let state = match State::new(loaded.snapshot, access_log, stats, options) {
         Ok(s) => Arc::new(s),
         Err(e) => {
             error!("{e}");
@@ -160,10 +173,17 @@ async fn serve(
         status,
         cache: Arc::new(Mutex::new(cache)),
     });
-    let dirs = vec![
+    let mut dirs = vec![
         reloader.source.config_dir.clone(),
         reloader.source.instance.certs_dir.clone(),
     ];
+    // The mesh file's directory: a ConfigMap mount swaps its `..data` symlink there.
+    if let Some(mesh) = &reloader.source.mesh_file {
+        dirs.push(match mesh.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => std::path::PathBuf::from("."),
+        });
+    }
     let trigger = watch(dirs, args.watch, move |reason| {
         let reloader = reloader.clone();
         async move { reloader.reload(reason).await }
@@ -217,9 +237,13 @@ impl Reloader {
                     fingerprints,
                     ..
                 } = loaded;
+                let access_log = snapshot.mesh.access_log.clone();
                 self.gateway
                     .apply(snapshot)
-                    .map(|()| (files_hash, fingerprints))
+                    .map(|()| {
+                        state.access_log.configure(access_log);
+                        (files_hash, fingerprints)
+                    })
                     .map_err(|e| e.to_string())
             }
             Ok(Err(diags)) => Err(format!("{} error(s):\n{diags}", diags.error_count())),

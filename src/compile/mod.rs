@@ -10,6 +10,7 @@ pub mod error;
 pub mod host_index;
 pub mod listener;
 pub mod matcher;
+pub mod mesh;
 pub mod registry;
 pub mod reply;
 pub mod route;
@@ -101,6 +102,9 @@ pub struct Snapshot {
     /// Egress ALLOW_ANY: resolve whatever host was asked for.
     #[serde(skip)]
     pub passthrough: Arc<Cluster>,
+    /// The mesh config's settings (access log, topology, drain, tracing); the pipeline sets
+    /// them after `compile` (see `reload::load_and_compile_cached`).
+    pub mesh: Arc<mesh::MeshSettings>,
     pub summary: Summary,
 }
 
@@ -230,6 +234,7 @@ pub fn compile(
             registry,
             egress_clusters,
             passthrough,
+            mesh: Arc::default(),
             summary,
         },
         diags,

@@ -534,7 +534,7 @@ impl Loader {
 }
 
 /// serde_yaml's message without its own "at line N column M" (we print FILE:LINE ourselves).
-fn yaml_error_message(e: &serde_yaml::Error) -> String {
+pub(crate) fn yaml_error_message(e: &serde_yaml::Error) -> String {
     let text = e.to_string();
     match text.find(" at line ") {
         Some(i) => text[..i].to_string(),
@@ -543,7 +543,7 @@ fn yaml_error_message(e: &serde_yaml::Error) -> String {
 }
 
 /// Formats a serde_ignored path as `spec.http[0].match[0].prefx`.
-fn ignored_path(path: &serde_ignored::Path) -> String {
+pub(crate) fn ignored_path(path: &serde_ignored::Path) -> String {
     use serde_ignored::Path;
     match path {
         Path::Root => String::new(),

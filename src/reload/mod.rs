@@ -11,9 +11,12 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
+use crate::compile::mesh::{MeshOverrides, MeshSettings};
 use crate::compile::{compile, Instance, Snapshot};
 use crate::config::diag::Diagnostics;
 use crate::config::load::{ParseCache, Resources};
+use crate::config::mesh::validate::validate_mesh;
+use crate::config::mesh::{load_mesh, MeshFile};
 use crate::config::validate::validate;
 use crate::upstream::StatsRegistry;
 
@@ -22,6 +25,42 @@ use crate::upstream::StatsRegistry;
 pub struct ConfigSource {
     pub config_dir: PathBuf,
     pub instance: Instance,
+    /// `--mesh`: Istio's mesh config, read (and watched) with the config directory.
+    pub mesh_file: Option<PathBuf>,
+    /// Flags that win over the mesh file.
+    pub overrides: MeshOverrides,
+}
+
+impl ConfigSource {
+    /// A source without a mesh file.
+    pub fn new(config_dir: PathBuf, instance: Instance) -> ConfigSource {
+        ConfigSource {
+            config_dir,
+            instance,
+            mesh_file: None,
+            overrides: MeshOverrides::default(),
+        }
+    }
+}
+
+/// Reads, validates and compiles `--mesh` (if given). Errors mean no settings: the caller keeps
+/// the last good ones.
+pub fn load_mesh_settings(
+    source: &ConfigSource,
+) -> (Option<MeshSettings>, Option<MeshFile>, Diagnostics) {
+    let Some(path) = &source.mesh_file else {
+        let (s, _) = MeshSettings::compile(None, &source.overrides);
+        return (Some(s), None, Diagnostics::default());
+    };
+    let (mesh, mut diags) = load_mesh(path);
+    let Some(mesh) = mesh else {
+        return (None, None, diags);
+    };
+    diags.0.extend(validate_mesh(&mesh));
+    let (settings, compile_diags) = MeshSettings::compile(Some(&mesh), &source.overrides);
+    diags.0.extend(compile_diags);
+    let ok = !diags.has_errors();
+    (ok.then_some(settings), Some(mesh), diags)
 }
 
 /// A complete, valid, compiled configuration.
@@ -46,26 +85,48 @@ pub fn load_and_compile_cached(
     stats: &StatsRegistry,
     cache: &mut ParseCache,
 ) -> Result<Loaded, Diagnostics> {
+    let (settings, mesh, mesh_diags) = load_mesh_settings(source);
     let (resources, mut diags) = cache.load_dir(&source.config_dir);
+    diags.0.extend(mesh_diags.0);
     diags.0.extend(validate(&resources));
     diags.sort();
-    if diags.has_errors() {
+    let Some(settings) = settings.filter(|_| !diags.has_errors()) else {
         return Err(diags);
+    };
+    let mut instance = source.instance.clone();
+    if source.overrides.outbound_policy.is_none() {
+        if let Some(policy) = settings.outbound_policy {
+            instance.outbound_policy = policy;
+        }
     }
-    let (snapshot, compile_diags) = compile(&resources, &source.instance, stats)?;
+    let (mut snapshot, compile_diags) = compile(&resources, &instance, stats)?;
+    snapshot.mesh = std::sync::Arc::new(settings);
     let mut warnings = diags;
     warnings.0.extend(compile_diags.0);
+    let mesh_text = mesh.as_ref().map(|m| m.origin.file.text.as_str());
+    let mut fingerprints = fingerprints(&resources);
+    if let Some(text) = mesh_text {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        text.hash(&mut h);
+        fingerprints.insert("MeshConfig mesh".into(), h.finish());
+    }
     Ok(Loaded {
         snapshot,
         warnings,
-        files_hash: files_hash(&resources),
-        fingerprints: fingerprints(&resources),
+        files_hash: files_hash(&resources, mesh_text),
+        fingerprints,
     })
 }
 
-/// A short hash of every loaded file's path and content.
-pub fn files_hash(resources: &Resources) -> String {
+/// A short hash of every loaded file's path and content (and the mesh file's).
+pub fn files_hash(resources: &Resources, mesh: Option<&str>) -> String {
     let mut h = openssl::sha::Sha256::new();
+    if let Some(text) = mesh {
+        h.update(b"mesh\0");
+        h.update(text.as_bytes());
+        h.update(&[0]);
+    }
     for f in &resources.files {
         h.update(f.display.as_bytes());
         h.update(&[0]);

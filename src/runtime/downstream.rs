@@ -1,12 +1,16 @@
 //! The downstream request as the gateway reads it before routing: the scheme, how the client
 //! addressed it (Host header, or absolute-form from a forward-proxy client), the authority,
-//! host and port, the request id, and the path with dot segments removed (Envoy's
+//! host and port, the client's address (the peer, or the trusted `x-forwarded-for` entry with
+//! `numTrustedProxies`), the request id, and the path with dot segments removed (Envoy's
 //! `normalize_path`, on in Istio's gateways).
+
+use std::net::SocketAddr;
 
 use pingora::http::authority::{raw_target_authority, RawTargetAuthority};
 use pingora_proxy::Session;
 
 use crate::compile::egress::Addressing;
+use crate::compile::mesh::Topology;
 use crate::config::host::{normalize_request_host, split_authority};
 
 #[derive(Debug, Clone)]
@@ -18,6 +22,9 @@ pub struct Downstream {
     /// Lower-cased, without port.
     pub host: String,
     pub port: u16,
+    /// The client as Envoy decides it (`Topology::client_address`): the peer, or with
+    /// `numTrustedProxies: N` the Nth `x-forwarded-for` address from the right (port 0).
+    pub client: Option<SocketAddr>,
 }
 
 impl Default for Downstream {
@@ -28,15 +35,32 @@ impl Default for Downstream {
             authority: String::new(),
             host: String::new(),
             port: 0,
+            client: None,
         }
     }
 }
 
 impl Downstream {
     /// Reads the request's addressing and normalises its path in place.
-    pub fn read(session: &mut Session, tls: bool) -> Downstream {
+    pub fn read(session: &mut Session, tls: bool, topology: Option<&Topology>) -> Downstream {
         let scheme = if tls { "https" } else { "http" };
+        // The TCP peer, or the PROXY protocol header's source.
+        let peer = session.client_addr().and_then(|a| a.as_inet()).copied();
         let req = session.req_header();
+        let client = match topology {
+            Some(t) if t.num_trusted_proxies > 0 => {
+                // Several x-forwarded-for lines are one list (RFC 9110 §5.3).
+                let xff: Vec<&str> = req
+                    .headers
+                    .get_all("x-forwarded-for")
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .collect();
+                let xff = (!xff.is_empty()).then(|| xff.join(","));
+                t.client_address(xff.as_deref(), peer)
+            }
+            _ => peer,
+        };
         // Absolute-form (`GET http://host/ HTTP/1.1`) comes from forward-proxy clients. Pingora
         // keeps only the path on the Uri; the target as sent is the raw path.
         let absolute = match raw_target_authority(req.raw_path()) {
@@ -72,6 +96,7 @@ impl Downstream {
             authority,
             host,
             port,
+            client,
         }
     }
 }

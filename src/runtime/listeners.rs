@@ -250,6 +250,9 @@ async fn serve(
     };
     let local = tcp.local_addr().unwrap_or(addr);
     let mut stream = pingora_stream(tcp);
+    let Some(client) = proxy_protocol_peer(&snapshot, &mut stream, client).await else {
+        return;
+    };
     match &listener.kind {
         ListenerKind::Http { .. } => {
             if snapshot.instance.role == Role::Egress {
@@ -351,6 +354,25 @@ async fn serve(
                     }
                 }
             }
+        }
+    }
+}
+
+/// With `gatewayTopology.proxyProtocol`, the PROXY header's source is the client (see
+/// `proxy_protocol`); a connection without a valid header is closed (`None`), as Envoy does.
+async fn proxy_protocol_peer(
+    snapshot: &Snapshot,
+    stream: &mut L4Stream,
+    peer: SocketAddr,
+) -> Option<SocketAddr> {
+    if !snapshot.mesh.topology.proxy_protocol {
+        return Some(peer);
+    }
+    match super::proxy_protocol::accept(stream).await {
+        Ok(source) => Some(source.unwrap_or(peer)),
+        Err(e) => {
+            debug!(%peer, "connection refused: {e}");
+            None
         }
     }
 }

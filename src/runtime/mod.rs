@@ -7,6 +7,7 @@ pub mod listeners;
 pub mod log;
 pub mod outbound;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod request;
 pub mod rescue;
 pub mod routing;

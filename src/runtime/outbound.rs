@@ -62,10 +62,11 @@ pub fn shape_request(
     }
     upstream.insert_header("x-forwarded-proto", ctx.downstream.scheme)?;
     upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
-    // SANITIZE_SET: never trust a client's own XFCC.
-    upstream.remove_header("x-forwarded-client-cert");
-    if let Some(xfcc) = ctx.downstream_tls().and_then(|t| t.xfcc.as_deref()) {
-        upstream.insert_header("x-forwarded-client-cert", xfcc)?;
+    // The mesh config's forwardClientCertDetails (Istio's gateway default: SANITIZE_SET).
+    let xfcc = ctx.downstream_tls().and_then(|t| t.xfcc.as_deref());
+    match ctx.snapshot.as_ref() {
+        Some(s) => s.mesh.topology.apply_xfcc(upstream, xfcc)?,
+        None => crate::compile::mesh::Topology::default().apply_xfcc(upstream, xfcc)?,
     }
     if ctx.close_upstream {
         upstream.insert_header(http::header::CONNECTION, "close")?;

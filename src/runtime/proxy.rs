@@ -237,7 +237,8 @@ impl ProxyHttp for Edge {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.tls = session.digest().and_then(|d| d.ssl_digest.clone());
-        ctx.downstream = Downstream::read(session, ctx.tls.is_some());
+        let topology = ctx.snapshot.as_ref().map(|s| &s.mesh.topology);
+        ctx.downstream = Downstream::read(session, ctx.tls.is_some(), topology);
         ctx.request_id = request_id(session);
         match self.route(session, ctx).await {
             Ok(()) => Ok(false),

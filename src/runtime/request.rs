@@ -1,7 +1,7 @@
 //! Per-request state, carried through the Pingora phases. The snapshot taken at the start of
 //! the request is kept for its whole life, retries included.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -101,6 +101,14 @@ static DEFAULT_RETRY: once_cell::sync::Lazy<RetryPolicy> =
 impl RequestCtx {
     pub fn downstream_tls(&self) -> Option<&DownstreamTls> {
         self.tls.as_ref()?.extension.get::<DownstreamTls>()
+    }
+
+    /// The client's address: what `x-envoy-external-address`, the access log's
+    /// `%DOWNSTREAM_REMOTE_ADDRESS%` and `remoteIpBlocks` use. The connection's peer (the PROXY
+    /// protocol source when the listener requires it), or, with `numTrustedProxies: N`, the
+    /// Nth address from the right of `x-forwarded-for` (Envoy `xff_num_trusted_hops`).
+    pub fn client_ip(&self) -> Option<IpAddr> {
+        self.downstream.client.map(|a| a.ip())
     }
 
     pub fn route(&self) -> Option<&Route> {

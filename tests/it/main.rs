@@ -10,6 +10,7 @@ mod deploy;
 mod egress;
 mod ingress;
 mod layout;
+mod mesh;
 mod reload;
 mod support_selftest;
 mod tls;
