@@ -1,40 +1,32 @@
-//! `run`: load and compile, start the runtime and the admin listener, feed reloads to the
-//! runtime, drain on SIGTERM.
+//! `run`: load and compile, start the runtime, the admin and probe listeners, feed reloads to
+//! the runtime, drain on SIGTERM (Envoy's drain under istio-agent: `runtime::drain`).
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pingora::apps::http_app::HttpServer;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
 
-use crate::admin::Admin;
+use super::ports::bind_ports;
 use crate::cli::RunArgs;
 use crate::config::load::ParseCache;
 use crate::observe::access_log::AccessLog;
+use crate::observe::logging::LogControl;
 use crate::reload::watch::watch;
 use crate::reload::{load_and_compile_cached, ConfigSource, Loaded, ReloadStatus};
-use crate::runtime::listeners::{bind, serve_app};
 use crate::runtime::server::Gateway;
-use crate::runtime::{RuntimeOptions, State};
+use crate::runtime::{DrainSettings, RuntimeOptions, State};
 use crate::upstream::StatsRegistry;
 
-pub fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(
-            std::env::var_os("NO_COLOR").is_none()
-                && std::io::IsTerminal::is_terminal(&std::io::stderr()),
-        )
-        .try_init();
+/// Installs the diagnostics log (stderr, `RUST_LOG`, levels changeable by `/logging`).
+pub fn init_logging() -> Arc<LogControl> {
+    let ansi = std::env::var_os("NO_COLOR").is_none()
+        && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    Arc::new(LogControl::install(ansi))
 }
 
 pub fn run(args: RunArgs) -> i32 {
-    init_logging();
+    let logs = init_logging();
     let source = ConfigSource {
         config_dir: args.config.config.clone(),
         instance: args.instance.instance(args.config.certs.clone()),
@@ -90,7 +82,7 @@ pub fn run(args: RunArgs) -> i32 {
             return 1;
         }
     };
-    let code = runtime.block_on(serve(args, source, loaded, cache, stats));
+    let code = runtime.block_on(serve(args, source, loaded, cache, stats, logs));
     runtime.shutdown_timeout(Duration::from_secs(1));
     code
 }
@@ -101,9 +93,13 @@ async fn serve(
     loaded: Loaded,
     cache: ParseCache,
     stats: Arc<StatsRegistry>,
+    logs: Arc<LogControl>,
 ) -> i32 {
+    // Istio's defaults, then the flags.
+    let drain = DrainSettings::default()
+        .overridden_by(args.drain_duration, args.termination_drain_duration);
     let options = RuntimeOptions {
-        drain_timeout: args.drain_timeout,
+        drain,
         connect_sni_check: args.connect_sni_check,
     };
     let status = Arc::new(Mutex::new(ReloadStatus::initial(&loaded)));
@@ -125,20 +121,14 @@ async fn serve(
     let mut sigint = signal(SignalKind::interrupt()).ok();
     let mut sighup = signal(SignalKind::hangup()).ok();
 
-    let admin_listener = match bind(args.admin, false) {
-        Ok(l) => l,
+    // Admin, status and Prometheus ports first: one that cannot be bound stops start-up.
+    let ports = match bind_ports(&args) {
+        Ok(p) => p,
         Err(e) => {
-            error!("cannot listen on the admin address {}: {e}", args.admin);
+            error!("{e}");
             return 1;
         }
     };
-    let admin = Arc::new(HttpServer::new_app(Admin {
-        state: state.clone(),
-        reload: status.clone(),
-    }));
-    tokio::spawn(serve_app(admin_listener, admin));
-    info!("admin listening on http://{}", args.admin);
-
     let threads = args.threads.unwrap_or_else(num_threads);
     let gateway = match Gateway::start(state.clone(), threads) {
         Ok(g) => Arc::new(g),
@@ -147,6 +137,7 @@ async fn serve(
             return 1;
         }
     };
+    ports.serve(&args, gateway.clone(), status.clone(), logs);
     let reloader = Arc::new(Reloader {
         source,
         gateway: gateway.clone(),
@@ -161,21 +152,29 @@ async fn serve(
         let reloader = reloader.clone();
         async move { reloader.reload(reason).await }
     });
-    state.ready.store(true, Relaxed);
+    state.readiness.initialized();
     info!("ready: {} listener(s) bound", gateway.addresses().len());
 
-    loop {
+    // SIGTERM drains (Istio's pod shutdown); SIGINT and /quitquitquit skip the drain duration.
+    let graceful = loop {
         tokio::select! {
             _ = recv(&mut sighup) => {
                 info!("SIGHUP: reloading");
                 let _ = trigger.send("SIGHUP").await;
             }
-            _ = recv(&mut sigterm) => break,
-            _ = recv(&mut sigint) => break,
+            _ = recv(&mut sigterm) => break true,
+            _ = recv(&mut sigint) => break false,
+            _ = gateway.quit_requested() => break false,
         }
-    }
-    // Fail readiness first so load balancers stop sending, then stop accepting and drain.
-    gateway.shutdown().await;
+    };
+    // A second signal cuts the drain duration short.
+    let hurry = async {
+        tokio::select! {
+            _ = recv(&mut sigterm) => {}
+            _ = recv(&mut sigint) => {}
+        }
+    };
+    gateway.shutdown(graceful, hurry).await;
     0
 }
 

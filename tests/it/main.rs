@@ -9,6 +9,7 @@ mod corpus;
 mod egress;
 mod ingress;
 mod layout;
+mod ops;
 mod reload;
 mod support_selftest;
 mod tls;
