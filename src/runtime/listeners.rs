@@ -333,7 +333,7 @@ async fn serve(
                 }
             }
             match h2c_preface(&mut stream).await {
-                Some(true) => serve_http(&http, Box::new(stream), &drain).await,
+                Some(true) => serve_http(&http, Box::new(stream), &goaway_watch(&drain)).await,
                 Some(false) => serve_h1(&http, Box::new(stream), &drain, &close_idle).await,
                 None => {}
             }
@@ -391,7 +391,7 @@ async fn serve(
                             use pingora::protocols::{Ssl, ALPN};
                             let h2 = matches!(tls_stream.selected_alpn_proto(), Some(ALPN::H2));
                             if h2 {
-                                serve_http(&http, Box::new(tls_stream), &drain).await
+                                serve_http(&http, Box::new(tls_stream), &goaway_watch(&drain)).await
                             } else {
                                 serve_h1(&http, Box::new(tls_stream), &drain, &close_idle).await
                             }
@@ -471,6 +471,27 @@ async fn serve_h1(
         settings.apply_to_session(&mut session);
         result = http.process_new_http(session, drain).await;
     }
+}
+
+/// Envoy sends a draining HTTP/2 connection its GOAWAY with a response, never before a
+/// request (`ConnectionManagerImpl` on `drainClose()`); Pingora sends it the moment the
+/// connection starts, which refuses the first request of a client that reads the server's
+/// frames before it writes. So an HTTP/2 connection accepted during a drain gets its GOAWAY
+/// this long after it starts.
+const NEW_CONNECTION_GOAWAY_DELAY: Duration = Duration::from_secs(1);
+
+/// The drain watch for Pingora's HTTP/2 loop: `drain` itself, or for a connection accepted
+/// while draining, one that turns true after [`NEW_CONNECTION_GOAWAY_DELAY`].
+fn goaway_watch(drain: &watch::Receiver<bool>) -> watch::Receiver<bool> {
+    if !*drain.borrow() {
+        return drain.clone();
+    }
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        tokio::time::sleep(NEW_CONNECTION_GOAWAY_DELAY).await;
+        let _ = tx.send(true);
+    });
+    rx
 }
 
 /// How long an idle HTTP/1 keep-alive connection is kept (Pingora's default).

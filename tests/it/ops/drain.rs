@@ -182,9 +182,10 @@ async fn sigterm_drains_under_load_with_no_failed_request_then_exits_zero() {
         "{}",
         resp.raw
     );
-    // ... and HTTP/2 gets a GOAWAY (nghttp, a real HTTP/2 client, prints the frames).
+    // ... and HTTP/2 gets a GOAWAY (nghttp, a real HTTP/2 client, prints the frames); a
+    // connection opened during the drain gets it a second in, after its first request.
     let out = Command::new("nghttp")
-        .args(["-v", &format!("http://127.0.0.1:{}/", h.port())])
+        .args(["-v", &format!("http://127.0.0.1:{}/delay/1500", h.port())])
         .output()
         .await
         .expect("nghttp (package nghttp2-client, installed by scripts/setup)");
