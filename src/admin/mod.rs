@@ -47,6 +47,12 @@ pub struct Request {
 }
 
 impl Request {
+    /// The request a Pingora session carries.
+    pub fn of(session: &ServerSession) -> Request {
+        let req = session.req_header();
+        Request::from_uri(req.method.clone(), &req.uri)
+    }
+
     pub fn from_uri(method: http::Method, uri: &http::Uri) -> Request {
         let params = uri
             .query()
@@ -165,10 +171,8 @@ const fn get(path: &'static str, help: &'static str, handler: Handler) -> Endpoi
 
 const fn post(path: &'static str, help: &'static str, handler: Handler) -> Endpoint {
     Endpoint {
-        path,
-        help,
         mutates: true,
-        handler,
+        ..get(path, help, handler)
     }
 }
 
@@ -225,9 +229,7 @@ impl Admin {
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let req = session.req_header();
-        let req = Request::from_uri(req.method.clone(), &req.uri);
-        self.handle(&req).into_response()
+        self.handle(&Request::of(session)).into_response()
     }
 }
 

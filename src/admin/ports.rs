@@ -65,8 +65,6 @@ impl PortApp {
 #[async_trait]
 impl ServeHttp for PortApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let req = session.req_header();
-        let req = Request::from_uri(req.method.clone(), &req.uri);
-        self.handle(&req).into_response()
+        self.handle(&Request::of(session)).into_response()
     }
 }

@@ -120,6 +120,17 @@ fn h2_keepalive_loop(
     (seen, task)
 }
 
+/// A new connection asking for keep-alive is served, with `Connection: close`.
+async fn assert_answered_with_connection_close(h: &Harness) {
+    let resp = Resp::parse(&raw_http(h.addr(), get_request("a.example.com", "/", "", false)).await);
+    assert_eq!(
+        (resp.status, resp.header("connection")),
+        (200, Some("close")),
+        "{}",
+        resp.raw
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_under_load_with_no_failed_request_then_exits_zero() {
     let mut h = start(&[
@@ -175,13 +186,7 @@ async fn sigterm_drains_under_load_with_no_failed_request_then_exits_zero() {
     );
 
     // The listener still accepts; HTTP/1 is answered with Connection: close...
-    let resp = Resp::parse(&raw_http(h.addr(), get_request("a.example.com", "/", "", false)).await);
-    assert_eq!(
-        (resp.status, resp.header("connection")),
-        (200, Some("close")),
-        "{}",
-        resp.raw
-    );
+    assert_answered_with_connection_close(&h).await;
     // ... and HTTP/2 gets a GOAWAY (nghttp, a real HTTP/2 client, prints the frames); a
     // connection opened during the drain gets it a second in, after its first request.
     let out = Command::new("nghttp")
@@ -264,13 +269,7 @@ async fn drain_listeners_graceful_drains_then_stops_listening_without_exiting() 
         (200, "OK\n".to_string())
     );
     // Still accepting, each response closing its connection.
-    let resp = Resp::parse(&raw_http(h.addr(), get_request("a.example.com", "/", "", false)).await);
-    assert_eq!(
-        (resp.status, resp.header("connection")),
-        (200, Some("close")),
-        "{}",
-        resp.raw
-    );
+    assert_answered_with_connection_close(&h).await;
     let addr = h.addr();
     eventually(
         Duration::from_secs(20),
