@@ -29,6 +29,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve traffic by the config directory, reloading when it changes.
+    #[command(args_override_self = true)]
     Run(RunArgs),
     /// Validate the config directory and print every problem (exit 0 valid, 1 errors, 2 usage).
     Check(CheckArgs),
@@ -98,7 +99,8 @@ pub struct RunArgs {
     pub config: ConfigArgs,
     #[command(flatten)]
     pub instance: InstanceArgs,
-    /// Admin listener: /healthz/ready, /config_dump, /stats, /metrics.
+    /// Admin listener (Envoy's admin paths: /ready, /stats, /clusters, /config_dump, /logging,
+    /// /drain_listeners, ...). Localhost only, as Envoy's admin under Istio.
     #[arg(long, default_value = "127.0.0.1:15000", value_name = "ADDR")]
     pub admin: SocketAddr,
     /// Istio's mesh config (the `mesh` key of the `istio` ConfigMap, as mounted): access log,
@@ -106,13 +108,30 @@ pub struct RunArgs {
     /// tracing settings. Watched and reloaded with --config.
     #[arg(long, value_name = "FILE")]
     pub mesh: Option<PathBuf>,
+    /// Readiness probe, `/healthz/ready` (istio-ingressgateway's status port 15021); `off` for none.
+    #[arg(long, default_value = "0.0.0.0:15021", value_name = "ADDR|off")]
+    pub status_addr: ListenAddr,
+    /// Prometheus scrape of the proxy's stats, `/stats/prometheus` (Envoy's 15090); `off` for none.
+    #[arg(long, default_value = "0.0.0.0:15090", value_name = "ADDR|off")]
+    pub prometheus_addr: ListenAddr,
+    /// Merged Prometheus scrape, `/stats/prometheus` and `/metrics`: the proxy's stats plus the
+    /// configuration (agent) metrics (istio-agent's 15020); `off` for none.
+    #[arg(long, default_value = "0.0.0.0:15020", value_name = "ADDR|off")]
+    pub merged_prometheus_addr: ListenAddr,
     /// Access log encoding: text (Envoy's default line) or json (default text; wins over the
     /// mesh file's accessLogEncoding).
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
-    /// Seconds in-flight requests get to finish on SIGTERM (and when a reload removes a port).
-    #[arg(long, default_value = "10", value_name = "SECS", value_parser = parse_secs)]
-    pub drain_timeout: Duration,
+    /// Seconds the listeners keep accepting after SIGTERM or `/drain_listeners?graceful`,
+    /// answering HTTP/1 with `Connection: close` and HTTP/2 with GOAWAY (Istio's
+    /// `drainDuration`; default 45; wins over the mesh file).
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub drain_duration: Option<Duration>,
+    /// Seconds in-flight requests get to finish once the listeners stopped (and when a reload
+    /// removes a port) (Istio's `terminationDrainDuration`; default 5; wins over the mesh file).
+    /// `--drain-timeout` is the old name.
+    #[arg(long, alias = "drain-timeout", value_name = "SECS", value_parser = parse_secs)]
+    pub termination_drain_duration: Option<Duration>,
     /// Watch --config and --certs and reload on change: true (file notifications, polling if
     /// they are unavailable), poll, or false (SIGHUP still reloads).
     #[arg(
@@ -175,6 +194,22 @@ fn parse_port_map(s: &str) -> Result<BTreeMap<u16, u16>, String> {
         out.insert(port(from)?, port(to)?);
     }
     Ok(out)
+}
+
+/// A listening address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenAddr(pub Option<SocketAddr>);
+
+impl std::str::FromStr for ListenAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("off") {
+            return Ok(ListenAddr(None));
+        }
+        s.parse()
+            .map(|a| ListenAddr(Some(a)))
+            .map_err(|_| format!("`{s}` is not an address (IP:PORT) or `off`"))
+    }
 }
 
 fn parse_secs(s: &str) -> Result<Duration, String> {

@@ -4,6 +4,7 @@
 //! `reload` feeding new snapshots to the runtime.
 
 mod check;
+mod ports;
 mod run;
 
 use clap::Parser;

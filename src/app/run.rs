@@ -1,41 +1,34 @@
-//! `run`: load and compile, start the runtime and the admin listener, feed reloads to the
-//! runtime, drain on SIGTERM.
+//! `run`: load and compile, start the runtime, the admin and probe listeners, feed reloads to
+//! the runtime, drain on SIGTERM (Envoy's drain under istio-agent: `runtime::drain`).
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pingora::apps::http_app::HttpServer;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
 
-use crate::admin::Admin;
+use super::ports::bind_ports;
 use crate::cli::RunArgs;
 use crate::compile::mesh::MeshOverrides;
+use crate::compile::mesh::MeshSettings;
 use crate::config::load::ParseCache;
 use crate::observe::access_log::AccessLog;
+use crate::observe::logging::LogControl;
 use crate::reload::watch::watch;
 use crate::reload::{load_and_compile_cached, ConfigSource, Loaded, ReloadStatus};
-use crate::runtime::listeners::{bind, serve_app};
 use crate::runtime::server::Gateway;
-use crate::runtime::{RuntimeOptions, State};
+use crate::runtime::{DrainSettings, RuntimeOptions, State};
 use crate::upstream::StatsRegistry;
 
-pub fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(
-            std::env::var_os("NO_COLOR").is_none()
-                && std::io::IsTerminal::is_terminal(&std::io::stderr()),
-        )
-        .try_init();
+/// Installs the diagnostics log (stderr, `RUST_LOG`, levels changeable by `/logging`).
+pub fn init_logging() -> Arc<LogControl> {
+    let ansi = std::env::var_os("NO_COLOR").is_none()
+        && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    Arc::new(LogControl::install(ansi))
 }
 
 pub fn run(args: RunArgs) -> i32 {
-    init_logging();
+    let logs = init_logging();
     let source = ConfigSource {
         config_dir: args.config.config.clone(),
         instance: args.instance.instance(args.config.certs.clone()),
@@ -114,7 +107,7 @@ pub fn run(args: RunArgs) -> i32 {
             return 1;
         }
     };
-    let code = runtime.block_on(serve(args, source, loaded, cache, stats));
+    let code = runtime.block_on(serve(args, source, loaded, cache, stats, logs));
     runtime.shutdown_timeout(Duration::from_secs(1));
     code
 }
@@ -125,9 +118,13 @@ async fn serve(
     loaded: Loaded,
     cache: ParseCache,
     stats: Arc<StatsRegistry>,
+    logs: Arc<LogControl>,
 ) -> i32 {
+    // Istio's defaults, then the mesh file, then the flags.
+    let drain_flags = (args.drain_duration, args.termination_drain_duration);
+    let drain = drain_settings(&loaded.snapshot.mesh, drain_flags);
     let options = RuntimeOptions {
-        drain_timeout: args.drain_timeout,
+        drain,
         connect_sni_check: args.connect_sni_check,
     };
     let status = Arc::new(Mutex::new(ReloadStatus::initial(&loaded)));
@@ -145,20 +142,14 @@ async fn serve(
     let mut sigint = signal(SignalKind::interrupt()).ok();
     let mut sighup = signal(SignalKind::hangup()).ok();
 
-    let admin_listener = match bind(args.admin, false) {
-        Ok(l) => l,
+    // Admin, status and Prometheus ports first: one that cannot be bound stops start-up.
+    let ports = match bind_ports(&args) {
+        Ok(p) => p,
         Err(e) => {
-            error!("cannot listen on the admin address {}: {e}", args.admin);
+            error!("{e}");
             return 1;
         }
     };
-    let admin = Arc::new(HttpServer::new_app(Admin {
-        state: state.clone(),
-        reload: status.clone(),
-    }));
-    tokio::spawn(serve_app(admin_listener, admin));
-    info!("admin listening on http://{}", args.admin);
-
     let threads = args.threads.unwrap_or_else(num_threads);
     let gateway = match Gateway::start(state.clone(), threads) {
         Ok(g) => Arc::new(g),
@@ -167,9 +158,11 @@ async fn serve(
             return 1;
         }
     };
+    ports.serve(&args, gateway.clone(), status.clone(), logs);
     let reloader = Arc::new(Reloader {
         source,
         gateway: gateway.clone(),
+        drain_flags,
         status,
         cache: Arc::new(Mutex::new(cache)),
     });
@@ -188,21 +181,29 @@ async fn serve(
         let reloader = reloader.clone();
         async move { reloader.reload(reason).await }
     });
-    state.ready.store(true, Relaxed);
+    state.readiness.initialized();
     info!("ready: {} listener(s) bound", gateway.addresses().len());
 
-    loop {
+    // SIGTERM drains (Istio's pod shutdown); SIGINT and /quitquitquit skip the drain duration.
+    let graceful = loop {
         tokio::select! {
             _ = recv(&mut sighup) => {
                 info!("SIGHUP: reloading");
                 let _ = trigger.send("SIGHUP").await;
             }
-            _ = recv(&mut sigterm) => break,
-            _ = recv(&mut sigint) => break,
+            _ = recv(&mut sigterm) => break true,
+            _ = recv(&mut sigint) => break false,
+            _ = gateway.quit_requested() => break false,
         }
-    }
-    // Fail readiness first so load balancers stop sending, then stop accepting and drain.
-    gateway.shutdown().await;
+    };
+    // A second signal cuts the drain duration short.
+    let hurry = async {
+        tokio::select! {
+            _ = recv(&mut sigterm) => {}
+            _ = recv(&mut sigint) => {}
+        }
+    };
+    gateway.shutdown(graceful, hurry).await;
     0
 }
 
@@ -211,6 +212,8 @@ async fn serve(
 struct Reloader {
     source: ConfigSource,
     gateway: Arc<Gateway>,
+    /// `--drain-duration`, `--termination-drain-duration`: they win over the mesh file.
+    drain_flags: (Option<Duration>, Option<Duration>),
     status: Arc<Mutex<ReloadStatus>>,
     /// The parse of every file as of the last load, so a reload re-parses changed files only.
     cache: Arc<Mutex<ParseCache>>,
@@ -238,10 +241,12 @@ impl Reloader {
                     ..
                 } = loaded;
                 let access_log = snapshot.mesh.access_log.clone();
+                let drain = drain_settings(&snapshot.mesh, self.drain_flags);
                 self.gateway
                     .apply(snapshot)
                     .map(|()| {
                         state.access_log.configure(access_log);
+                        state.drain.set_settings(drain);
                         (files_hash, fingerprints)
                     })
                     .map_err(|e| e.to_string())
@@ -292,4 +297,16 @@ async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
 
 fn num_threads() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// The drain durations: the mesh file's (Istio's defaults when it says nothing), then the flags.
+fn drain_settings(
+    mesh: &MeshSettings,
+    (drain, termination): (Option<Duration>, Option<Duration>),
+) -> DrainSettings {
+    DrainSettings {
+        drain_duration: mesh.drain_duration,
+        termination_drain_duration: mesh.termination_drain_duration,
+    }
+    .overridden_by(drain, termination)
 }

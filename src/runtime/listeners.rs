@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,11 +32,28 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 struct Running {
     accept: tokio::task::JoinHandle<()>,
-    /// `true` tells connections to finish their current request and close (Pingora's
-    /// shutdown watch: no more keep-alive, h2 GOAWAY).
+    /// `true` tells connections to close after their current request (Pingora's shutdown
+    /// watch: HTTP/1 `Connection: close`, HTTP/2 GOAWAY); the listener keeps accepting.
     drain: watch::Sender<bool>,
-    /// `true` ends whatever is still open after the drain timeout.
+    /// `true` closes idle keep-alive connections (the listener stopped accepting).
+    close_idle: watch::Sender<bool>,
+    /// `true` ends whatever is still open after the termination drain.
     kill: watch::Sender<bool>,
+    stats: Arc<ListenerStats>,
+}
+
+/// Envoy's per-listener connection stats (`listener.<address>.downstream_cx_*`).
+#[derive(Debug, Default)]
+pub struct ListenerStats {
+    pub active: AtomicU64,
+    pub total: AtomicU64,
+}
+
+/// The signals a connection of a listener watches (see [`Running`]).
+#[derive(Clone)]
+struct Signals {
+    drain: watch::Receiver<bool>,
+    close_idle: watch::Receiver<bool>,
 }
 
 /// A listener address that cannot be bound (in use, not local, no permission).
@@ -59,14 +76,19 @@ pub struct Listeners {
     running: Mutex<BTreeMap<SocketAddr, Running>>,
     /// Open downstream connections, across all listeners.
     pub connections: Arc<AtomicUsize>,
+    /// A drain started: listeners started from now on drain from their first connection.
+    draining: AtomicBool,
+    /// The listeners were stopped for good: a reload starts no new ones.
+    stopped: AtomicBool,
 }
 
-/// Decrements the connection count when a connection task ends.
-struct ConnectionGuard(Arc<AtomicUsize>);
+/// Decrements the connection counts when a connection task ends.
+struct ConnectionGuard(Arc<AtomicUsize>, Arc<ListenerStats>);
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Relaxed);
+        self.1.active.fetch_sub(1, Relaxed);
     }
 }
 
@@ -114,6 +136,8 @@ impl Listeners {
             http,
             running: Mutex::new(BTreeMap::new()),
             connections: Arc::new(AtomicUsize::new(0)),
+            draining: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
         }
     }
 
@@ -123,7 +147,7 @@ impl Listeners {
         let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         let mut bound = Vec::new();
         for addr in snapshot.listeners.keys() {
-            if running.contains_key(addr) {
+            if running.contains_key(addr) || self.stopped.load(Relaxed) {
                 continue;
             }
             match bind(*addr, true) {
@@ -155,9 +179,13 @@ impl Listeners {
         for addr in removed {
             if let Some(r) = running.remove(&addr) {
                 info!(%addr, "listener removed; draining its connections");
-                self.stop(r, self.state.options.drain_timeout);
+                self.stop(r, self.termination_grace());
             }
         }
+    }
+
+    fn termination_grace(&self) -> Duration {
+        self.state.drain.settings().termination_drain_duration
     }
 
     /// Stops accepting; idle keep-alive connections close at once (see [`serve_h1`]), busy
@@ -165,6 +193,7 @@ impl Listeners {
     fn stop(&self, r: Running, grace: Duration) {
         r.accept.abort();
         let _ = r.drain.send(true);
+        let _ = r.close_idle.send(true);
         let kill = r.kill;
         tokio::spawn(async move {
             tokio::time::sleep(grace).await;
@@ -172,17 +201,37 @@ impl Listeners {
         });
     }
 
-    /// Stops accepting everywhere and asks every connection to finish (SIGTERM).
+    /// Starts a graceful drain: every listener keeps accepting, but each connection closes
+    /// after its current request (HTTP/1 `Connection: close`, HTTP/2 GOAWAY), and so do the
+    /// connections accepted from now on. Idle keep-alive connections stay open until their
+    /// next request (answered with `Connection: close`) or [`shutdown`](Self::shutdown).
+    pub fn start_drain(&self) {
+        self.draining.store(true, Relaxed);
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        for r in running.values() {
+            let _ = r.drain.send(true);
+        }
+    }
+
+    /// Stops accepting everywhere, for good, and asks every connection to finish (SIGTERM,
+    /// the end of a drain); whatever is open after the termination drain is closed.
     pub async fn shutdown(&self) {
+        self.stopped.store(true, Relaxed);
         let all: Vec<Running> = {
             let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
             std::mem::take(&mut *running).into_values().collect()
         };
         for r in all {
-            self.stop(r, self.state.options.drain_timeout);
+            self.stop(r, self.termination_grace());
         }
         // Wakes anything still parked in Pingora's own keep-alive wait.
         self.http.cleanup().await;
+    }
+
+    /// Each listener's address and connection stats.
+    pub fn stats(&self) -> Vec<(SocketAddr, Arc<ListenerStats>)> {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        running.iter().map(|(a, r)| (*a, r.stats.clone())).collect()
     }
 
     pub fn addresses(&self) -> Vec<SocketAddr> {
@@ -196,10 +245,21 @@ impl Listeners {
 
     fn start(&self, addr: SocketAddr, listener: TcpListener) -> Running {
         let (drain, drain_rx) = watch::channel(false);
+        let (close_idle, close_idle_rx) = watch::channel(false);
         let (kill, kill_rx) = watch::channel(false);
+        let signals = Signals {
+            drain: drain_rx,
+            close_idle: close_idle_rx,
+        };
+        if self.draining.load(Relaxed) {
+            // Sent rather than the initial value: Pingora's HTTP/2 loop waits for a change.
+            let _ = drain.send(true);
+        }
+        let stats = Arc::new(ListenerStats::default());
         let state = self.state.clone();
         let http = self.http.clone();
         let connections = self.connections.clone();
+        let counted = stats.clone();
         let accept = tokio::spawn(async move {
             loop {
                 let (tcp, client) = match listener.accept().await {
@@ -212,17 +272,19 @@ impl Listeners {
                     }
                 };
                 connections.fetch_add(1, Relaxed);
-                let guard = ConnectionGuard(connections.clone());
-                let (state, http, drain, kill) = (
+                counted.active.fetch_add(1, Relaxed);
+                counted.total.fetch_add(1, Relaxed);
+                let guard = ConnectionGuard(connections.clone(), counted.clone());
+                let (state, http, signals, kill) = (
                     state.clone(),
                     http.clone(),
-                    drain_rx.clone(),
+                    signals.clone(),
                     kill_rx.clone(),
                 );
                 tokio::spawn(async move {
                     let _guard = guard;
                     tokio::select! {
-                        _ = serve(state, http, addr, tcp, client, drain) => {}
+                        _ = serve(state, http, addr, tcp, client, signals) => {}
                         _ = until_true(kill) => debug!(%client, "connection closed after the drain timeout"),
                     }
                 });
@@ -231,7 +293,9 @@ impl Listeners {
         Running {
             accept,
             drain,
+            close_idle,
             kill,
+            stats,
         }
     }
 }
@@ -242,8 +306,9 @@ async fn serve(
     addr: SocketAddr,
     tcp: TcpStream,
     client: SocketAddr,
-    drain: watch::Receiver<bool>,
+    signals: Signals,
 ) {
+    let Signals { drain, close_idle } = signals;
     let snapshot = state.snapshot.load_full();
     let Some(listener) = snapshot.listeners.get(&addr).cloned() else {
         return;
@@ -271,8 +336,8 @@ async fn serve(
                 }
             }
             match h2c_preface(&mut stream).await {
-                Some(true) => serve_http(&http, Box::new(stream), &drain).await,
-                Some(false) => serve_h1(&http, Box::new(stream), &drain).await,
+                Some(true) => serve_http(&http, Box::new(stream), &goaway_watch(&drain)).await,
+                Some(false) => serve_h1(&http, Box::new(stream), &drain, &close_idle).await,
                 None => {}
             }
         }
@@ -329,9 +394,9 @@ async fn serve(
                             use pingora::protocols::{Ssl, ALPN};
                             let h2 = matches!(tls_stream.selected_alpn_proto(), Some(ALPN::H2));
                             if h2 {
-                                serve_http(&http, Box::new(tls_stream), &drain).await
+                                serve_http(&http, Box::new(tls_stream), &goaway_watch(&drain)).await
                             } else {
-                                serve_h1(&http, Box::new(tls_stream), &drain).await
+                                serve_h1(&http, Box::new(tls_stream), &drain, &close_idle).await
                             }
                         }
                         Ok(Err(e)) => debug!(%client, sni = ?sni, "TLS handshake failed: {e}"),
@@ -389,9 +454,16 @@ async fn serve_http(http: &Arc<HttpProxy<Edge>>, stream: Stream, drain: &watch::
 /// exactly the 24-byte preface first, which never completes for a shorter request
 /// (`GET / HTTP/1.0\r\n\r\n` waited forever), so [`h2c_preface`] classifies plain
 /// connections and this runs Pingora's HTTP/1 keep-alive loop directly. Between requests it
-/// waits for the next request itself: when the listener is removed (or the process shuts
+/// waits for the next request itself: when the listener stops (removed, or the process shuts
 /// down) an idle keep-alive connection is closed at once instead of waiting for its timeout.
-async fn serve_h1(http: &Arc<HttpProxy<Edge>>, stream: Stream, drain: &watch::Receiver<bool>) {
+/// While `drain` is set (and the listener still accepts), the next response says
+/// `Connection: close` instead.
+async fn serve_h1(
+    http: &Arc<HttpProxy<Edge>>,
+    stream: Stream,
+    drain: &watch::Receiver<bool>,
+    close_idle: &watch::Receiver<bool>,
+) {
     use pingora::apps::{HttpPersistentSettings, HttpServerApp};
     use pingora::protocols::http::ServerSession;
     use tokio::io::AsyncReadExt;
@@ -404,7 +476,7 @@ async fn serve_h1(http: &Arc<HttpProxy<Edge>>, stream: Stream, drain: &watch::Re
     let mut result = http.process_new_http(session, drain).await;
     while let Some((mut stream, settings)) = result.map(|r| r.consume()) {
         let mut first = [0u8; 2048];
-        let mut drained = drain.clone();
+        let mut drained = close_idle.clone();
         let read = tokio::select! {
             r = tokio::time::timeout(KEEPALIVE, stream.read(&mut first)) => r,
             _ = until_true_ref(&mut drained) => return,
@@ -421,6 +493,27 @@ async fn serve_h1(http: &Arc<HttpProxy<Edge>>, stream: Stream, drain: &watch::Re
         settings.apply_to_session(&mut session);
         result = http.process_new_http(session, drain).await;
     }
+}
+
+/// Envoy sends a draining HTTP/2 connection its GOAWAY with a response, never before a
+/// request (`ConnectionManagerImpl` on `drainClose()`); Pingora sends it the moment the
+/// connection starts, which refuses the first request of a client that reads the server's
+/// frames before it writes. So an HTTP/2 connection accepted during a drain gets its GOAWAY
+/// this long after it starts.
+const NEW_CONNECTION_GOAWAY_DELAY: Duration = Duration::from_secs(1);
+
+/// The drain watch for Pingora's HTTP/2 loop: `drain` itself, or for a connection accepted
+/// while draining, one that turns true after [`NEW_CONNECTION_GOAWAY_DELAY`].
+fn goaway_watch(drain: &watch::Receiver<bool>) -> watch::Receiver<bool> {
+    if !*drain.borrow() {
+        return drain.clone();
+    }
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        tokio::time::sleep(NEW_CONNECTION_GOAWAY_DELAY).await;
+        let _ = tx.send(true);
+    });
+    rx
 }
 
 /// How long an idle HTTP/1 keep-alive connection is kept (Pingora's default).

@@ -3,11 +3,13 @@
 //! and drains on shutdown. It knows nothing of the CLI, the watcher or the admin endpoints.
 
 pub mod downstream;
+pub mod drain;
 pub mod listeners;
 pub mod log;
 pub mod outbound;
 pub mod proxy;
 pub mod proxy_protocol;
+pub mod readiness;
 pub mod request;
 pub mod rescue;
 pub mod routing;
@@ -16,9 +18,8 @@ pub mod tunnel;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use openssl::ssl::SslAcceptor;
@@ -29,12 +30,14 @@ use crate::dns::DnsCache;
 use crate::observe::access_log::AccessLog;
 use crate::observe::metrics::Metrics;
 use crate::upstream::StatsRegistry;
+pub use drain::{Drain, DrainPhase, DrainSettings};
+pub use readiness::{Readiness, ServerState};
 
 /// Settings of the running process that are not part of the config snapshot.
 #[derive(Debug, Clone)]
 pub struct RuntimeOptions {
-    /// How long in-flight requests may take to finish on shutdown or listener removal.
-    pub drain_timeout: Duration,
+    /// The drain timeline (SIGTERM, `/drain_listeners`, listener removal).
+    pub drain: DrainSettings,
     /// Require the ClientHello SNI of a CONNECT tunnel to equal the CONNECT host.
     pub connect_sni_check: bool,
 }
@@ -50,7 +53,11 @@ pub struct State {
     pub connector: TransportConnector,
     /// Fails handshakes whose SNI no server serves.
     pub reject_sni: SslAcceptor,
-    pub ready: AtomicBool,
+    /// Envoy's server state: LIVE, DRAINING, (PRE_)INITIALIZING.
+    pub readiness: Readiness,
+    /// The drain settings and the listeners' drain phase.
+    pub drain: Drain,
+    pub started: Instant,
     logged_snis: Mutex<HashSet<String>>,
 }
 
@@ -61,6 +68,7 @@ impl State {
         stats: Arc<StatsRegistry>,
         options: RuntimeOptions,
     ) -> Result<State, crate::tls::TlsError> {
+        let settings = options.drain;
         Ok(State {
             snapshot: ArcSwap::from_pointee(snapshot),
             dns: Arc::new(DnsCache::from_system()),
@@ -70,13 +78,15 @@ impl State {
             options,
             connector: TransportConnector::new(None),
             reject_sni: crate::tls::server::reject_unknown_sni()?,
-            ready: AtomicBool::new(false),
+            readiness: Readiness::default(),
+            drain: Drain::new(settings),
+            started: Instant::now(),
             logged_snis: Mutex::new(HashSet::new()),
         })
     }
 
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Relaxed)
+        self.readiness.is_ready()
     }
 
     /// Logs an SNI no server serves, once per name (a scanner must not flood the log).

@@ -11,6 +11,7 @@ mod egress;
 mod ingress;
 mod layout;
 mod mesh;
+mod ops;
 mod reload;
 mod support_selftest;
 mod tls;

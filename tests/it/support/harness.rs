@@ -1,6 +1,6 @@
 //! The one test harness: a config directory, a certs directory, Gateway ports mapped to free
 //! local ports, the real `portcullis run` process, backends kept alive for its lifetime, and
-//! typed readers for the admin endpoints (`/reload`, `/stats`, `/metrics`, `/config_dump`).
+//! typed readers for the admin endpoints (`/reload`, `/stats/clusters`, `/metrics`, `/config_dump`).
 //!
 //! ```ignore
 //! let h = Harness::builder()
@@ -220,7 +220,7 @@ pub struct Changes {
     pub modified: Vec<String>,
 }
 
-/// One cluster's entry in `/stats`.
+/// One cluster's entry in `/stats/clusters`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct ClusterStats {
     pub cluster: String,
@@ -361,11 +361,11 @@ impl Harness {
         last.expect("polled at least once")
     }
 
-    /// Every cluster's `/stats` entry.
+    /// Every cluster's `/stats/clusters` entry.
     pub async fn stats(&self) -> Vec<ClusterStats> {
-        let v = self.admin_json("/stats").await;
+        let v = self.admin_json("/stats/clusters").await;
         serde_json::from_value(v["clusters"].clone())
-            .unwrap_or_else(|e| panic!("/stats ({e}): {v}"))
+            .unwrap_or_else(|e| panic!("/stats/clusters ({e}): {v}"))
     }
 
     /// The `/stats` entry of `cluster`.
