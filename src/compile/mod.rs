@@ -14,6 +14,7 @@ pub mod mesh;
 pub mod registry;
 pub mod reply;
 pub mod route;
+pub mod security;
 pub mod vhost;
 
 use std::collections::{BTreeMap, HashMap};
@@ -63,6 +64,8 @@ pub struct Instance {
     /// Upper bound on how long idle upstream connections are kept.
     #[serde(with = "humantime_ms")]
     pub upstream_idle_cap: std::time::Duration,
+    /// Root namespace, own namespace, ext_authz providers, the JWKS cache.
+    pub security: security::SecuritySettings,
 }
 
 mod humantime_ms {
@@ -84,6 +87,7 @@ impl Default for Instance {
             role: Role::Ingress,
             outbound_policy: OutboundPolicy::RegistryOnly,
             upstream_idle_cap: crate::upstream::peer::DEFAULT_IDLE_CAP,
+            security: security::SecuritySettings::default(),
         }
     }
 }
@@ -105,6 +109,9 @@ pub struct Snapshot {
     /// The mesh config's settings (access log, topology, drain, tracing); the pipeline sets
     /// them after `compile` (see `reload::load_and_compile_cached`).
     pub mesh: Arc<mesh::MeshSettings>,
+    /// AuthorizationPolicy and RequestAuthentication, enforced before routing.
+    #[serde(skip)]
+    pub security: Arc<security::Security>,
     pub summary: Summary,
 }
 
@@ -114,6 +121,10 @@ pub struct Summary {
     pub virtual_services: usize,
     pub service_entries: usize,
     pub destination_rules: usize,
+    pub authorization_policies: usize,
+    pub request_authentications: usize,
+    /// The security policies this instance applies (`namespace/name`).
+    pub applied_policies: Vec<String>,
     pub files: usize,
     pub virtual_hosts: usize,
     pub routes: usize,
@@ -147,6 +158,8 @@ pub fn compile(
     let mut clusters = ClusterBuilder::new(resources, &registry, &instance.certs_dir, stats)
         .with_idle_cap(instance.upstream_idle_cap);
     let listeners = listener::build_listeners(resources, instance, &mut clusters, &mut diags);
+    let security =
+        security::Security::compile(resources, &instance.security, &instance.labels, &mut diags);
 
     let mut egress_clusters = HashMap::new();
     if instance.role == Role::Egress {
@@ -222,6 +235,9 @@ pub fn compile(
         virtual_services: resources.virtual_services.len(),
         service_entries: resources.service_entries.len(),
         destination_rules: resources.destination_rules.len(),
+        authorization_policies: resources.authorization_policies.len(),
+        request_authentications: resources.request_authentications.len(),
+        applied_policies: security.applied.clone(),
         files: resources.files.len(),
         virtual_hosts,
         routes,
@@ -235,6 +251,7 @@ pub fn compile(
             egress_clusters,
             passthrough,
             mesh: Arc::default(),
+            security: Arc::new(security),
             summary,
         },
         diags,

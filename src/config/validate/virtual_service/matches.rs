@@ -40,14 +40,9 @@ pub(super) fn check_match(
         for (name, sm) in map {
             let p = format!("{base}.{field}.{name}");
             if name.starts_with(JWT_CLAIM_PREFIX) {
-                if to_gateway {
-                    r.warn(
-                        p.clone(),
-                        format!(
-                            "IST0149 JWT claim routing (`{name}`) needs a RequestAuthentication, which Portcullis does not load: this match never matches (expected a plain header match)"
-                        ),
-                    );
-                } else {
+                // On a gateway the claims of the token RequestAuthentication verified are
+                // matched (compile/matcher.rs `ClaimMatch`).
+                if !to_gateway {
                     r.error(
                         p.clone(),
                         format!(
@@ -174,10 +169,7 @@ mod tests {
                 &m("sourceNamespace: web"),
                 &["t.yaml:9: warning: VirtualService default/vs: spec.http[0].match[0].sourceNamespace: mesh-only: selects sidecars, ignored by a gateway (expected gateways, port or request attributes)"],
             ),
-            (
-                &m("headers: {\"@request.auth.claims.group\": {exact: admin}}"),
-                &["t.yaml:9: warning: VirtualService default/vs: spec.http[0].match[0].headers.@request.auth.claims.group: IST0149 JWT claim routing (`@request.auth.claims.group`) needs a RequestAuthentication, which Portcullis does not load: this match never matches (expected a plain header match)"],
-            ),
+            (&m("headers: {\"@request.auth.claims.group\": {exact: admin}}"), &[]),
         ]);
     }
 }
