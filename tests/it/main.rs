@@ -12,5 +12,6 @@ mod ingress;
 mod layout;
 mod mesh;
 mod reload;
+mod security;
 mod support_selftest;
 mod tls;
