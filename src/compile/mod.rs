@@ -160,6 +160,7 @@ pub fn compile(
     let listeners = listener::build_listeners(resources, instance, &mut clusters, &mut diags);
     let security =
         security::Security::compile(resources, &instance.security, &instance.labels, &mut diags);
+    unenforced_on_tcp(&security, &listeners, &mut diags);
 
     let mut egress_clusters = HashMap::new();
     if instance.role == Role::Egress {
@@ -256,6 +257,45 @@ pub fn compile(
         },
         diags,
     ))
+}
+
+/// Istio also enforces AuthorizationPolicy on TCP and TLS-passthrough servers (Envoy's network
+/// RBAC filter); Portcullis enforces it on HTTP only, so a deciding policy on a gateway with
+/// such servers is an error rather than a silent allow there.
+fn unenforced_on_tcp(
+    security: &security::Security,
+    listeners: &BTreeMap<SocketAddr, Arc<Listener>>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    if !security.decides() {
+        return;
+    }
+    let tcp: Vec<&str> = listeners
+        .values()
+        .filter(|l| match &l.kind {
+            ListenerKind::Tcp { .. } => true,
+            ListenerKind::Tls(chains) => chains
+                .chains
+                .iter()
+                .any(|c| !matches!(c.action, listener::ChainAction::TerminateHttp { .. })),
+            ListenerKind::Http { .. } => false,
+        })
+        .flat_map(|l| l.servers.iter().map(String::as_str))
+        .collect();
+    if tcp.is_empty() {
+        return;
+    }
+    diags.push(Diagnostic {
+        severity: crate::config::Severity::Error,
+        origin: None,
+        object: None,
+        path: String::new(),
+        message: format!(
+            "AuthorizationPolicies {} apply to this gateway, which also serves TCP or TLS streams ({}): Portcullis enforces authorization on HTTP requests only, and would let those streams through (expected the policies' selector to exclude this gateway, or HTTP servers only)",
+            security.applied.join(", "),
+            tcp.join(", ")
+        ),
+    });
 }
 
 #[cfg(test)]

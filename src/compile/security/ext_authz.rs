@@ -159,10 +159,10 @@ impl ExtAuthzHttp {
         let mut out = HeaderMap::new();
         for (name, value) in headers {
             let n = name.as_str();
-            if n == "authorization" || header_listed(&self.include_request_headers_in_check, n) {
-                if n != "content-length" && n != "host" {
-                    out.append(name.clone(), value.clone());
-                }
+            let listed =
+                n == "authorization" || header_listed(&self.include_request_headers_in_check, n);
+            if listed && n != "content-length" && n != "host" {
+                out.append(name.clone(), value.clone());
             }
         }
         if let Ok(v) = HeaderValue::from_str(authority) {

@@ -234,6 +234,11 @@ impl Security {
             && self.allow.shadow.is_none()
     }
 
+    /// Does any policy decide (deny, allow or ask ext_authz)? AUDIT and dry-run only log.
+    pub fn decides(&self) -> bool {
+        !self.custom.is_empty() || self.deny.enforce.is_some() || self.allow.enforce.is_some()
+    }
+
     /// Compiles the policies that apply to the instance with `labels`.
     pub fn compile(
         resources: &Resources,

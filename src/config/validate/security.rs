@@ -174,7 +174,7 @@ fn check_path_template(path: &str) -> Result<(), String> {
             return Err(format!("invalid or unsupported path {path}. Contains '{{' or '}}' beyond a supported path template"));
         }
         let literal = |c: char| c.is_ascii_alphanumeric() || "-._~%!$&'()+,;:@=".contains(c);
-        if templated && !(!glob.is_empty() && glob.chars().all(literal)) {
+        if templated && (glob.is_empty() || !glob.chars().all(literal)) {
             return Err(format!("invalid or unsupported path {path}. Contains segment {glob} with invalid string literal"));
         }
     }
@@ -245,12 +245,14 @@ fn authorization_policy(ap: &Resource<AuthorizationPolicy>, r: &mut Reporter) {
                     format!("`from.source` must not be empty, found at rule {i}"),
                 );
             }
-            if !(s.principals.is_empty()
-                && s.not_principals.is_empty()
-                && s.namespaces.is_empty()
-                && s.not_namespaces.is_empty())
-                && !(s.service_accounts.is_empty() && s.not_service_accounts.is_empty())
-            {
+            let identity = [
+                &s.principals,
+                &s.not_principals,
+                &s.namespaces,
+                &s.not_namespaces,
+            ];
+            let accounts = [&s.service_accounts, &s.not_service_accounts];
+            if identity.iter().any(|l| !l.is_empty()) && accounts.iter().any(|l| !l.is_empty()) {
                 r.error(p.clone(), format!("cannot set serviceAccounts with namespaces or principals, found at rule {i}"));
             }
             for (name, list) in lists {
