@@ -400,4 +400,26 @@ mod tests {
         let names: Vec<&str> = served.routes.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["served"]);
     }
+
+    #[test]
+    fn a_deciding_policy_on_a_gateway_with_tcp_servers_is_an_error() {
+        // Istio enforces it there with Envoy's network RBAC filter; Portcullis cannot.
+        let yaml = format!(
+            "{}  - port: {{number: 9000, name: tcp, protocol: TCP}}\n    hosts: ['*']\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: deny, namespace: istio-system}}\nspec: {{action: DENY, rules: [{{}}]}}\n",
+            GATEWAY
+        );
+        let (res, diags) = load_files(vec![SourceFile {
+            display: "t.yaml".into(),
+            path: "t.yaml".into(),
+            text: yaml,
+        }]);
+        assert!(!diags.has_errors(), "{diags}");
+        let Err(err) = compile(&res, &Instance::default(), &StatsRegistry::default()) else {
+            panic!("refused")
+        };
+        assert!(
+            err.to_string().contains("AuthorizationPolicies istio-system/deny apply to this gateway, which also serves TCP or TLS streams"),
+            "{err}"
+        );
+    }
 }

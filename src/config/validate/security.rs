@@ -19,6 +19,46 @@ pub fn check(resources: &Resources, out: &mut Vec<Diagnostic>) {
         let mut r = ra.reporter(out);
         request_authentication(&ra.spec, &mut r);
     }
+    claim_routes_without_request_authentication(resources, out);
+}
+
+/// istio analyzer `JWTClaimRouteAnalyzer` (IST0149): a VirtualService routing on JWT claims
+/// through a Gateway whose pods no RequestAuthentication (in `istio-system` or the Gateway's
+/// namespace, selecting the Gateway's `selector` labels) applies to never sees a claim.
+fn claim_routes_without_request_authentication(resources: &Resources, out: &mut Vec<Diagnostic>) {
+    for vs in &resources.virtual_services {
+        let key = vs.spec.http.iter().flat_map(|h| &h.matches).find_map(|m| {
+            m.headers
+                .keys()
+                .chain(m.without_headers.keys())
+                .find(|k| k.starts_with("@request.auth.claims"))
+        });
+        let Some(key) = key else { continue };
+        for name in vs.spec.gateways.iter().filter(|g| *g != "mesh") {
+            let (ns, gw_name) = name.split_once('/').unwrap_or((&vs.meta.namespace, name));
+            let Some(gw) = resources
+                .gateways
+                .iter()
+                .find(|g| g.meta.namespace == ns && g.meta.name == gw_name)
+            else {
+                continue;
+            };
+            let covered = resources.request_authentications.iter().any(|ra| {
+                (ra.meta.namespace == "istio-system" || ra.meta.namespace == gw.meta.namespace)
+                    && ra.spec.selector.as_ref().is_none_or(|s| {
+                        s.match_labels
+                            .iter()
+                            .all(|(k, v)| gw.spec.selector.get(k) == Some(v))
+                    })
+            });
+            if !covered {
+                vs.reporter(out).warn(
+                    "spec.http",
+                    format!("IST0149 The virtual service uses the JWT claim based routing (key: {key}) but found no request authentication for the gateway ({}/{}) pods. The request authentication must first be applied for the gateway pods to validate the JWT token and make the claims available for routing (expected a RequestAuthentication selecting the gateway)", gw.meta.namespace, gw.meta.name),
+                );
+            }
+        }
+    }
 }
 
 fn selection(
