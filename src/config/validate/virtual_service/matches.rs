@@ -169,7 +169,10 @@ mod tests {
                 &m("sourceNamespace: web"),
                 &["t.yaml:9: warning: VirtualService default/vs: spec.http[0].match[0].sourceNamespace: mesh-only: selects sidecars, ignored by a gateway (expected gateways, port or request attributes)"],
             ),
-            (&m("headers: {\"@request.auth.claims.group\": {exact: admin}}"), &[]),
+            (
+                &m("headers: {\"@request.auth.claims.group\": {exact: admin}}"),
+                &["t.yaml:7: warning: VirtualService default/vs: spec.http: IST0149 The virtual service uses the JWT claim based routing (key: @request.auth.claims.group) but found no request authentication for the gateway (default/gw) pods. The request authentication must first be applied for the gateway pods to validate the JWT token and make the claims available for routing (expected a RequestAuthentication selecting the gateway)"],
+            ),
         ]);
     }
 }
