@@ -27,8 +27,8 @@ use crate::compile::reply::LocalReply;
 use crate::config::diag::Diagnostic;
 use crate::config::load::{Meta, Resource, Resources};
 use crate::config::types::{
-    AuthorizationAction, AuthorizationPolicy, PolicyTargetReference, PolicyWorkloadSelector,
-    RequestAuthentication,
+    AuthorizationAction, AuthorizationPolicy, PolicyTargetReference, RequestAuthentication,
+    Targeting,
 };
 use claims::Claims;
 use ext_authz::{ExtAuthzHttp, Outcome};
@@ -69,12 +69,15 @@ const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
 /// gateways) by a `targetRef` to the Gateway in the policy's own namespace.
 fn attaches(
     meta: &Meta,
-    selector: Option<&PolicyWorkloadSelector>,
-    target_ref: Option<&PolicyTargetReference>,
-    target_refs: &[PolicyTargetReference],
+    t: Targeting<'_>,
     settings: &SecuritySettings,
     labels: &BTreeMap<String, String>,
 ) -> bool {
+    let Targeting {
+        selector,
+        target_ref,
+        target_refs,
+    } = t;
     if meta.namespace != settings.root_namespace && meta.namespace != settings.namespace {
         return false;
     }
@@ -248,14 +251,7 @@ impl Security {
     ) -> Security {
         let mut s = Security::default();
         let applies_ap = |r: &Resource<AuthorizationPolicy>| {
-            attaches(
-                &r.meta,
-                r.spec.selector.as_ref(),
-                r.spec.target_ref.as_ref(),
-                &r.spec.target_refs,
-                settings,
-                labels,
-            )
+            attaches(&r.meta, r.spec.targeting(), settings, labels)
         };
         // Root namespace first, then the gateway's own (istio authorization.go lookup order).
         let mut aps: Vec<&Arc<Resource<AuthorizationPolicy>>> = resources
@@ -507,14 +503,7 @@ fn jwt_of(
     diags: &mut Vec<Diagnostic>,
 ) -> JwtAuthn {
     let applies = |r: &Resource<RequestAuthentication>| {
-        attaches(
-            &r.meta,
-            r.spec.selector.as_ref(),
-            r.spec.target_ref.as_ref(),
-            &r.spec.target_refs,
-            settings,
-            labels,
-        )
+        attaches(&r.meta, r.spec.targeting(), settings, labels)
     };
     let mut rules = Vec::new();
     for ra in resources

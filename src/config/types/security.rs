@@ -146,3 +146,32 @@ pub struct ClaimToHeader {
     pub header: String,
     pub claim: String,
 }
+
+/// How a policy names the workloads it applies to (istio `TargetablePolicy`): shared by both
+/// kinds.
+#[derive(Debug, Clone, Copy)]
+pub struct Targeting<'a> {
+    pub selector: Option<&'a PolicyWorkloadSelector>,
+    pub target_ref: Option<&'a PolicyTargetReference>,
+    pub target_refs: &'a [PolicyTargetReference],
+}
+
+impl AuthorizationPolicy {
+    pub fn targeting(&self) -> Targeting<'_> {
+        Targeting {
+            selector: self.selector.as_ref(),
+            target_ref: self.target_ref.as_ref(),
+            target_refs: &self.target_refs,
+        }
+    }
+}
+
+impl RequestAuthentication {
+    pub fn targeting(&self) -> Targeting<'_> {
+        Targeting {
+            selector: self.selector.as_ref(),
+            target_ref: self.target_ref.as_ref(),
+            target_refs: &self.target_refs,
+        }
+    }
+}

@@ -8,7 +8,7 @@ use crate::config::diag::{Diagnostic, Reporter};
 use crate::config::load::{Resource, Resources};
 use crate::config::types::{
     AuthorizationAction, AuthorizationPolicy, JwtRule, PolicyTargetReference,
-    PolicyWorkloadSelector, RequestAuthentication,
+    RequestAuthentication, Targeting,
 };
 
 pub fn check(resources: &Resources, out: &mut Vec<Diagnostic>) {
@@ -61,12 +61,12 @@ fn claim_routes_without_request_authentication(resources: &Resources, out: &mut 
     }
 }
 
-fn selection(
-    r: &mut Reporter,
-    selector: Option<&PolicyWorkloadSelector>,
-    target_ref: Option<&PolicyTargetReference>,
-    target_refs: &[PolicyTargetReference],
-) {
+fn selection(r: &mut Reporter, t: Targeting<'_>) {
+    let Targeting {
+        selector,
+        target_ref,
+        target_refs,
+    } = t;
     let set = usize::from(selector.is_some())
         + usize::from(target_ref.is_some())
         + usize::from(!target_refs.is_empty());
@@ -117,11 +117,6 @@ fn check_attribute(key: &str, values: &[String]) -> Result<(), String> {
         } else {
             Err(format!("bad key ({k}): should have format a[b]"))
         }
-    };
-    let ips = |vs: &[String]| {
-        vs.iter().try_for_each(|v| {
-            check_ip_or_cidr(v).map_err(|e| format!("bad IP address or CIDR range ({v}): {e}"))
-        })
     };
     match key {
         k if k.starts_with("request.headers") => map_key(k),
@@ -223,12 +218,7 @@ fn check_path_template(path: &str) -> Result<(), String> {
 
 fn authorization_policy(ap: &Resource<AuthorizationPolicy>, r: &mut Reporter) {
     let spec = &ap.spec;
-    selection(
-        r,
-        spec.selector.as_ref(),
-        spec.target_ref.as_ref(),
-        &spec.target_refs,
-    );
+    selection(r, spec.targeting());
     let custom = spec.action == AuthorizationAction::Custom;
     if custom {
         if spec.rules.is_none() {
@@ -279,12 +269,12 @@ fn authorization_policy(ap: &Resource<AuthorizationPolicy>, r: &mut Reporter) {
                 ("remoteIpBlocks", &s.remote_ip_blocks),
                 ("notRemoteIpBlocks", &s.not_remote_ip_blocks),
             ];
-            if lists.iter().all(|(_, l)| l.is_empty()) {
-                r.error(
-                    p.clone(),
-                    format!("`from.source` must not be empty, found at rule {i}"),
-                );
-            }
+            check_lists(r, &p, i, "from.source", &lists, |name, list| match name {
+                "ipBlocks" | "notIpBlocks" | "remoteIpBlocks" | "notRemoteIpBlocks" => ips(list),
+                "serviceAccounts" | "notServiceAccounts" => check_service_accounts(name, list),
+                "trustDomains" | "notTrustDomains" => check_trust_domains(name, list),
+                _ => Ok(()),
+            });
             let identity = [
                 &s.principals,
                 &s.not_principals,
@@ -296,40 +286,9 @@ fn authorization_policy(ap: &Resource<AuthorizationPolicy>, r: &mut Reporter) {
                 r.error(p.clone(), format!("cannot set serviceAccounts with namespaces or principals, found at rule {i}"));
             }
             for (name, list) in lists {
-                let fp = format!("{p}.{name}");
-                if list.iter().any(String::is_empty) {
-                    r.error(
-                        fp.clone(),
-                        format!("empty value not allowed, found in {name}"),
-                    );
-                    continue;
-                }
-                let checked = match name {
-                    "ipBlocks" | "notIpBlocks" | "remoteIpBlocks" | "notRemoteIpBlocks" => {
-                        list.iter().try_for_each(|v| {
-                            check_ip_or_cidr(v)
-                                .map_err(|e| format!("bad IP address or CIDR range ({v}): {e}"))
-                        })
-                    }
-                    "serviceAccounts" | "notServiceAccounts" => check_service_accounts(name, list),
-                    "trustDomains" | "notTrustDomains" => {
-                        check_wildcards(name, list).and_then(|()| {
-                            match list.iter().find(|v| v.contains('/')) {
-                                Some(v) => Err(format!(
-                                    "trust domain must not contain '/', found in {name}: {v:?}"
-                                )),
-                                None => Ok(()),
-                            }
-                        })
-                    }
-                    _ => Ok(()),
-                };
-                if let Err(m) = checked {
-                    r.error(fp.clone(), m);
-                }
                 if custom && !list.is_empty() && !name.to_lowercase().contains("ipblocks") {
                     r.error(
-                        fp,
+                        format!("{p}.{name}"),
                         format!(
                             "From.{} is currently not supported with CUSTOM action",
                             capitalized(name)
@@ -363,30 +322,11 @@ fn authorization_policy(ap: &Resource<AuthorizationPolicy>, r: &mut Reporter) {
                 ("paths", &o.paths),
                 ("notPaths", &o.not_paths),
             ];
-            if lists.iter().all(|(_, l)| l.is_empty()) {
-                r.error(
-                    p.clone(),
-                    format!("`to.operation` must not be empty, found at rule {i}"),
-                );
-            }
-            for (name, list) in lists {
-                let fp = format!("{p}.{name}");
-                if list.iter().any(String::is_empty) {
-                    r.error(
-                        fp,
-                        format!("empty value not allowed, found in {}", capitalized(name)),
-                    );
-                    continue;
-                }
-                let checked = match name {
-                    "ports" | "notPorts" => ports(list),
-                    "paths" | "notPaths" => list.iter().try_for_each(|v| check_path_template(v)),
-                    _ => Ok(()),
-                };
-                if let Err(m) = checked {
-                    r.error(fp, m);
-                }
-            }
+            check_lists(r, &p, i, "to.operation", &lists, |name, list| match name {
+                "ports" | "notPorts" => ports(list),
+                "paths" | "notPaths" => list.iter().try_for_each(|v| check_path_template(v)),
+                _ => Ok(()),
+            });
         }
         for (j, w) in rule.when.iter().enumerate() {
             let p = format!("{base}.when[{j}]");
@@ -455,6 +395,48 @@ fn authorization_policy(ap: &Resource<AuthorizationPolicy>, r: &mut Reporter) {
     }
 }
 
+/// A `from.source` or `to.operation`: one list must be set, no value may be empty, and `check`
+/// sees each set list (istio `CheckEmptyValues` and the per-field checks).
+fn check_lists(
+    r: &mut Reporter,
+    p: &str,
+    i: usize,
+    what: &str,
+    lists: &[(&str, &Vec<String>)],
+    check: impl Fn(&str, &[String]) -> Result<(), String>,
+) {
+    if lists.iter().all(|(_, l)| l.is_empty()) {
+        r.error(p, format!("`{what}` must not be empty, found at rule {i}"));
+    }
+    for (name, list) in lists {
+        let fp = format!("{p}.{name}");
+        if list.iter().any(String::is_empty) {
+            r.error(
+                fp,
+                format!("empty value not allowed, found in {}", capitalized(name)),
+            );
+        } else if let Err(m) = check(name, list) {
+            r.error(fp, m);
+        }
+    }
+}
+
+fn ips(values: &[String]) -> Result<(), String> {
+    values.iter().try_for_each(|v| {
+        check_ip_or_cidr(v).map_err(|e| format!("bad IP address or CIDR range ({v}): {e}"))
+    })
+}
+
+fn check_trust_domains(key: &str, values: &[String]) -> Result<(), String> {
+    check_wildcards(key, values)?;
+    match values.iter().find(|v| v.contains('/')) {
+        Some(v) => Err(format!(
+            "trust domain must not contain '/', found in {key}: {v:?}"
+        )),
+        None => Ok(()),
+    }
+}
+
 fn capitalized(s: &str) -> String {
     let mut c = s.chars();
     c.next()
@@ -462,12 +444,7 @@ fn capitalized(s: &str) -> String {
 }
 
 fn request_authentication(spec: &RequestAuthentication, r: &mut Reporter) {
-    selection(
-        r,
-        spec.selector.as_ref(),
-        spec.target_ref.as_ref(),
-        &spec.target_refs,
-    );
+    selection(r, spec.targeting());
     for (i, rule) in spec.jwt_rules.iter().enumerate() {
         jwt_rule(r, &format!("spec.jwtRules[{i}]"), rule);
     }
