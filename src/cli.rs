@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::compile::security::ext_authz::ExtAuthzHttp;
+use crate::compile::security::SecuritySettings;
 use crate::compile::{Instance, OutboundPolicy, Role};
 use crate::observe::access_log::LogFormat;
 use crate::reload::watch::WatchMode;
@@ -70,6 +72,23 @@ pub struct InstanceArgs {
     /// default is 1 h); below the upstreams' own keep-alive limit, so they never close first.
     #[arg(long, default_value = "55", value_name = "SECS", value_parser = parse_secs)]
     pub upstream_idle_cap: Duration,
+    /// The gateway's namespace: its AuthorizationPolicies and RequestAuthentications apply
+    /// when their selector matches --labels.
+    #[arg(long, default_value = "istio-system", value_name = "NS")]
+    pub namespace: String,
+    /// Interim (until the mesh config is read): meshConfig rootNamespace, whose security
+    /// policies apply to every gateway.
+    #[arg(long, default_value = "istio-system", value_name = "NS")]
+    pub root_namespace: String,
+    /// Interim (until the mesh config is read): an HTTP ext_authz provider for CUSTOM
+    /// AuthorizationPolicies, `NAME=http://HOST:PORT[/PREFIX][;failOpen=true;timeout=2s;...]`
+    /// (see docs/security.md); repeat for several.
+    #[arg(long = "ext-authz-provider", value_name = "NAME=URL;..", value_parser = parse_ext_authz)]
+    pub ext_authz_providers: Vec<ExtAuthzHttp>,
+}
+
+fn parse_ext_authz(s: &str) -> Result<ExtAuthzHttp, String> {
+    ExtAuthzHttp::parse(s).map_err(|e| e.to_string())
 }
 
 impl InstanceArgs {
@@ -89,6 +108,12 @@ impl InstanceArgs {
             role,
             outbound_policy: self.outbound_policy.unwrap_or(OutboundPolicy::RegistryOnly),
             upstream_idle_cap: self.upstream_idle_cap,
+            security: SecuritySettings {
+                root_namespace: self.root_namespace.clone(),
+                namespace: self.namespace.clone(),
+                ext_authz_providers: self.ext_authz_providers.clone(),
+                ..SecuritySettings::default()
+            },
         }
     }
 }

@@ -137,6 +137,8 @@ async fn serve(
         }
     };
     state.metrics.config_generation.set(1);
+    // jwksUri keys: fetched and refreshed in the background, never on the request path.
+    source.instance.security.jwks.spawn();
 
     let mut sigterm = signal(SignalKind::terminate()).ok();
     let mut sigint = signal(SignalKind::interrupt()).ok();

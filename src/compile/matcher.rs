@@ -6,6 +6,7 @@ use regex::Regex;
 
 use super::action::headers::HeaderError;
 use super::error::CompileError;
+use super::security::claims::Claims;
 use crate::config::types::{HttpMatchRequest, StringMatch};
 
 /// What a route matcher looks at; borrowed from the request, built once per request.
@@ -20,6 +21,8 @@ pub struct RequestView<'a> {
     pub path: &'a str,
     pub query: Option<&'a str>,
     pub headers: &'a HeaderMap,
+    /// The request's verified JWT claims (`@request.auth.claims.*` matches), if any.
+    pub claims: Option<&'a Claims>,
 }
 
 /// A compiled `StringMatch`.
@@ -102,6 +105,42 @@ pub struct HeaderMatch {
     pub value: StrMatch,
 }
 
+/// `@request.auth.claims.NAME` (or `.a.b`, or `[a][b]`) in `headers`: Envoy's dynamic metadata
+/// matcher on the jwt_authn payload (istio route.go `translateMetadataMatch`): a string claim
+/// matches the value, a list claim when one of its strings does.
+#[derive(Debug, Clone)]
+pub struct ClaimMatch {
+    pub path: Vec<String>,
+    pub value: StrMatch,
+}
+
+impl ClaimMatch {
+    /// The claim path of a header name, if it names one (istio pkg/jwt `ToRoutingClaim`).
+    pub fn path_of(name: &str) -> Option<Vec<String>> {
+        const PREFIX: &str = "@request.auth.claims";
+        if !name.to_ascii_lowercase().starts_with(PREFIX) {
+            return None;
+        }
+        let rest = &name[PREFIX.len()..];
+        if let Some(dotted) = rest.strip_prefix('.').filter(|r| !r.is_empty()) {
+            Some(dotted.split('.').map(str::to_string).collect())
+        } else if rest.len() > 2 && rest.starts_with('[') && rest.ends_with(']') {
+            Some(
+                rest[1..rest.len() - 1]
+                    .split("][")
+                    .map(str::to_string)
+                    .collect(),
+            )
+        } else {
+            None
+        }
+    }
+
+    fn matches(&self, claims: Option<&Claims>) -> bool {
+        claims.is_some_and(|c| c.any_string_at(&self.path, |v| self.value.matches(v)))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct QueryMatch {
     pub name: String,
@@ -118,6 +157,8 @@ pub struct RequestMatch {
     pub authority: Option<StrMatch>,
     pub headers: Vec<HeaderMatch>,
     pub without_headers: Vec<HeaderMatch>,
+    pub claims: Vec<ClaimMatch>,
+    pub without_claims: Vec<ClaimMatch>,
     pub query_params: Vec<QueryMatch>,
 }
 
@@ -129,10 +170,22 @@ impl RequestMatch {
                 .map(|m| StrMatch::compile(m).map_err(regex(what.to_string())))
                 .transpose()
         };
+        let claims = |map: &std::collections::BTreeMap<String, StringMatch>| -> Result<Vec<ClaimMatch>, CompileError> {
+            map.iter()
+                .filter_map(|(k, v)| Some((ClaimMatch::path_of(k)?, k, v)))
+                .map(|(path, k, v)| {
+                    Ok(ClaimMatch {
+                        path,
+                        value: StrMatch::compile(v).map_err(regex(format!("claim {k}")))?,
+                    })
+                })
+                .collect()
+        };
         let headers = |map: &std::collections::BTreeMap<String, StringMatch>| -> Result<Vec<HeaderMatch>, CompileError> {
             map.iter()
-                // Istio ignores these pseudo-header names in `headers`.
+                // Istio ignores these pseudo-header names in `headers`; claims are not headers.
                 .filter(|(k, _)| !matches!(k.as_str(), "uri" | "scheme" | "method" | "authority"))
+                .filter(|(k, _)| !k.starts_with('@'))
                 .map(|(k, v)| {
                     Ok(HeaderMatch {
                         name: http::HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes())
@@ -152,6 +205,8 @@ impl RequestMatch {
             authority: sm(&m.authority, "authority")?,
             headers: headers(&m.headers)?,
             without_headers: headers(&m.without_headers)?,
+            claims: claims(&m.headers)?,
+            without_claims: claims(&m.without_headers)?,
             query_params: m
                 .query_params
                 .iter()
@@ -172,6 +227,8 @@ impl RequestMatch {
             && self.authority.is_none()
             && self.headers.is_empty()
             && self.without_headers.is_empty()
+            && self.claims.is_empty()
+            && self.without_claims.is_empty()
             && self.query_params.is_empty()
             && self.uri.as_ref().is_none_or(|u| u.kind.is_match_all_uri())
     }
@@ -217,6 +274,12 @@ impl RequestMatch {
             if hit {
                 return false;
             }
+        }
+        if !self.claims.iter().all(|c| c.matches(req.claims)) {
+            return false;
+        }
+        if self.without_claims.iter().any(|c| c.matches(req.claims)) {
+            return false;
         }
         if !self.query_params.is_empty() {
             for q in &self.query_params {
@@ -275,6 +338,7 @@ mod tests {
             path,
             query,
             headers,
+            claims: None,
         }
     }
 
@@ -330,6 +394,40 @@ mod tests {
         assert!(m.matches(&view("/", Some("a=1&v=2"), &h)));
         assert!(!m.matches(&view("/", Some("v=3"), &h)));
         assert!(!m.matches(&view("/", None, &h)));
+    }
+
+    #[test]
+    fn jwt_claims_route_on_strings_lists_and_nested_claims() {
+        // istio route.go translateMetadataMatch; pkg/jwt/routing.go ToRoutingClaim
+        let h = HeaderMap::new();
+        let Ok(serde_json::Value::Object(payload)) =
+            serde_json::from_str(r#"{"group": "admin", "roles": ["a", "b"], "org": {"id": "7"}}"#)
+        else {
+            panic!()
+        };
+        let claims = Claims::normalized(payload, &[]);
+        let with = |c| RequestView {
+            claims: c,
+            ..view("/", None, &h)
+        };
+        let m = block("headers: {'@request.auth.claims.group': {exact: admin}}");
+        assert!(m.matches(&with(Some(&claims))));
+        assert!(!m.matches(&with(None)), "no token, no claim");
+        assert!(block("headers: {'@request.auth.claims.roles': {exact: b}}")
+            .matches(&with(Some(&claims))));
+        assert!(
+            block("headers: {'@request.auth.claims.org.id': {exact: '7'}}")
+                .matches(&with(Some(&claims)))
+        );
+        assert!(
+            block("headers: {'@request.auth.claims[org][id]': {exact: '7'}}")
+                .matches(&with(Some(&claims)))
+        );
+        assert!(
+            !block("withoutHeaders: {'@request.auth.claims.group': {exact: admin}}")
+                .matches(&with(Some(&claims)))
+        );
+        assert!(!block("headers: {'@request.auth.claims.group': {}}").is_catch_all());
     }
 
     #[test]

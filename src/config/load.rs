@@ -12,7 +12,8 @@ use tracing::debug;
 use super::diag::{Diagnostic, Diagnostics, ObjectRef, Reporter, Severity};
 use super::source::{split_documents, DocSpan, Origin, SourceFile};
 use super::types::{
-    DestinationRule, Envelope, Gateway, Kind, ServiceEntry, VirtualService, API_GROUP, API_VERSIONS,
+    AuthorizationPolicy, DestinationRule, Envelope, Gateway, Kind, RequestAuthentication,
+    ServiceEntry, VirtualService, API_GROUP,
 };
 
 /// Kubernetes namespace used when `metadata.namespace` is not written.
@@ -68,6 +69,8 @@ pub struct Resources {
     pub virtual_services: Vec<Arc<Resource<VirtualService>>>,
     pub service_entries: Vec<Arc<Resource<ServiceEntry>>>,
     pub destination_rules: Vec<Arc<Resource<DestinationRule>>>,
+    pub authorization_policies: Vec<Arc<Resource<AuthorizationPolicy>>>,
+    pub request_authentications: Vec<Arc<Resource<RequestAuthentication>>>,
     pub files: Vec<Arc<SourceFile>>,
 }
 
@@ -77,6 +80,8 @@ impl Resources {
             + self.virtual_services.len()
             + self.service_entries.len()
             + self.destination_rules.len()
+            + self.authorization_policies.len()
+            + self.request_authentications.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -222,6 +227,8 @@ pub fn merge(parsed: &[Arc<ParsedFile>]) -> (Resources, Diagnostics) {
         m.add(&r.virtual_services, &mut out.virtual_services);
         m.add(&r.service_entries, &mut out.service_entries);
         m.add(&r.destination_rules, &mut out.destination_rules);
+        m.add(&r.authorization_policies, &mut out.authorization_policies);
+        m.add(&r.request_authentications, &mut out.request_authentications);
     }
     (out, Diagnostics(m.diags))
 }
@@ -408,7 +415,7 @@ impl Loader {
             .unwrap_or("");
         let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
         let kind = match Kind::parse(kind_name) {
-            Some(kind) if group == API_GROUP => kind,
+            Some(kind) if group == kind.api().0 => kind,
             _ => {
                 debug!(
                     file = %origin.file.display,
@@ -418,12 +425,13 @@ impl Loader {
                 return;
             }
         };
-        if !API_VERSIONS.contains(&version) {
+        let (api_group, api_versions) = kind.api();
+        if !api_versions.contains(&version) {
             Reporter::new(&mut self.diags, Some(origin), None).error(
                 "apiVersion",
                 format!(
-                    "unsupported version `{api_version}` for {kind} (expected {API_GROUP}/ one of {})",
-                    API_VERSIONS.join(", ")
+                    "unsupported version `{api_version}` for {kind} (expected {api_group}/ one of {})",
+                    api_versions.join(", ")
                 ),
             );
             return;
@@ -440,6 +448,16 @@ impl Loader {
             Kind::DestinationRule => {
                 self.typed::<DestinationRule>(kind, value, origin, |r, res| {
                     r.destination_rules.push(res)
+                })
+            }
+            Kind::AuthorizationPolicy => {
+                self.typed::<AuthorizationPolicy>(kind, value, origin, |r, res| {
+                    r.authorization_policies.push(res)
+                })
+            }
+            Kind::RequestAuthentication => {
+                self.typed::<RequestAuthentication>(kind, value, origin, |r, res| {
+                    r.request_authentications.push(res)
                 })
             }
         }
@@ -504,9 +522,15 @@ impl Loader {
             );
             return;
         }
-        let Some(spec) = envelope.spec else {
-            report.error("spec", "Required value (expected the resource's spec)");
-            return;
+        let spec = match envelope.spec {
+            Some(spec) => spec,
+            // An AuthorizationPolicy without spec is `spec: {}` (allow nothing), as Kubernetes
+            // stores it; the networking kinds need theirs.
+            None if kind.api().0 != API_GROUP => T::default(),
+            None => {
+                report.error("spec", "Required value (expected the resource's spec)");
+                return;
+            }
         };
         let meta = envelope.metadata.unwrap_or_default();
         let spec_hash = {
@@ -590,7 +614,7 @@ mod tests {
         let (res, diags) = load(
             "apiVersion: v1\nkind: Service\nmetadata: {name: s}\n---\napiVersion: v1\nkind: List\nitems:\n\
              - apiVersion: networking.istio.io/v1alpha3\n  kind: ServiceEntry\n  metadata: {name: se}\n  spec: {hosts: [a.com]}\n\
-             - apiVersion: security.istio.io/v1\n  kind: AuthorizationPolicy\n  metadata: {name: ap}\n",
+             - apiVersion: security.istio.io/v1\n  kind: PeerAuthentication\n  metadata: {name: pa}\n",
         );
         assert!(diags.0.is_empty(), "{diags}");
         assert_eq!(res.service_entries.len(), 1);

@@ -86,6 +86,9 @@ pub fn shape_response(resp: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()>
     if let Some(dest) = ctx.destination() {
         dest.response_headers.apply_response(resp);
     }
+    for (k, v) in &ctx.authz_response_headers {
+        resp.append_header(k.clone(), v.clone())?;
+    }
     if let Some(route) = ctx.route() {
         route.response_headers.apply_response(resp);
         if let (Some(origin), Some(cors)) = (&ctx.cors_origin, &route.cors) {

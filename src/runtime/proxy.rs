@@ -34,6 +34,7 @@ use crate::compile::action::redirect::RedirectInput;
 use crate::compile::action::Action;
 use crate::compile::matcher::RequestView;
 use crate::compile::reply::{LocalReply, ResponseFlag};
+use crate::compile::security::{Connection, Edit};
 use crate::tls::upstream::SanCheck;
 use crate::upstream::outlier::Outcome;
 use crate::upstream::PickInput;
@@ -67,6 +68,37 @@ impl Edge {
         Ok(true)
     }
 
+    /// AuthorizationPolicy and RequestAuthentication, before routing (Istio's gateway filter
+    /// chain puts ext_authz, jwt_authn and RBAC before the router).
+    async fn authorize(&self, session: &mut Session, ctx: &mut RequestCtx) -> Routing {
+        let Some(snapshot) = ctx.snapshot.clone() else {
+            return Ok(());
+        };
+        if snapshot.security.is_empty() {
+            return Ok(());
+        }
+        let tls = ctx.downstream_tls();
+        let conn = Connection {
+            peer: ctx.peer_ip,
+            client: ctx.client_ip(),
+            local: session.server_addr().and_then(|a| a.as_inet()).copied(),
+            sni: tls.and_then(|t| t.sni.as_deref()),
+            xfcc: tls.and_then(|t| t.xfcc.as_deref()),
+            scheme: ctx.downstream.scheme,
+            authority: &ctx.downstream.authority,
+        };
+        let req = session.req_header();
+        let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
+        let admitted = snapshot
+            .security
+            .enforce(req.method.as_str(), path, &req.headers, &conn)
+            .await?;
+        apply_edits(session.req_header_mut(), &admitted.request_edits);
+        ctx.claims = admitted.claims;
+        ctx.authz_response_headers = admitted.response_headers;
+        Ok(())
+    }
+
     /// Routes the request to a target cluster and admits it through the cluster's circuit
     /// breaker.
     async fn route(&self, session: &Session, ctx: &mut RequestCtx) -> Routing {
@@ -91,6 +123,7 @@ impl Edge {
             path: req.uri.path(),
             query: req.uri.query(),
             headers: &req.headers,
+            claims: ctx.claims.as_deref(),
         };
         let tls = ctx.downstream_tls();
         match decide(
@@ -195,6 +228,20 @@ impl Edge {
     }
 }
 
+/// Request header changes the security checks asked for.
+fn apply_edits(req: &mut RequestHeader, edits: &[Edit]) {
+    for e in edits {
+        let _ = match e {
+            Edit::Remove(n) => req.remove_header(n).map(|_| ()).ok_or(()),
+            Edit::Insert(n, v) => req.insert_header(n.clone(), v.clone()).map_err(|_| ()),
+            Edit::Append(n, v) => req
+                .append_header(n.clone(), v.clone())
+                .map(|_| ())
+                .map_err(|_| ()),
+        };
+    }
+}
+
 /// Outlier detection learns from how the last attempt ended (earlier failed attempts were
 /// recorded in `fail_to_connect`).
 fn record_last_attempt(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
@@ -240,6 +287,10 @@ impl ProxyHttp for Edge {
         let topology = ctx.snapshot.as_ref().map(|s| &s.mesh.topology);
         ctx.downstream = Downstream::read(session, ctx.tls.is_some(), topology);
         ctx.request_id = request_id(session);
+        ctx.peer_ip = client_ip(session);
+        if let Err(reply) = self.authorize(session, ctx).await {
+            return self.reply(session, ctx, reply).await;
+        }
         match self.route(session, ctx).await {
             Ok(()) => Ok(false),
             Err(reply) => self.reply(session, ctx, reply).await,

@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use pingora::protocols::tls::SslDigest;
 
 use super::downstream::Downstream;
@@ -13,6 +13,7 @@ use crate::compile::action::retry::Attempted;
 use crate::compile::action::{Action, Forward, RetryPolicy, WeightedCluster};
 use crate::compile::reply::LocalReply;
 use crate::compile::route::Route;
+use crate::compile::security::claims::Claims;
 use crate::compile::vhost::RouteTable;
 use crate::compile::Snapshot;
 use crate::tls::server::DownstreamTls;
@@ -66,6 +67,12 @@ pub struct RequestCtx {
     pub cors_origin: Option<HeaderValue>,
     /// Close the upstream connection after this request (`maxRequestsPerConnection`).
     pub close_upstream: bool,
+    /// The TCP peer's address.
+    pub peer_ip: Option<IpAddr>,
+    /// The verified JWT claims (RequestAuthentication), for policies and route matches.
+    pub claims: Option<Arc<Claims>>,
+    /// Headers an ext_authz server asked to add to the client response.
+    pub authz_response_headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl Default for RequestCtx {
@@ -91,6 +98,9 @@ impl Default for RequestCtx {
             deadline: None,
             cors_origin: None,
             close_upstream: false,
+            peer_ip: None,
+            claims: None,
+            authz_response_headers: Vec::new(),
         }
     }
 }

@@ -13,5 +13,6 @@ mod layout;
 mod mesh;
 mod ops;
 mod reload;
+mod security;
 mod support_selftest;
 mod tls;

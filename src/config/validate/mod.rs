@@ -9,6 +9,7 @@ mod destination_rule;
 mod gateway;
 mod references;
 pub(crate) mod rules;
+mod security;
 mod service_entry;
 mod support;
 mod virtual_service;
@@ -45,6 +46,7 @@ fn istio_rules(resources: &Resources) -> Vec<Diagnostic> {
     for dr in &resources.destination_rules {
         destination_rule::check(dr, &mut out);
     }
+    security::check(resources, &mut out);
     let index = Index::new(resources);
     references::check(resources, &index, &mut out);
     out

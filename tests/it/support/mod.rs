@@ -13,6 +13,7 @@
 //! - [`client`]: reqwest clients, TLS handshake probe, raw HTTP exchanges and their parsing.
 //! - [`config`]: temp config directories with atomic writes.
 //! - [`ports`]: free ports.
+//! - [`security`]: JWT signers and JWKS, a JWKS server, an ext_authz server.
 //!
 //! Everything that waits is async (`tokio::time::sleep` polling); sync tests only compute.
 #![allow(dead_code, unused_imports)]
@@ -26,6 +27,7 @@ pub mod gateway;
 pub mod harness;
 pub mod k8s;
 pub mod ports;
+pub mod security;
 pub mod ws;
 pub mod yaml;
 

@@ -40,14 +40,9 @@ pub(super) fn check_match(
         for (name, sm) in map {
             let p = format!("{base}.{field}.{name}");
             if name.starts_with(JWT_CLAIM_PREFIX) {
-                if to_gateway {
-                    r.warn(
-                        p.clone(),
-                        format!(
-                            "IST0149 JWT claim routing (`{name}`) needs a RequestAuthentication, which Portcullis does not load: this match never matches (expected a plain header match)"
-                        ),
-                    );
-                } else {
+                // On a gateway the claims of the token RequestAuthentication verified are
+                // matched (compile/matcher.rs `ClaimMatch`).
+                if !to_gateway {
                     r.error(
                         p.clone(),
                         format!(
@@ -176,7 +171,7 @@ mod tests {
             ),
             (
                 &m("headers: {\"@request.auth.claims.group\": {exact: admin}}"),
-                &["t.yaml:9: warning: VirtualService default/vs: spec.http[0].match[0].headers.@request.auth.claims.group: IST0149 JWT claim routing (`@request.auth.claims.group`) needs a RequestAuthentication, which Portcullis does not load: this match never matches (expected a plain header match)"],
+                &["t.yaml:7: warning: VirtualService default/vs: spec.http: IST0149 The virtual service uses the JWT claim based routing (key: @request.auth.claims.group) but found no request authentication for the gateway (default/gw) pods. The request authentication must first be applied for the gateway pods to validate the JWT token and make the claims available for routing (expected a RequestAuthentication selecting the gateway)"],
             ),
         ]);
     }
