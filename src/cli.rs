@@ -76,13 +76,14 @@ pub struct InstanceArgs {
     /// when their selector matches --labels.
     #[arg(long, default_value = "istio-system", value_name = "NS")]
     pub namespace: String,
-    /// Interim (until the mesh config is read): meshConfig rootNamespace, whose security
-    /// policies apply to every gateway.
-    #[arg(long, default_value = "istio-system", value_name = "NS")]
-    pub root_namespace: String,
-    /// Interim (until the mesh config is read): an HTTP ext_authz provider for CUSTOM
-    /// AuthorizationPolicies, `NAME=http://HOST:PORT[/PREFIX][;failOpen=true;timeout=2s;...]`
-    /// (see docs/security.md); repeat for several.
+    /// The root namespace, whose security policies apply to every gateway (wins over the mesh
+    /// file's `rootNamespace`; default istio-system).
+    #[arg(long, value_name = "NS")]
+    pub root_namespace: Option<String>,
+    /// An HTTP ext_authz provider for CUSTOM AuthorizationPolicies, besides the mesh file's
+    /// `extensionProviders` (wins over one of the same name):
+    /// `NAME=http://HOST:PORT[/PREFIX][;failOpen=true;timeout=2s;...]` (see docs/security.md);
+    /// repeat for several.
     #[arg(long = "ext-authz-provider", value_name = "NAME=URL;..", value_parser = parse_ext_authz)]
     pub ext_authz_providers: Vec<ExtAuthzHttp>,
 }
@@ -109,7 +110,10 @@ impl InstanceArgs {
             outbound_policy: self.outbound_policy.unwrap_or(OutboundPolicy::RegistryOnly),
             upstream_idle_cap: self.upstream_idle_cap,
             security: SecuritySettings {
-                root_namespace: self.root_namespace.clone(),
+                root_namespace: self
+                    .root_namespace
+                    .clone()
+                    .unwrap_or_else(|| "istio-system".into()),
                 namespace: self.namespace.clone(),
                 ext_authz_providers: self.ext_authz_providers.clone(),
                 ..SecuritySettings::default()

@@ -36,6 +36,7 @@ pub fn run(args: RunArgs) -> i32 {
         overrides: MeshOverrides {
             log_format: args.log_format,
             outbound_policy: args.instance.outbound_policy,
+            root_namespace: args.instance.root_namespace.clone(),
         },
     };
     let stats = Arc::new(StatsRegistry::default());

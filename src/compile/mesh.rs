@@ -25,6 +25,7 @@ use crate::observe::access_log::{AccessLogSettings, LogFormat, LogTarget};
 pub struct MeshOverrides {
     pub log_format: Option<LogFormat>,
     pub outbound_policy: Option<OutboundPolicy>,
+    pub root_namespace: Option<String>,
 }
 
 /// Istio's `DefaultProxyConfig` drain durations.
@@ -194,10 +195,10 @@ impl MeshSettings {
                     providers: m.extension_providers.clone(),
                     default_providers: m.default_providers.clone().unwrap_or_default(),
                 },
-                root_namespace: m
+                root_namespace: overrides
                     .root_namespace
                     .clone()
-                    .filter(|n| !n.is_empty())
+                    .or_else(|| m.root_namespace.clone().filter(|n| !n.is_empty()))
                     .unwrap_or_else(|| "istio-system".into()),
             };
         (settings, diags)

@@ -99,6 +99,7 @@ pub fn load_and_compile_cached(
             instance.outbound_policy = policy;
         }
     }
+    instance.security.apply_mesh(&settings);
     let (mut snapshot, compile_diags) = compile(&resources, &instance, stats)?;
     snapshot.mesh = std::sync::Arc::new(settings);
     let mut warnings = diags;

@@ -40,6 +40,29 @@ pub struct ExtAuthzHttp {
 pub struct ProviderSyntax(pub String, pub String);
 
 impl ExtAuthzHttp {
+    /// A mesh config `envoyExtAuthzHttp` provider, with Istio's defaults (timeout 600 s,
+    /// `statusOnError` 403).
+    pub fn from_mesh(name: &str, m: &crate::config::mesh::ExtAuthzHttp) -> ExtAuthzHttp {
+        ExtAuthzHttp {
+            name: name.to_string(),
+            service: m.service.clone(),
+            port: u16::try_from(m.port).unwrap_or(0),
+            path_prefix: m.path_prefix.clone().unwrap_or_default(),
+            timeout: m.timeout.map_or(Duration::from_secs(600), |t| t.get()),
+            fail_open: m.fail_open.unwrap_or(false),
+            status_on_error: m
+                .status_on_error
+                .as_deref()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(403),
+            include_request_headers_in_check: m.include_request_headers_in_check.clone(),
+            include_additional_headers_in_check: m.include_additional_headers_in_check.clone(),
+            headers_to_upstream_on_allow: m.headers_to_upstream_on_allow.clone(),
+            headers_to_downstream_on_deny: m.headers_to_downstream_on_deny.clone(),
+            headers_to_downstream_on_allow: m.headers_to_downstream_on_allow.clone(),
+        }
+    }
+
     /// The interim `--ext-authz-provider` syntax (until the mesh settings carry
     /// `extensionProviders`): `NAME=http://HOST:PORT/PREFIX;key=value;…`.
     pub fn parse(s: &str) -> Result<ExtAuthzHttp, ProviderSyntax> {

@@ -51,6 +51,23 @@ pub struct SecuritySettings {
     pub jwks: Arc<JwksStore>,
 }
 
+impl SecuritySettings {
+    /// The mesh file's `rootNamespace` (the flag already folded in) and its `envoyExtAuthzHttp`
+    /// providers; a provider given by flag wins over the file's of the same name.
+    pub fn apply_mesh(&mut self, mesh: &crate::compile::mesh::MeshSettings) {
+        self.root_namespace = mesh.root_namespace.clone();
+        for p in &mesh.tracing.providers {
+            let Some(http) = &p.envoy_ext_authz_http else {
+                continue;
+            };
+            if !self.ext_authz_providers.iter().any(|f| f.name == p.name) {
+                self.ext_authz_providers
+                    .push(ExtAuthzHttp::from_mesh(&p.name, http));
+            }
+        }
+    }
+}
+
 impl Default for SecuritySettings {
     fn default() -> Self {
         SecuritySettings {

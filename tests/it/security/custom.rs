@@ -97,3 +97,33 @@ async fn an_unknown_provider_denies_what_its_rules_match() {
     assert_eq!(h.who(HOST, "/guarded").await, "status 403");
     assert_eq!(h.who(HOST, "/open").await, "be");
 }
+
+/// The provider comes from the mesh config's `extensionProviders` (`envoyExtAuthzHttp`, as
+/// Istio's `extensionProviders` feed `pilot/pkg/security/authz/builder/extauthz.go`), and a
+/// policy in the mesh file's `rootNamespace` applies to this gateway (`policyattachment.go`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mesh_configs_ext_authz_provider_and_root_namespace_are_used() {
+    let authz = AuthzServer::start().await;
+    let (host, port) = authz
+        .addr
+        .to_string()
+        .rsplit_once(':')
+        .map(|(h, p)| (h.to_string(), p.to_string()))
+        .unwrap();
+    let mesh_dir = ConfigDir::new();
+    mesh_dir.write(
+        "mesh",
+        &format!(
+            "rootNamespace: security-root\nextensionProviders:\n- name: mesh-authz\n  envoyExtAuthzHttp:\n    service: \"{host}\"\n    port: {port}\n    pathPrefix: /check\n"
+        ),
+    );
+    let mesh = mesh_dir.path().join("mesh");
+    let policy = custom("mesh-authz", &["/deny*"]).namespace("security-root");
+    let h = gateway_with(&[&policy], &["--mesh", mesh.to_str().unwrap()]).await;
+
+    let resp = h.get(HOST, "/deny/x").await;
+    assert_eq!(resp.status().as_u16(), 403);
+    assert_eq!(resp.text().await.unwrap(), "denied by authz");
+    assert_eq!(authz.checks().pop().unwrap().path, "/check/deny/x");
+    assert_eq!(h.who(HOST, "/open").await, "be");
+}
