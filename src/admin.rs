@@ -40,13 +40,12 @@ impl ServeHttp for Admin {
         let path = session.req_header().uri.path().to_string();
         let state = &self.state;
         match path.as_str() {
-            "/healthz/ready" | "/ready" => {
-                if state.is_ready() {
-                    respond(200, "text/plain", b"LIVE\n".to_vec())
-                } else {
-                    respond(503, "text/plain", b"not ready\n".to_vec())
-                }
-            }
+            "/healthz/ready" | "/ready" => match (state.is_ready(), state.overload.overloaded()) {
+                (false, _) => respond(503, "text/plain", b"not ready\n".to_vec()),
+                // At a connection or head-memory cap: a load balancer should send elsewhere.
+                (true, Some(why)) => respond(503, "text/plain", format!("overloaded: {why}\n").into_bytes()),
+                (true, None) => respond(200, "text/plain", b"LIVE\n".to_vec()),
+            },
             "/healthz/live" => respond(200, "text/plain", b"LIVE\n".to_vec()),
             "/config_dump" => {
                 let snapshot = state.snapshot.load_full();

@@ -102,9 +102,11 @@ async fn serve(
     cache: ParseCache,
     stats: Arc<StatsRegistry>,
 ) -> i32 {
+    crate::runtime::limits::raise_file_limit();
     let options = RuntimeOptions {
         drain_timeout: args.drain_timeout,
         connect_sni_check: args.connect_sni_check,
+        limits: args.limits.limits(),
     };
     let status = Arc::new(Mutex::new(ReloadStatus::initial(&loaded)));
     let state = match State::new(

@@ -148,3 +148,28 @@ impl fmt::Display for Diagnostics {
         Ok(())
     }
 }
+
+/// `text` cut to at most `max` characters with `…` and the number of bytes left out, for
+/// echoing a value a client or a config file supplied into a log line or a diagnostic.
+pub fn shorten(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(max) {
+        None => std::borrow::Cow::Borrowed(text),
+        Some((cut, _)) => std::borrow::Cow::Owned(format!(
+            "{}… ({} more bytes)",
+            &text[..cut],
+            text.len() - cut
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shorten_keeps_short_text_and_cuts_long_text_on_a_char_boundary() {
+        assert_eq!(shorten("abc", 3), "abc");
+        assert_eq!(shorten("abcdef", 3), "abc… (3 more bytes)");
+        assert_eq!(shorten("ééé", 2), "éé… (2 more bytes)");
+    }
+}

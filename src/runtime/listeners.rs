@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,8 +16,10 @@ use pingora::protocols::{GetSocketDigest, SocketDigest, Stream};
 use pingora_proxy::HttpProxy;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
+use super::http1::{self, Peer};
+use super::overload::Overload;
 use super::proxy::Edge;
 use super::tunnel::{self, ConnInfo};
 use super::State;
@@ -61,15 +63,6 @@ pub struct Listeners {
     pub connections: Arc<AtomicUsize>,
 }
 
-/// Decrements the connection count when a connection task ends.
-struct ConnectionGuard(Arc<AtomicUsize>);
-
-impl Drop for ConnectionGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Relaxed);
-    }
-}
-
 /// Binds a listening socket. `reuse_port` (the Gateway listeners) lets a reload bind a server's
 /// new address while the old overlapping one (e.g. `0.0.0.0:P` → `127.0.0.1:P`) still listens;
 /// the old one is closed when the snapshot is swapped. A port held by another program (without
@@ -109,11 +102,12 @@ async fn until_true(mut rx: watch::Receiver<bool>) {
 
 impl Listeners {
     pub fn new(state: Arc<State>, http: Arc<HttpProxy<Edge>>) -> Self {
+        let connections = state.overload.connection_counter();
         Listeners {
             state,
             http,
             running: Mutex::new(BTreeMap::new()),
-            connections: Arc::new(AtomicUsize::new(0)),
+            connections,
         }
     }
 
@@ -160,7 +154,7 @@ impl Listeners {
         }
     }
 
-    /// Stops accepting; idle keep-alive connections close at once (see [`serve_h1`]), busy
+    /// Stops accepting; idle keep-alive connections close at once (see [`http1::serve`]), busy
     /// ones after their current request, and whatever is left after `grace`.
     fn stop(&self, r: Running, grace: Duration) {
         r.accept.abort();
@@ -197,22 +191,28 @@ impl Listeners {
     fn start(&self, addr: SocketAddr, listener: TcpListener) -> Running {
         let (drain, drain_rx) = watch::channel(false);
         let (kill, kill_rx) = watch::channel(false);
+        // Open connections on this listener (`--max-connections-per-listener`).
+        let counted = Arc::new(AtomicUsize::new(0));
         let state = self.state.clone();
         let http = self.http.clone();
-        let connections = self.connections.clone();
         let accept = tokio::spawn(async move {
             loop {
                 let (tcp, client) = match listener.accept().await {
                     Ok(v) => v,
                     Err(e) => {
-                        // EMFILE and friends: back off instead of spinning.
-                        warn!(%addr, "accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        // EMFILE and friends: back off instead of spinning, log sparingly.
+                        state.overload.accept_failed(addr, &e);
+                        tokio::time::sleep(Overload::accept_backoff()).await;
                         continue;
                     }
                 };
-                connections.fetch_add(1, Relaxed);
-                let guard = ConnectionGuard(connections.clone());
+                let slot = match state.overload.admit(&counted) {
+                    Ok(slot) => slot,
+                    Err(refusal) => {
+                        debug!(%client, %addr, "connection closed at accept: {refusal}");
+                        continue;
+                    }
+                };
                 let (state, http, drain, kill) = (
                     state.clone(),
                     http.clone(),
@@ -220,11 +220,8 @@ impl Listeners {
                     kill_rx.clone(),
                 );
                 tokio::spawn(async move {
-                    let _guard = guard;
-                    tokio::select! {
-                        _ = serve(state, http, addr, tcp, client, drain) => {}
-                        _ = until_true(kill) => debug!(%client, "connection closed after the drain timeout"),
-                    }
+                    let _slot = slot;
+                    serve_for_at_most(state, http, addr, tcp, client, drain, kill).await;
                 });
             }
         });
@@ -233,6 +230,43 @@ impl Listeners {
             drain,
             kill,
         }
+    }
+}
+
+/// Serves a connection until it ends, or until `kill`; with a max connection duration (Envoy
+/// `max_connection_duration`) the connection drains when it is reached (HTTP/1
+/// `Connection: close`, HTTP/2 GOAWAY, idle keep-alive closed) and is closed a drain timeout
+/// later.
+async fn serve_for_at_most(
+    state: Arc<State>,
+    http: Arc<HttpProxy<Edge>>,
+    addr: SocketAddr,
+    tcp: TcpStream,
+    client: SocketAddr,
+    drain: watch::Receiver<bool>,
+    kill: watch::Receiver<bool>,
+) {
+    let Some(max) = state.options.limits.max_connection_duration else {
+        tokio::select! {
+            _ = serve(state.clone(), http, addr, tcp, client, drain) => {}
+            _ = until_true(kill) => debug!(%client, "connection closed after the drain timeout"),
+        }
+        return;
+    };
+    let (mine, mine_rx) = watch::channel(*drain.borrow());
+    let grace = state.options.drain_timeout;
+    let lifetime = async move {
+        tokio::select! {
+            _ = until_true(drain) => {}
+            _ = tokio::time::sleep(max) => debug!(%client, "max connection duration reached; draining"),
+        }
+        let _ = mine.send(true);
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        _ = serve(state.clone(), http, addr, tcp, client, mine_rx) => {}
+        _ = lifetime => debug!(%client, "connection closed after its drain"),
+        _ = until_true(kill) => debug!(%client, "connection closed after the drain timeout"),
     }
 }
 
@@ -267,9 +301,10 @@ async fn serve(
                     None => return,
                 }
             }
+            let peer = Peer { client, local };
             match h2c_preface(&mut stream).await {
                 Some(true) => serve_http(&http, Box::new(stream), &drain).await,
-                Some(false) => serve_h1(&http, Box::new(stream), &drain).await,
+                Some(false) => http1::serve(&state, &http, Box::new(stream), peer, &drain).await,
                 None => {}
             }
         }
@@ -328,7 +363,9 @@ async fn serve(
                             if h2 {
                                 serve_http(&http, Box::new(tls_stream), &drain).await
                             } else {
-                                serve_h1(&http, Box::new(tls_stream), &drain).await
+                                let peer = Peer { client, local };
+                                let stream = Box::new(tls_stream);
+                                http1::serve(&state, &http, stream, peer, &drain).await
                             }
                         }
                         Ok(Err(e)) => debug!(%client, sni = ?sni, "TLS handshake failed: {e}"),
@@ -360,55 +397,6 @@ async fn serve_http(http: &Arc<HttpProxy<Edge>>, stream: Stream, drain: &watch::
     let mut next = http.process_new(stream, drain).await;
     while let Some(s) = next {
         next = http.process_new(s, drain).await;
-    }
-}
-
-/// A connection known to be HTTP/1.x, plain or TLS. Pingora's own h2c detection would read
-/// exactly the 24-byte preface first, which never completes for a shorter request
-/// (`GET / HTTP/1.0\r\n\r\n` waited forever), so [`h2c_preface`] classifies plain
-/// connections and this runs Pingora's HTTP/1 keep-alive loop directly. Between requests it
-/// waits for the next request itself: when the listener is removed (or the process shuts
-/// down) an idle keep-alive connection is closed at once instead of waiting for its timeout.
-async fn serve_h1(http: &Arc<HttpProxy<Edge>>, stream: Stream, drain: &watch::Receiver<bool>) {
-    use pingora::apps::{HttpPersistentSettings, HttpServerApp};
-    use pingora::protocols::http::ServerSession;
-    use tokio::io::AsyncReadExt;
-    let mut session = ServerSession::new_http1(stream);
-    session.set_keepalive(if *drain.borrow() {
-        None
-    } else {
-        Some(KEEPALIVE.as_secs())
-    });
-    let mut result = http.process_new_http(session, drain).await;
-    while let Some((mut stream, settings)) = result.map(|r| r.consume()) {
-        let mut first = [0u8; 2048];
-        let mut drained = drain.clone();
-        let read = tokio::select! {
-            r = tokio::time::timeout(KEEPALIVE, stream.read(&mut first)) => r,
-            _ = until_true_ref(&mut drained) => return,
-        };
-        let n = match read {
-            Ok(Ok(n)) if n > 0 => n,
-            _ => return, // closed by the client, an error, or the keep-alive timeout
-        };
-        let mut session = ServerSession::new_http1(stream);
-        let mut settings =
-            settings.unwrap_or_else(|| HttpPersistentSettings::for_session(&session));
-        // The bytes read while waiting start the next request.
-        settings.set_pipelined_prefix(bytes::BytesMut::from(&first[..n]));
-        settings.apply_to_session(&mut session);
-        result = http.process_new_http(session, drain).await;
-    }
-}
-
-/// How long an idle HTTP/1 keep-alive connection is kept (Pingora's default).
-const KEEPALIVE: Duration = Duration::from_secs(60);
-
-async fn until_true_ref(rx: &mut watch::Receiver<bool>) {
-    while !*rx.borrow_and_update() {
-        if rx.changed().await.is_err() {
-            std::future::pending::<()>().await;
-        }
     }
 }
 

@@ -3,9 +3,12 @@
 //! and drains on shutdown. It knows nothing of the CLI, the watcher or the admin endpoints.
 
 pub mod downstream;
+pub mod http1;
+pub mod limits;
 pub mod listeners;
 pub mod log;
 pub mod outbound;
+pub mod overload;
 pub mod proxy;
 pub mod request;
 pub mod rescue;
@@ -28,6 +31,8 @@ use crate::dns::DnsCache;
 use crate::observe::access_log::AccessLog;
 use crate::observe::metrics::Metrics;
 use crate::upstream::StatsRegistry;
+use limits::DownstreamLimits;
+use overload::Overload;
 
 /// Settings of the running process that are not part of the config snapshot.
 #[derive(Debug, Clone)]
@@ -36,6 +41,8 @@ pub struct RuntimeOptions {
     pub drain_timeout: Duration,
     /// Require the ClientHello SNI of a CONNECT tunnel to equal the CONNECT host.
     pub connect_sni_check: bool,
+    /// What a client may send, how long it may take, how many connections it may hold.
+    pub limits: DownstreamLimits,
 }
 
 /// Everything shared by the data path.
@@ -50,6 +57,8 @@ pub struct State {
     /// Fails handshakes whose SNI no server serves.
     pub reject_sni: SslAcceptor,
     pub ready: AtomicBool,
+    /// Connection and request-head memory caps (readiness fails while one is reached).
+    pub overload: Overload,
     logged_snis: Mutex<HashSet<String>>,
 }
 
@@ -60,6 +69,7 @@ impl State {
         stats: Arc<StatsRegistry>,
         options: RuntimeOptions,
     ) -> Result<State, crate::tls::TlsError> {
+        let overload = Overload::new(&options.limits, Default::default());
         Ok(State {
             snapshot: ArcSwap::from_pointee(snapshot),
             dns: Arc::new(DnsCache::from_system()),
@@ -70,6 +80,7 @@ impl State {
             connector: TransportConnector::new(None),
             reject_sni: crate::tls::server::reject_unknown_sni()?,
             ready: AtomicBool::new(false),
+            overload,
             logged_snis: Mutex::new(HashSet::new()),
         })
     }
