@@ -107,6 +107,7 @@ async fn serve(
         drain_timeout: args.drain_timeout,
         connect_sni_check: args.connect_sni_check,
         limits: args.limits.limits(),
+        admin: Some(args.admin),
     };
     let status = Arc::new(Mutex::new(ReloadStatus::initial(&loaded)));
     let state = match State::new(

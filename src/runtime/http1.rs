@@ -465,6 +465,8 @@ impl Peek for Gated {}
 pub struct Peer {
     pub client: SocketAddr,
     pub local: SocketAddr,
+    /// When the connection was accepted: the first request head's deadline runs from here.
+    pub accepted: Instant,
 }
 
 /// Serves one HTTP/1 connection (plain or TLS): each request head is read and bounded here,
@@ -481,7 +483,7 @@ pub async fn serve(
     let limits = &state.options.limits;
     let mut gated = Gated::new(stream);
     // The first head's deadline runs from the connection's start.
-    let mut deadline = limits.request_headers_timeout.map(|t| Instant::now() + t);
+    let mut deadline = limits.request_headers_timeout.map(|t| peer.accepted + t);
     let mut drained = drain.clone();
     loop {
         let mut memory = state.overload.head_memory();

@@ -28,7 +28,8 @@ use crate::compile::{Role, Snapshot};
 use crate::tls::client_hello::{peek_client_hello, Parse, MAX_CLIENT_HELLO};
 use crate::tls::server::ChainHandshake;
 
-/// How long a client may take to send its first bytes (ClientHello, or the CONNECT line).
+/// How long a client may take to send its first bytes (ClientHello, request line) when
+/// `--request-headers-timeout` is off.
 const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(30);
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -283,11 +284,14 @@ async fn serve(
         return;
     };
     let local = tcp.local_addr().unwrap_or(addr);
+    // The first request head's deadline runs from here (its first bytes included).
+    let accepted = std::time::Instant::now();
+    let first_bytes = (state.options.limits.request_headers_timeout).unwrap_or(FIRST_BYTES_TIMEOUT);
     let mut stream = pingora_stream(tcp);
     match &listener.kind {
         ListenerKind::Http { .. } => {
             if snapshot.instance.role == Role::Egress {
-                match starts_with_connect(&mut stream).await {
+                match starts_with_connect(&mut stream, first_bytes).await {
                     Some(true) => {
                         tunnel::connect::connect_tunnel(
                             state,
@@ -301,8 +305,12 @@ async fn serve(
                     None => return,
                 }
             }
-            let peer = Peer { client, local };
-            match h2c_preface(&mut stream).await {
+            let peer = Peer {
+                client,
+                local,
+                accepted,
+            };
+            match h2c_preface(&mut stream, first_bytes).await {
                 Some(true) => serve_http(&http, Box::new(stream), &drain).await,
                 Some(false) => http1::serve(&state, &http, Box::new(stream), peer, &drain).await,
                 None => {}
@@ -316,7 +324,7 @@ async fn serve(
         ListenerKind::Tls(chains) => {
             let mut hello = Vec::new();
             let parsed = tokio::time::timeout(
-                FIRST_BYTES_TIMEOUT,
+                first_bytes,
                 peek_client_hello(&mut stream, &mut hello, MAX_CLIENT_HELLO),
             )
             .await;
@@ -363,7 +371,11 @@ async fn serve(
                             if h2 {
                                 serve_http(&http, Box::new(tls_stream), &drain).await
                             } else {
-                                let peer = Peer { client, local };
+                                let peer = Peer {
+                                    client,
+                                    local,
+                                    accepted,
+                                };
                                 let stream = Box::new(tls_stream);
                                 http1::serve(&state, &http, stream, peer, &drain).await
                             }
@@ -402,14 +414,14 @@ async fn serve_http(http: &Arc<HttpProxy<Edge>>, stream: Stream, drain: &watch::
 
 /// Whether a plain connection opens with the HTTP/2 preface, reading (then un-reading) only
 /// as far as the first byte that differs from it. `None`: nothing usable in time.
-async fn h2c_preface(stream: &mut L4Stream) -> Option<bool> {
+async fn h2c_preface(stream: &mut L4Stream, wait: Duration) -> Option<bool> {
     use tokio::io::AsyncReadExt;
     const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     let mut seen = Vec::with_capacity(PREFACE.len());
     let mut buf = [0u8; PREFACE.len()];
     while seen.len() < PREFACE.len() && PREFACE.starts_with(&seen) {
         let want = PREFACE.len() - seen.len();
-        let read = tokio::time::timeout(FIRST_BYTES_TIMEOUT, stream.read(&mut buf[..want])).await;
+        let read = tokio::time::timeout(wait, stream.read(&mut buf[..want])).await;
         match read {
             Ok(Ok(0)) => break,
             Ok(Ok(n)) => seen.extend_from_slice(&buf[..n]),
@@ -422,10 +434,10 @@ async fn h2c_preface(stream: &mut L4Stream) -> Option<bool> {
 
 /// Peeks (without consuming) whether the client opened with a CONNECT request. `None`: the
 /// client sent nothing usable in time (a partial read cannot be replayed: drop it).
-async fn starts_with_connect(stream: &mut L4Stream) -> Option<bool> {
+async fn starts_with_connect(stream: &mut L4Stream, wait: Duration) -> Option<bool> {
     use pingora::protocols::Peek;
     let mut buf = [0u8; 8];
-    match tokio::time::timeout(FIRST_BYTES_TIMEOUT, stream.try_peek(&mut buf)).await {
+    match tokio::time::timeout(wait, stream.try_peek(&mut buf)).await {
         Ok(Ok(true)) => Some(&buf == b"CONNECT "),
         _ => None,
     }

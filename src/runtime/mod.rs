@@ -2,6 +2,7 @@
 //! request; [`server::Gateway`] builds the proxy and the listener set, applies new snapshots
 //! and drains on shutdown. It knows nothing of the CLI, the watcher or the admin endpoints.
 
+pub mod destination;
 pub mod downstream;
 pub mod http1;
 pub mod limits;
@@ -43,6 +44,8 @@ pub struct RuntimeOptions {
     pub connect_sni_check: bool,
     /// What a client may send, how long it may take, how many connections it may hold.
     pub limits: DownstreamLimits,
+    /// The admin listener's address: never a destination a request chooses.
+    pub admin: Option<SocketAddr>,
 }
 
 /// Everything shared by the data path.

@@ -33,7 +33,7 @@ pub enum Refusal {
     Connections(usize),
     #[error("{0} open connections on this listener, the --max-connections-per-listener cap")]
     Listener(usize),
-    #[error("request heads hold {0} bytes, the --max-pending-headers-kb budget")]
+    #[error("request heads hold {0} bytes, at or near the --max-pending-headers-kb budget")]
     HeadMemory(usize),
 }
 
@@ -118,7 +118,7 @@ impl Overload {
             Some(Refusal::Connections(global - 1))
         } else if self.max_per_listener.is_some_and(|m| local > m) {
             Some(Refusal::Listener(local - 1))
-        } else if pending >= self.max_pending_bytes {
+        } else if self.heads_saturated(pending) {
             Some(Refusal::HeadMemory(pending))
         } else {
             None
@@ -148,7 +148,14 @@ impl Overload {
             return Some(Refusal::Connections(open));
         }
         let pending = self.pending_bytes.load(Relaxed);
-        (pending >= self.max_pending_bytes).then_some(Refusal::HeadMemory(pending))
+        self.heads_saturated(pending)
+            .then_some(Refusal::HeadMemory(pending))
+    }
+
+    /// Heads hold 90% of the budget: stop taking new connections (as Envoy's overload manager
+    /// stops accepting before its hard limit), so those being read can finish.
+    fn heads_saturated(&self, pending: usize) -> bool {
+        pending >= self.max_pending_bytes / 10 * 9
     }
 
     pub fn connections(&self) -> usize {
@@ -244,10 +251,11 @@ mod tests {
         });
         let mut a = o.head_memory();
         a.hold(60).unwrap();
-        a.hold(40).unwrap();
+        assert!(o.overloaded().is_none());
+        a.hold(95).unwrap();
+        assert!(o.overloaded().is_some(), "90% of the budget is overload");
         let mut b = o.head_memory();
-        assert_eq!(b.hold(80), Err(Refusal::HeadMemory(140)));
-        assert!(o.overloaded().is_some());
+        assert_eq!(b.hold(10), Err(Refusal::HeadMemory(105)));
         let l = Arc::new(AtomicUsize::new(0));
         assert!(
             o.admit(&l).is_err(),

@@ -24,6 +24,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::ErrorSource;
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
+use super::destination::{self, destination_refused};
 use super::downstream::{body_limit_reached, request_id, Downstream};
 use super::request::{RequestCtx, Routed, Target};
 use super::rescue::{rescue, send};
@@ -292,6 +293,17 @@ impl ProxyHttp for Edge {
                 return Error::e_explain(HTTPStatus(503), e.to_string());
             }
         };
+        if destination::request_derived(&cluster) {
+            let role = ctx
+                .snapshot
+                .as_ref()
+                .map_or(Role::Ingress, |s| s.instance.role);
+            let admin = self.state.options.admin;
+            if let Some(why) = destination::refused(picked.address, role, admin) {
+                ctx.reply = Some(destination_refused(why));
+                return Error::e_explain(HTTPStatus(403), why);
+            }
+        }
         if let Some(a) = ctx.admission.as_mut() {
             a.set_endpoint(picked.active.clone());
         }

@@ -7,6 +7,7 @@ mod support;
 
 mod corpus;
 mod egress;
+mod hardening;
 mod ingress;
 mod layout;
 mod reload;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use pingora::protocols::Stream;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
-use super::{open, ConnInfo};
+use super::{open, ConnInfo, TunnelError};
 use crate::compile::reply::ResponseFlag;
 use crate::config::diag::shorten;
 use crate::config::host::{normalize_request_host, parse_authority};
@@ -108,6 +108,13 @@ pub async fn connect_tunnel(state: Arc<State>, mut client: Stream, info: ConnInf
     entry.upstream_cluster = Some(cluster.name.clone());
     let (mut upstream, addr) = match open(&state, &cluster, &host, port, false).await {
         Ok(v) => v,
+        Err(reason @ TunnelError::Refused(_)) => {
+            let _ = write_reply(&mut client, 403, &format!("{reason}\n")).await;
+            entry.response_code = 403;
+            entry.response_code_details = Some("destination_not_allowed".into());
+            state.access_log.log(&entry);
+            return;
+        }
         Err(reason) => {
             let body = format!("upstream connect error: {reason}\n");
             let _ = write_reply(&mut client, 503, &body).await;
