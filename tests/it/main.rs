@@ -7,6 +7,7 @@ mod support;
 
 mod corpus;
 mod egress;
+mod fuzz_smoke;
 mod hardening;
 mod ingress;
 mod layout;
