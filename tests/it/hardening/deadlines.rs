@@ -31,6 +31,17 @@ async fn drip_head(addr: SocketAddr) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// One keep-alive request answered 200, then whether the server closes the connection (within
+/// [`WAIT`]).
+async fn one_request_then_closed(addr: SocketAddr) -> bool {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let req = b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n";
+    s.write_all(req).await.unwrap();
+    let first = read_response(&mut s, req, Vec::new()).await;
+    assert_eq!(raw_status(&String::from_utf8_lossy(&first)), 200);
+    read_until_closed(&mut s).await.1
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_head_dripped_byte_by_byte_gets_408_at_the_whole_head_deadline() {
     let h = answering_200(&["--request-headers-timeout", "1"]).await;
@@ -55,13 +66,10 @@ async fn a_silent_connection_is_closed_without_an_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_http1_keep_alive_connection_closes_after_its_idle_timeout() {
     let h = answering_200(&["--http1-idle-timeout", "1"]).await;
-    let mut s = TcpStream::connect(h.addr()).await.unwrap();
-    let req = b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n";
-    s.write_all(req).await.unwrap();
-    let first = read_response(&mut s, req, Vec::new()).await;
-    assert_eq!(raw_status(&String::from_utf8_lossy(&first)), 200);
-    let (_, closed) = read_until_closed(&mut s).await;
-    assert!(closed, "the idle keep-alive connection is closed");
+    assert!(
+        one_request_then_closed(h.addr()).await,
+        "the idle keep-alive connection is closed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,14 +105,11 @@ async fn a_request_whose_body_stops_gets_408_after_the_stream_idle_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_keep_alive_connection_is_closed_after_the_max_connection_duration() {
     let h = answering_200(&["--max-connection-duration", "1", "--drain-timeout", "1"]).await;
-    let mut s = TcpStream::connect(h.addr()).await.unwrap();
-    let req = b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n";
-    s.write_all(req).await.unwrap();
-    let first = read_response(&mut s, req, Vec::new()).await;
-    assert_eq!(raw_status(&String::from_utf8_lossy(&first)), 200);
     // The HTTP/1 idle timeout (60 s) is not what closes it.
-    let (_, closed) = read_until_closed(&mut s).await;
-    assert!(closed, "the connection is closed at its max duration");
+    assert!(
+        one_request_then_closed(h.addr()).await,
+        "the connection is closed at its max duration"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
