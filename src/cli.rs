@@ -12,6 +12,7 @@ use crate::compile::security::SecuritySettings;
 use crate::compile::{Instance, OutboundPolicy, Role};
 use crate::observe::access_log::LogFormat;
 use crate::reload::watch::WatchMode;
+use crate::runtime::limits::DownstreamLimits;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -32,7 +33,7 @@ pub struct Cli {
 pub enum Command {
     /// Serve traffic by the config directory, reloading when it changes.
     #[command(args_override_self = true)]
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Validate the config directory and print every problem (exit 0 valid, 1 errors, 2 usage).
     Check(CheckArgs),
     /// Print the compiled routing: listeners, virtual hosts, routes and clusters.
@@ -176,6 +177,75 @@ pub struct RunArgs {
     /// Egress CONNECT: require the tunnelled ClientHello's SNI to equal the CONNECT host.
     #[arg(long, default_value = "true", action = clap::ArgAction::Set, value_name = "BOOL")]
     pub connect_sni_check: bool,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// Downstream limits and timeouts (`docs/hardening.md`); a duration of 0 turns it off.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Downstream limits and timeouts")]
+pub struct LimitArgs {
+    /// Largest request head, request line and CRLFs included (Envoy `max_request_headers_kb`);
+    /// HTTP/2: SETTINGS_MAX_HEADER_LIST_SIZE. Larger: 431.
+    #[arg(long, default_value = "60", value_name = "KIB", value_parser = clap::value_parser!(u64).range(1..=8192))]
+    pub max_request_headers_kb: u64,
+    /// Most header fields in a request (Envoy `max_request_headers_count`). More: 431.
+    #[arg(long, default_value = "100", value_name = "N", value_parser = clap::value_parser!(u64).range(1..=10000))]
+    pub max_request_headers_count: u64,
+    /// Seconds a client has to send a whole request head (nginx `client_header_timeout`).
+    /// Late: 408.
+    #[arg(long, default_value = "30", value_name = "SECS", value_parser = parse_secs)]
+    pub request_headers_timeout: Duration,
+    /// Seconds an idle HTTP/1 keep-alive connection is kept between requests.
+    #[arg(long, default_value = "60", value_name = "SECS", value_parser = parse_secs)]
+    pub http1_idle_timeout: Duration,
+    /// Seconds an HTTP/2 connection without open streams is kept (Envoy `idle_timeout`).
+    #[arg(long, default_value = "3600", value_name = "SECS", value_parser = parse_secs)]
+    pub http2_idle_timeout: Duration,
+    /// Seconds a request may go without a byte read or written downstream (Envoy
+    /// `stream_idle_timeout`).
+    #[arg(long, default_value = "300", value_name = "SECS", value_parser = parse_secs)]
+    pub stream_idle_timeout: Duration,
+    /// Seconds a downstream connection may live before it drains (Envoy
+    /// `max_connection_duration`; default 0: no limit).
+    #[arg(long, default_value = "0", value_name = "SECS", value_parser = parse_secs)]
+    pub max_connection_duration: Duration,
+    /// Largest request body in bytes (default: no limit). Larger: 413.
+    #[arg(long, value_name = "BYTES")]
+    pub max_request_body_bytes: Option<u64>,
+    /// Open downstream connections across all listeners (Envoy
+    /// `global_downstream_max_connections`); more are closed at accept and readiness fails.
+    /// Default: half the open-file limit.
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Open downstream connections per listener address (default: no limit).
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_listener: Option<usize>,
+    /// Memory all partly received request heads may hold together; past it new connections
+    /// are refused, a head needing more gets 503, and readiness fails.
+    #[arg(long, default_value = "65536", value_name = "KIB")]
+    pub max_pending_headers_kb: usize,
+}
+
+impl LimitArgs {
+    pub fn limits(&self) -> DownstreamLimits {
+        let some = |d: Duration| (!d.is_zero()).then_some(d);
+        DownstreamLimits {
+            max_request_headers_bytes: self.max_request_headers_kb as usize * 1024,
+            max_request_headers_count: self.max_request_headers_count as usize,
+            request_headers_timeout: some(self.request_headers_timeout),
+            http1_idle_timeout: self.http1_idle_timeout,
+            http2_idle_timeout: some(self.http2_idle_timeout),
+            stream_idle_timeout: some(self.stream_idle_timeout),
+            max_connection_duration: some(self.max_connection_duration),
+            max_request_body_bytes: self.max_request_body_bytes,
+            max_connections: self
+                .max_connections
+                .or_else(crate::runtime::limits::connections_within_file_limit),
+            max_connections_per_listener: self.max_connections_per_listener,
+            max_pending_headers_bytes: self.max_pending_headers_kb.saturating_mul(1024),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]

@@ -7,11 +7,15 @@ use serde_json::json;
 use super::{Admin, Reply, Request};
 use crate::runtime::ServerState;
 
-/// `/ready` (and `/healthz/ready`): the state's name; 200 when LIVE, otherwise 503.
+/// `/ready` (and `/healthz/ready`): the state's name; 200 when LIVE, otherwise 503; LIVE but
+/// at an overload cap is 503 `overloaded: …`.
 pub fn ready(admin: &Admin, _: &Request) -> Reply {
-    let state = admin.gateway.state.readiness.state();
-    let status = if state == ServerState::Live { 200 } else { 503 };
-    Reply::text(status, format!("{}\n", state.name()))
+    let state = &admin.gateway.state;
+    match (state.readiness.state(), state.overload.overloaded()) {
+        (ServerState::Live, Some(why)) => Reply::text(503, format!("overloaded: {why}\n")),
+        (ServerState::Live, None) => Reply::text(200, "LIVE\n"),
+        (s, _) => Reply::text(503, format!("{}\n", s.name())),
+    }
 }
 
 /// Envoy's `ServerInfo`: version, state, uptime, the command line.

@@ -121,12 +121,15 @@ async fn serve(
     stats: Arc<StatsRegistry>,
     logs: Arc<LogControl>,
 ) -> i32 {
+    crate::runtime::limits::raise_file_limit();
     // Istio's defaults, then the mesh file, then the flags.
     let drain_flags = (args.drain_duration, args.termination_drain_duration);
     let drain = drain_settings(&loaded.snapshot.mesh, drain_flags);
     let options = RuntimeOptions {
         drain,
         connect_sni_check: args.connect_sni_check,
+        limits: args.limits.limits(),
+        admin: Some(args.admin),
     };
     let status = Arc::new(Mutex::new(ReloadStatus::initial(&loaded)));
     let access_log = AccessLog::start(loaded.snapshot.mesh.access_log.clone());

@@ -123,10 +123,13 @@ impl MeshSettings {
     ) -> (MeshSettings, Vec<Diagnostic>) {
         let mut diags = Vec::new();
         let Some(file) = mesh else {
-            let s = MeshSettings {
+            let mut s = MeshSettings {
                 access_log: AccessLogSettings::stdout(overrides.log_format.unwrap_or_default()),
                 ..MeshSettings::default()
             };
+            if let Some(ns) = &overrides.root_namespace {
+                s.root_namespace = ns.clone();
+            }
             return (s, diags);
         };
         let m = &file.config;

@@ -9,8 +9,10 @@ use serde::de::DeserializeOwned;
 use serde_yaml::Value;
 use tracing::debug;
 
-use super::diag::{Diagnostic, Diagnostics, ObjectRef, Reporter, Severity};
-use super::source::{split_documents, DocSpan, Origin, SourceFile};
+use super::diag::{Diagnostic, Diagnostics, ObjectRef, Reporter};
+use super::source::{
+    check_document, split_documents, DocSpan, DocumentError, Origin, SourceFile, MAX_FILE_BYTES,
+};
 use super::types::{
     AuthorizationPolicy, DestinationRule, Envelope, Gateway, Kind, RequestAuthentication,
     ServiceEntry, VirtualService, API_GROUP,
@@ -138,6 +140,13 @@ pub fn list_dir(
 }
 
 fn read_source(path: &Path) -> Result<SourceFile, String> {
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    if size > MAX_FILE_BYTES {
+        return Err(format!(
+            "{}: not read: {size} bytes, over the {MAX_FILE_BYTES}-byte limit",
+            path.display()
+        ));
+    }
     std::fs::read_to_string(path)
         .map(|text| SourceFile {
             display: path.display().to_string(),
@@ -166,13 +175,7 @@ pub fn read_dir(dir: &Path) -> Result<Vec<SourceFile>, Vec<Diagnostic>> {
 }
 
 fn plain_error(message: String) -> Diagnostic {
-    Diagnostic {
-        severity: Severity::Error,
-        origin: None,
-        object: None,
-        path: String::new(),
-        message,
-    }
+    Diagnostic::plain(message)
 }
 
 /// Loads the config directory: read, split, parse, type-check. Validation is separate.
@@ -359,6 +362,17 @@ impl Loader {
             doc: doc.clone(),
             item: None,
         };
+        if let Err(e) = check_document(text) {
+            let line = match e {
+                DocumentError::TooDeep { line } => doc.first_line + line - 1,
+                DocumentError::TooLarge { .. } => doc.first_line,
+            };
+            self.diags.push(plain_error(format!(
+                "{}:{line}: document not read: {e}",
+                file.display
+            )));
+            return;
+        }
         let value: Value = match serde_yaml::from_str(text) {
             Ok(v) => v,
             Err(e) => {
@@ -367,13 +381,10 @@ impl Loader {
                     .location()
                     .map_or(doc.first_line, |l| doc.first_line + l.line() - 1);
                 let message = yaml_error_message(&e);
-                self.diags.push(Diagnostic {
-                    severity: Severity::Error,
-                    origin: None,
-                    object: None,
-                    path: String::new(),
-                    message: format!("{}:{line}: invalid YAML: {message}", file.display),
-                });
+                self.diags.push(Diagnostic::plain(format!(
+                    "{}:{line}: invalid YAML: {message}",
+                    file.display
+                )));
                 return;
             }
         };

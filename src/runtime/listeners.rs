@@ -16,8 +16,10 @@ use pingora::protocols::{GetSocketDigest, SocketDigest, Stream};
 use pingora_proxy::HttpProxy;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
+use super::http1::{self, Peer};
+use super::overload::Overload;
 use super::proxy::Edge;
 use super::tunnel::{self, ConnInfo};
 use super::State;
@@ -26,7 +28,8 @@ use crate::compile::{Role, Snapshot};
 use crate::tls::client_hello::{peek_client_hello, Parse, MAX_CLIENT_HELLO};
 use crate::tls::server::ChainHandshake;
 
-/// How long a client may take to send its first bytes (ClientHello, or the CONNECT line).
+/// How long a client may take to send its first bytes (ClientHello, request line) when
+/// `--request-headers-timeout` is off.
 const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(30);
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -45,7 +48,8 @@ struct Running {
 /// Envoy's per-listener connection stats (`listener.<address>.downstream_cx_*`).
 #[derive(Debug, Default)]
 pub struct ListenerStats {
-    pub active: AtomicU64,
+    /// Open connections (also what `--max-connections-per-listener` caps).
+    pub active: Arc<AtomicUsize>,
     pub total: AtomicU64,
 }
 
@@ -80,16 +84,6 @@ pub struct Listeners {
     draining: AtomicBool,
     /// The listeners were stopped for good: a reload starts no new ones.
     stopped: AtomicBool,
-}
-
-/// Decrements the connection counts when a connection task ends.
-struct ConnectionGuard(Arc<AtomicUsize>, Arc<ListenerStats>);
-
-impl Drop for ConnectionGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Relaxed);
-        self.1.active.fetch_sub(1, Relaxed);
-    }
 }
 
 /// Binds a listening socket. `reuse_port` (the Gateway listeners) lets a reload bind a server's
@@ -132,10 +126,10 @@ async fn until_true(mut rx: watch::Receiver<bool>) {
 impl Listeners {
     pub fn new(state: Arc<State>, http: Arc<HttpProxy<Edge>>) -> Self {
         Listeners {
+            connections: state.overload.connection_counter(),
             state,
             http,
             running: Mutex::new(BTreeMap::new()),
-            connections: Arc::new(AtomicUsize::new(0)),
             draining: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
         }
@@ -188,7 +182,7 @@ impl Listeners {
         self.state.drain.settings().termination_drain_duration
     }
 
-    /// Stops accepting; idle keep-alive connections close at once (see [`serve_h1`]), busy
+    /// Stops accepting; idle keep-alive connections close at once (see [`http1::serve`]), busy
     /// ones after their current request, and whatever is left after `grace`.
     fn stop(&self, r: Running, grace: Duration) {
         r.accept.abort();
@@ -258,23 +252,26 @@ impl Listeners {
         let stats = Arc::new(ListenerStats::default());
         let state = self.state.clone();
         let http = self.http.clone();
-        let connections = self.connections.clone();
         let counted = stats.clone();
         let accept = tokio::spawn(async move {
             loop {
                 let (tcp, client) = match listener.accept().await {
                     Ok(v) => v,
                     Err(e) => {
-                        // EMFILE and friends: back off instead of spinning.
-                        warn!(%addr, "accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        // EMFILE and friends: back off instead of spinning, log sparingly.
+                        state.overload.accept_failed(addr, &e);
+                        tokio::time::sleep(Overload::accept_backoff()).await;
                         continue;
                     }
                 };
-                connections.fetch_add(1, Relaxed);
-                counted.active.fetch_add(1, Relaxed);
+                let slot = match state.overload.admit(&counted.active) {
+                    Ok(slot) => slot,
+                    Err(refusal) => {
+                        debug!(%client, %addr, "connection closed at accept: {refusal}");
+                        continue;
+                    }
+                };
                 counted.total.fetch_add(1, Relaxed);
-                let guard = ConnectionGuard(connections.clone(), counted.clone());
                 let (state, http, signals, kill) = (
                     state.clone(),
                     http.clone(),
@@ -282,11 +279,8 @@ impl Listeners {
                     kill_rx.clone(),
                 );
                 tokio::spawn(async move {
-                    let _guard = guard;
-                    tokio::select! {
-                        _ = serve(state, http, addr, tcp, client, signals) => {}
-                        _ = until_true(kill) => debug!(%client, "connection closed after the drain timeout"),
-                    }
+                    let _slot = slot;
+                    serve_for_at_most(state, http, addr, tcp, client, signals, kill).await;
                 });
             }
         });
@@ -297,6 +291,63 @@ impl Listeners {
             kill,
             stats,
         }
+    }
+}
+
+/// Serves a connection until it ends, or until `kill`; with a max connection duration (Envoy
+/// `max_connection_duration`) the connection drains when it is reached (HTTP/1
+/// `Connection: close`, HTTP/2 GOAWAY, idle keep-alive closed) and is closed a termination
+/// drain later.
+async fn serve_for_at_most(
+    state: Arc<State>,
+    http: Arc<HttpProxy<Edge>>,
+    addr: SocketAddr,
+    tcp: TcpStream,
+    client: SocketAddr,
+    signals: Signals,
+    kill: watch::Receiver<bool>,
+) {
+    let Some(max) = state.options.limits.max_connection_duration else {
+        tokio::select! {
+            _ = serve(state.clone(), http, addr, tcp, client, signals) => {}
+            _ = until_true(kill) => debug!(%client, "connection closed after the drain timeout"),
+        }
+        return;
+    };
+    // This connection's own signals: the listener's, passed on, or its lifetime running out.
+    let (drain_tx, drain_rx) = watch::channel(*signals.drain.borrow());
+    let (idle_tx, idle_rx) = watch::channel(*signals.close_idle.borrow());
+    let grace = state.drain.settings().termination_drain_duration;
+    let Signals {
+        mut drain,
+        mut close_idle,
+    } = signals;
+    let lifetime = async move {
+        let expired = tokio::time::sleep(max);
+        tokio::pin!(expired);
+        tokio::select! {
+            _ = &mut expired => debug!(%client, "max connection duration reached; draining"),
+            _ = until_true_ref(&mut drain) => {
+                // The listener drains: so does this connection, until the listener stops.
+                let _ = drain_tx.send(true);
+                tokio::select! {
+                    _ = &mut expired => debug!(%client, "max connection duration reached; draining"),
+                    _ = until_true_ref(&mut close_idle) => {}
+                }
+            }
+        }
+        let _ = drain_tx.send(true);
+        let _ = idle_tx.send(true);
+        tokio::time::sleep(grace).await;
+    };
+    let mine = Signals {
+        drain: drain_rx,
+        close_idle: idle_rx,
+    };
+    tokio::select! {
+        _ = serve(state.clone(), http, addr, tcp, client, mine) => {}
+        _ = lifetime => debug!(%client, "connection closed after its drain"),
+        _ = until_true(kill) => debug!(%client, "connection closed after the drain timeout"),
     }
 }
 
@@ -314,6 +365,9 @@ async fn serve(
         return;
     };
     let local = tcp.local_addr().unwrap_or(addr);
+    // The first request head's deadline runs from here (its first bytes included).
+    let accepted = std::time::Instant::now();
+    let first_bytes = (state.options.limits.request_headers_timeout).unwrap_or(FIRST_BYTES_TIMEOUT);
     let mut stream = pingora_stream(tcp);
     let Some(client) = proxy_protocol_peer(&snapshot, &mut stream, client).await else {
         return;
@@ -321,7 +375,7 @@ async fn serve(
     match &listener.kind {
         ListenerKind::Http { .. } => {
             if snapshot.instance.role == Role::Egress {
-                match starts_with_connect(&mut stream).await {
+                match starts_with_connect(&mut stream, first_bytes).await {
                     Some(true) => {
                         tunnel::connect::connect_tunnel(
                             state,
@@ -335,9 +389,17 @@ async fn serve(
                     None => return,
                 }
             }
-            match h2c_preface(&mut stream).await {
+            let peer = Peer {
+                client,
+                local,
+                accepted,
+            };
+            match h2c_preface(&mut stream, first_bytes).await {
                 Some(true) => serve_http(&http, Box::new(stream), &goaway_watch(&drain)).await,
-                Some(false) => serve_h1(&http, Box::new(stream), &drain, &close_idle).await,
+                Some(false) => {
+                    let stream = Box::new(stream);
+                    http1::serve(&state, &http, stream, peer, &drain, &close_idle).await
+                }
                 None => {}
             }
         }
@@ -349,7 +411,7 @@ async fn serve(
         ListenerKind::Tls(chains) => {
             let mut hello = Vec::new();
             let parsed = tokio::time::timeout(
-                FIRST_BYTES_TIMEOUT,
+                first_bytes,
                 peek_client_hello(&mut stream, &mut hello, MAX_CLIENT_HELLO),
             )
             .await;
@@ -396,7 +458,13 @@ async fn serve(
                             if h2 {
                                 serve_http(&http, Box::new(tls_stream), &goaway_watch(&drain)).await
                             } else {
-                                serve_h1(&http, Box::new(tls_stream), &drain, &close_idle).await
+                                let peer = Peer {
+                                    client,
+                                    local,
+                                    accepted,
+                                };
+                                let stream = Box::new(tls_stream);
+                                http1::serve(&state, &http, stream, peer, &drain, &close_idle).await
                             }
                         }
                         Ok(Err(e)) => debug!(%client, sni = ?sni, "TLS handshake failed: {e}"),
@@ -450,51 +518,6 @@ async fn serve_http(http: &Arc<HttpProxy<Edge>>, stream: Stream, drain: &watch::
     }
 }
 
-/// A connection known to be HTTP/1.x, plain or TLS. Pingora's own h2c detection would read
-/// exactly the 24-byte preface first, which never completes for a shorter request
-/// (`GET / HTTP/1.0\r\n\r\n` waited forever), so [`h2c_preface`] classifies plain
-/// connections and this runs Pingora's HTTP/1 keep-alive loop directly. Between requests it
-/// waits for the next request itself: when the listener stops (removed, or the process shuts
-/// down) an idle keep-alive connection is closed at once instead of waiting for its timeout.
-/// While `drain` is set (and the listener still accepts), the next response says
-/// `Connection: close` instead.
-async fn serve_h1(
-    http: &Arc<HttpProxy<Edge>>,
-    stream: Stream,
-    drain: &watch::Receiver<bool>,
-    close_idle: &watch::Receiver<bool>,
-) {
-    use pingora::apps::{HttpPersistentSettings, HttpServerApp};
-    use pingora::protocols::http::ServerSession;
-    use tokio::io::AsyncReadExt;
-    let mut session = ServerSession::new_http1(stream);
-    session.set_keepalive(if *drain.borrow() {
-        None
-    } else {
-        Some(KEEPALIVE.as_secs())
-    });
-    let mut result = http.process_new_http(session, drain).await;
-    while let Some((mut stream, settings)) = result.map(|r| r.consume()) {
-        let mut first = [0u8; 2048];
-        let mut drained = close_idle.clone();
-        let read = tokio::select! {
-            r = tokio::time::timeout(KEEPALIVE, stream.read(&mut first)) => r,
-            _ = until_true_ref(&mut drained) => return,
-        };
-        let n = match read {
-            Ok(Ok(n)) if n > 0 => n,
-            _ => return, // closed by the client, an error, or the keep-alive timeout
-        };
-        let mut session = ServerSession::new_http1(stream);
-        let mut settings =
-            settings.unwrap_or_else(|| HttpPersistentSettings::for_session(&session));
-        // The bytes read while waiting start the next request.
-        settings.set_pipelined_prefix(bytes::BytesMut::from(&first[..n]));
-        settings.apply_to_session(&mut session);
-        result = http.process_new_http(session, drain).await;
-    }
-}
-
 /// Envoy sends a draining HTTP/2 connection its GOAWAY with a response, never before a
 /// request (`ConnectionManagerImpl` on `drainClose()`); Pingora sends it the moment the
 /// connection starts, which refuses the first request of a client that reads the server's
@@ -516,9 +539,6 @@ fn goaway_watch(drain: &watch::Receiver<bool>) -> watch::Receiver<bool> {
     rx
 }
 
-/// How long an idle HTTP/1 keep-alive connection is kept (Pingora's default).
-const KEEPALIVE: Duration = Duration::from_secs(60);
-
 async fn until_true_ref(rx: &mut watch::Receiver<bool>) {
     while !*rx.borrow_and_update() {
         if rx.changed().await.is_err() {
@@ -529,14 +549,14 @@ async fn until_true_ref(rx: &mut watch::Receiver<bool>) {
 
 /// Whether a plain connection opens with the HTTP/2 preface, reading (then un-reading) only
 /// as far as the first byte that differs from it. `None`: nothing usable in time.
-async fn h2c_preface(stream: &mut L4Stream) -> Option<bool> {
+async fn h2c_preface(stream: &mut L4Stream, wait: Duration) -> Option<bool> {
     use tokio::io::AsyncReadExt;
     const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     let mut seen = Vec::with_capacity(PREFACE.len());
     let mut buf = [0u8; PREFACE.len()];
     while seen.len() < PREFACE.len() && PREFACE.starts_with(&seen) {
         let want = PREFACE.len() - seen.len();
-        let read = tokio::time::timeout(FIRST_BYTES_TIMEOUT, stream.read(&mut buf[..want])).await;
+        let read = tokio::time::timeout(wait, stream.read(&mut buf[..want])).await;
         match read {
             Ok(Ok(0)) => break,
             Ok(Ok(n)) => seen.extend_from_slice(&buf[..n]),
@@ -549,10 +569,10 @@ async fn h2c_preface(stream: &mut L4Stream) -> Option<bool> {
 
 /// Peeks (without consuming) whether the client opened with a CONNECT request. `None`: the
 /// client sent nothing usable in time (a partial read cannot be replayed: drop it).
-async fn starts_with_connect(stream: &mut L4Stream) -> Option<bool> {
+async fn starts_with_connect(stream: &mut L4Stream, wait: Duration) -> Option<bool> {
     use pingora::protocols::Peek;
     let mut buf = [0u8; 8];
-    match tokio::time::timeout(FIRST_BYTES_TIMEOUT, stream.try_peek(&mut buf)).await {
+    match tokio::time::timeout(wait, stream.try_peek(&mut buf)).await {
         Ok(Ok(true)) => Some(&buf == b"CONNECT "),
         _ => None,
     }

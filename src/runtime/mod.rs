@@ -2,11 +2,15 @@
 //! request; [`server::Gateway`] builds the proxy and the listener set, applies new snapshots
 //! and drains on shutdown. It knows nothing of the CLI, the watcher or the admin endpoints.
 
+pub mod destination;
 pub mod downstream;
 pub mod drain;
+pub mod http1;
+pub mod limits;
 pub mod listeners;
 pub mod log;
 pub mod outbound;
+pub mod overload;
 pub mod proxy;
 pub mod proxy_protocol;
 pub mod readiness;
@@ -31,6 +35,8 @@ use crate::observe::access_log::AccessLog;
 use crate::observe::metrics::Metrics;
 use crate::upstream::StatsRegistry;
 pub use drain::{Drain, DrainPhase, DrainSettings};
+use limits::DownstreamLimits;
+use overload::Overload;
 pub use readiness::{Readiness, ServerState};
 
 /// Settings of the running process that are not part of the config snapshot.
@@ -40,6 +46,10 @@ pub struct RuntimeOptions {
     pub drain: DrainSettings,
     /// Require the ClientHello SNI of a CONNECT tunnel to equal the CONNECT host.
     pub connect_sni_check: bool,
+    /// What a client may send, how long it may take, how many connections it may hold.
+    pub limits: DownstreamLimits,
+    /// The admin listener's address: never a destination a request chooses.
+    pub admin: Option<SocketAddr>,
 }
 
 /// Everything shared by the data path.
@@ -58,6 +68,8 @@ pub struct State {
     /// The drain settings and the listeners' drain phase.
     pub drain: Drain,
     pub started: Instant,
+    /// Connection and request-head memory caps (readiness fails while one is reached).
+    pub overload: Overload,
     logged_snis: Mutex<HashSet<String>>,
 }
 
@@ -69,6 +81,7 @@ impl State {
         options: RuntimeOptions,
     ) -> Result<State, crate::tls::TlsError> {
         let settings = options.drain;
+        let overload = Overload::new(&options.limits, Default::default());
         Ok(State {
             snapshot: ArcSwap::from_pointee(snapshot),
             dns: Arc::new(DnsCache::from_system()),
@@ -81,12 +94,15 @@ impl State {
             readiness: Readiness::default(),
             drain: Drain::new(settings),
             started: Instant::now(),
+            overload,
             logged_snis: Mutex::new(HashSet::new()),
         })
     }
 
+    /// Ready: LIVE, and no connection or request-head cap reached (a load balancer should
+    /// send elsewhere meanwhile).
     pub fn is_ready(&self) -> bool {
-        self.readiness.is_ready()
+        self.readiness.is_ready() && self.overload.overloaded().is_none()
     }
 
     /// Logs an SNI no server serves, once per name (a scanner must not flood the log).

@@ -24,7 +24,8 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::ErrorSource;
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
-use super::downstream::{request_id, Downstream};
+use super::destination::{self, destination_refused};
+use super::downstream::{body_limit_reached, request_id, Downstream};
 use super::request::{RequestCtx, Routed, Target};
 use super::rescue::{rescue, send};
 use super::routing::{decide, Decision};
@@ -35,6 +36,7 @@ use crate::compile::action::Action;
 use crate::compile::matcher::RequestView;
 use crate::compile::reply::{LocalReply, ResponseFlag};
 use crate::compile::security::{Connection, Edit};
+use crate::compile::Role;
 use crate::tls::upstream::SanCheck;
 use crate::upstream::outlier::Outcome;
 use crate::upstream::PickInput;
@@ -284,9 +286,18 @@ impl ProxyHttp for Edge {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.tls = session.digest().and_then(|d| d.ssl_digest.clone());
-        let topology = ctx.snapshot.as_ref().map(|s| &s.mesh.topology);
-        ctx.downstream = Downstream::read(session, ctx.tls.is_some(), topology);
         ctx.request_id = request_id(session);
+        let role = ctx
+            .snapshot
+            .as_ref()
+            .map_or(Role::Ingress, |s| s.instance.role);
+        let topology = ctx.snapshot.as_ref().map(|s| &s.mesh.topology);
+        let limits = &self.state.options.limits;
+        ctx.downstream = match Downstream::read(session, ctx.tls.is_some(), role, topology, limits)
+        {
+            Ok(d) => d,
+            Err(reply) => return self.reply(session, ctx, reply).await,
+        };
         ctx.peer_ip = client_ip(session);
         if let Err(reply) = self.authorize(session, ctx).await {
             return self.reply(session, ctx, reply).await;
@@ -335,6 +346,17 @@ impl ProxyHttp for Edge {
                 return Error::e_explain(HTTPStatus(503), e.to_string());
             }
         };
+        if destination::request_derived(&cluster) {
+            let role = ctx
+                .snapshot
+                .as_ref()
+                .map_or(Role::Ingress, |s| s.instance.role);
+            let admin = self.state.options.admin;
+            if let Some(why) = destination::refused(picked.address, role, admin) {
+                ctx.reply = Some(destination_refused(why));
+                return Error::e_explain(HTTPStatus(403), why);
+            }
+        }
         if let Some(a) = ctx.admission.as_mut() {
             a.set_endpoint(picked.active.clone());
         }
@@ -379,11 +401,15 @@ impl ProxyHttp for Edge {
 
     async fn request_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if let Some(reply) = body_limit_reached(session, &self.state.options.limits) {
+            ctx.reply = Some(reply);
+            return Error::e_explain(HTTPStatus(413), "request body larger than the limit");
+        }
         // Pingora #935: an empty final DATA frame from an h2 client would be written to an h1
         // upstream as a second chunk terminator and poison the pooled connection.
         if end_of_stream && body.as_ref().is_some_and(Bytes::is_empty) {

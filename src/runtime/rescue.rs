@@ -32,6 +32,10 @@ pub fn rescue(e: &Error, upstream_failure: Option<&str>) -> LocalReply {
         (ErrorSource::Downstream, ReadError | WriteError | ConnectionClosed) => {
             LocalReply::downstream_disconnect()
         }
+        // Envoy `stream_idle_timeout` (`conn_manager_impl.cc` `onIdleTimeout`): 408.
+        (ErrorSource::Downstream, ReadTimedout) => {
+            LocalReply::new(408, None, "stream_idle_timeout", "stream timeout\n")
+        }
         (ErrorSource::Downstream, _) => LocalReply::new(
             400,
             Some(crate::compile::reply::ResponseFlag::DPE),

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pingora::apps::HttpServerOptions;
+use pingora::protocols::http::v2::server::{default_h2_options, H2Options};
 use pingora::server::configuration::ServerConf;
 use prometheus::proto::{MetricFamily, MetricType};
 use tokio::sync::Notify;
@@ -51,9 +52,12 @@ impl Gateway {
                 state: state.clone(),
             },
         );
+        let limits = &state.options.limits;
         let mut opts = HttpServerOptions::default();
         opts.h2c = true;
+        opts.h2_idle_timeout = limits.http2_idle_timeout;
         proxy.server_options = Some(opts);
+        proxy.h2_options = Some(h2_options(limits));
         let listeners = Arc::new(Listeners::new(state.clone(), Arc::new(proxy)));
         let snapshot = state.snapshot.load_full();
         let prepared = listeners.prepare(&snapshot)?;
@@ -282,6 +286,15 @@ pub fn listener_name(addr: SocketAddr) -> String {
         SocketAddr::V4(a) => format!("{}_{}", a.ip(), a.port()),
         SocketAddr::V6(a) => format!("[{}]_{}", a.ip(), a.port()),
     }
+}
+
+/// HTTP/2 settings: Pingora's bounded defaults, with the request head limit advertised as
+/// `SETTINGS_MAX_HEADER_LIST_SIZE` (a larger header list gets 431 from the h2 codec, as Envoy's
+/// `max_request_headers_kb` bounds HTTP/2 too).
+fn h2_options(limits: &super::limits::DownstreamLimits) -> H2Options {
+    let mut h2 = default_h2_options();
+    h2.max_header_list_size(u32::try_from(limits.max_request_headers_bytes).unwrap_or(u32::MAX));
+    h2
 }
 
 /// A long-running gateway keeps warning while a served certificate nears its expiry (reloads

@@ -8,6 +8,8 @@ mod support;
 mod corpus;
 mod deploy;
 mod egress;
+mod fuzz_smoke;
+mod hardening;
 mod ingress;
 mod layout;
 mod mesh;

@@ -44,6 +44,8 @@ pub struct GatewayOpts {
     /// Wait for `/healthz/ready` == 200 (default true). With `false`, `start` returns right
     /// after spawning (for tests expecting a startup failure: use `wait_exit`).
     pub wait_ready: bool,
+    /// Run with this open-file limit (soft and hard), to make `accept` fail with EMFILE.
+    pub open_files: Option<u64>,
 }
 
 impl Default for GatewayOpts {
@@ -56,6 +58,7 @@ impl Default for GatewayOpts {
             extra_args: Vec::new(),
             env: Vec::new(),
             wait_ready: true,
+            open_files: None,
         }
     }
 }
@@ -205,6 +208,22 @@ impl GatewayProcess {
         cmd.env("NO_COLOR", "1");
         for (k, v) in &opts.env {
             cmd.env(k, v);
+        }
+        if let Some(n) = opts.open_files {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let limit = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
         }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())

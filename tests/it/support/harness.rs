@@ -68,6 +68,7 @@ pub struct HarnessBuilder {
     labels: Option<String>,
     args: Vec<String>,
     expect_exit: bool,
+    open_files: Option<u64>,
 }
 
 impl HarnessBuilder {
@@ -146,6 +147,12 @@ impl HarnessBuilder {
         self
     }
 
+    /// Runs the gateway with this open-file limit (see [`GatewayOpts::open_files`]).
+    pub fn open_files(mut self, n: u64) -> Self {
+        self.open_files = Some(n);
+        self
+    }
+
     /// Start without waiting for readiness: the test expects the process to exit
     /// ([`GatewayProcess::wait_exit`]).
     pub fn expect_exit(mut self) -> Self {
@@ -173,6 +180,7 @@ impl HarnessBuilder {
             port_map: (!self.ports.is_empty()).then(|| port_map(&self.ports)),
             extra_args,
             wait_ready: !self.expect_exit,
+            open_files: self.open_files,
             ..GatewayOpts::new(config_path)
         })
         .await;
