@@ -121,6 +121,22 @@ pub struct RunArgs {
     /// Egress CONNECT: require the tunnelled ClientHello's SNI to equal the CONNECT host.
     #[arg(long, default_value = "true", action = clap::ArgAction::Set, value_name = "BOOL")]
     pub connect_sni_check: bool,
+    /// The `server` header of every response, upstream ones overwritten (Istio's
+    /// `proxyHeaders.server`); empty: pass the upstream's through.
+    #[arg(long, default_value = "istio-envoy", value_name = "NAME", value_parser = parse_server_name)]
+    pub server_header: String,
+    /// Serve HTTP/1.0 requests (Istio's `PILOT_HTTP10`); by default they get 426.
+    #[arg(long, default_value = "false", action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub accept_http10: bool,
+}
+
+impl RunArgs {
+    /// `--server-header` as a header value; `None` when empty (pass-through).
+    pub fn server_name(&self) -> Option<http::HeaderValue> {
+        http::HeaderValue::from_str(&self.server_header)
+            .ok()
+            .filter(|v| !v.is_empty())
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -165,6 +181,12 @@ fn parse_port_map(s: &str) -> Result<BTreeMap<u16, u16>, String> {
         out.insert(port(from)?, port(to)?);
     }
     Ok(out)
+}
+
+fn parse_server_name(s: &str) -> Result<String, String> {
+    http::HeaderValue::from_str(s)
+        .map(|_| s.to_string())
+        .map_err(|_| format!("`{s}` is not a valid header value"))
 }
 
 fn parse_secs(s: &str) -> Result<Duration, String> {

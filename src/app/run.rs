@@ -105,6 +105,8 @@ async fn serve(
     let options = RuntimeOptions {
         drain_timeout: args.drain_timeout,
         connect_sni_check: args.connect_sni_check,
+        server_name: args.server_name(),
+        accept_http10: args.accept_http10,
     };
     let status = Arc::new(Mutex::new(ReloadStatus::initial(&loaded)));
     let state = match State::new(

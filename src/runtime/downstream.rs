@@ -95,25 +95,6 @@ fn normalize_request_path(session: &mut Session) {
     }
 }
 
-/// The client's `x-request-id`, or a new one.
-pub fn request_id(session: &Session) -> String {
-    session
-        .req_header()
-        .headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty())
-        .map_or_else(new_request_id, str::to_string)
-}
-
-/// A random (version 4) UUID. From a fast PRNG, not the OS: a request id needs uniqueness, not
-/// secrecy, and a getrandom system call per request is measurable.
-fn new_request_id() -> String {
-    uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes())
-        .into_uuid()
-        .to_string()
-}
-
 /// Envoy's `normalize_path` (on in Istio's gateways): RFC 3986 §5.2.4 dot-segment removal, with
 /// `%2e` counted as `.`, applied before routing so `..` cannot step from one route's prefix into
 /// another's. Repeated slashes are kept (Istio leaves `merge_slashes` off). `None` when the path

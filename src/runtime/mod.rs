@@ -3,8 +3,10 @@
 //! and drains on shutdown. It knows nothing of the CLI, the watcher or the admin endpoints.
 
 pub mod downstream;
+pub mod edge;
 pub mod listeners;
 pub mod log;
+pub mod mirror;
 pub mod outbound;
 pub mod proxy;
 pub mod request;
@@ -36,6 +38,11 @@ pub struct RuntimeOptions {
     pub drain_timeout: Duration,
     /// Require the ClientHello SNI of a CONNECT tunnel to equal the CONNECT host.
     pub connect_sni_check: bool,
+    /// The `server` header of every response (Istio's `istio-envoy`); `None` passes the
+    /// upstream's through.
+    pub server_name: Option<http::HeaderValue>,
+    /// Serve HTTP/1.0 requests (Istio's `PILOT_HTTP10`); else they get 426.
+    pub accept_http10: bool,
 }
 
 /// Everything shared by the data path.
@@ -47,6 +54,8 @@ pub struct State {
     pub stats: Arc<StatsRegistry>,
     pub options: RuntimeOptions,
     pub connector: TransportConnector,
+    /// Mirror copies: their connection pools and in-flight bound.
+    pub mirrors: Arc<mirror::Mirrors>,
     /// Fails handshakes whose SNI no server serves.
     pub reject_sni: SslAcceptor,
     pub ready: AtomicBool,
@@ -68,6 +77,7 @@ impl State {
             stats,
             options,
             connector: TransportConnector::new(None),
+            mirrors: Arc::new(mirror::Mirrors::default()),
             reject_sni: crate::tls::server::reject_unknown_sni()?,
             ready: AtomicBool::new(false),
             logged_snis: Mutex::new(HashSet::new()),

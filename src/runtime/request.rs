@@ -1,15 +1,17 @@
 //! Per-request state, carried through the Pingora phases. The snapshot taken at the start of
 //! the request is kept for its whole life, retries included.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use http::HeaderValue;
+use pingora::http::ResponseHeader;
 use pingora::protocols::tls::SslDigest;
+use pingora::{Error, ErrorSource, ErrorType};
 
 use super::downstream::Downstream;
-use crate::compile::action::retry::Attempted;
+use crate::compile::action::retry::{Attempted, Reset};
 use crate::compile::action::{Action, Forward, RetryPolicy, WeightedCluster};
 use crate::compile::reply::LocalReply;
 use crate::compile::route::Route;
@@ -41,6 +43,8 @@ pub struct Target {
 
 pub struct RequestCtx {
     pub snapshot: Option<Arc<Snapshot>>,
+    /// The TCP peer's address (see [`RequestCtx::client_ip`]).
+    pub peer: Option<IpAddr>,
     pub start: Instant,
     pub start_time: SystemTime,
     /// The connection's TLS facts (its `DownstreamTls` extension), if it is TLS.
@@ -66,12 +70,20 @@ pub struct RequestCtx {
     pub cors_origin: Option<HeaderValue>,
     /// Close the upstream connection after this request (`maxRequestsPerConnection`).
     pub close_upstream: bool,
+    /// The last attempt's response status is being retried (decided before its headers went
+    /// downstream).
+    pub status_retry: bool,
+    /// `Set-Cookie` for a cookie made for this client (cookie affinity with a `ttl`).
+    pub set_cookie: Option<String>,
+    /// The request's mirror copies still taking its body.
+    pub mirror_feeds: Vec<super::mirror::MirrorFeed>,
 }
 
 impl Default for RequestCtx {
     fn default() -> Self {
         RequestCtx {
             snapshot: None,
+            peer: None,
             start: Instant::now(),
             start_time: SystemTime::now(),
             tls: None,
@@ -91,6 +103,9 @@ impl Default for RequestCtx {
             deadline: None,
             cors_origin: None,
             close_upstream: false,
+            status_retry: false,
+            set_cookie: None,
+            mirror_feeds: Vec::new(),
         }
     }
 }
@@ -135,5 +150,61 @@ impl RequestCtx {
     /// What is left of the route timeout for the next attempt (`Some(0)`: nothing).
     pub fn remaining(&self, now: Instant) -> Option<Duration> {
         self.deadline.map(|d| d.saturating_duration_since(now))
+    }
+
+    /// The client's address, as Envoy's `final_remote_address`: the TCP peer (the one place to
+    /// derive it from `x-forwarded-for` under `numTrustedProxies`).
+    pub fn client_ip(&self) -> Option<IpAddr> {
+        self.peer
+    }
+
+    /// The route's timeout, if one applies.
+    pub fn route_timeout(&self) -> Option<Duration> {
+        self.forward().and_then(|f| f.timeout)
+    }
+
+    /// Whether the upstream's response `resp` is retried instead of sent on (Envoy's router
+    /// `onUpstreamHeaders` → `shouldRetryHeaders`). `replayable`: the request body so far is
+    /// buffered in full. When retries are exhausted the response goes to the client as it came.
+    pub fn retry_on_response(&mut self, resp: &ResponseHeader, replayable: bool) -> bool {
+        self.status_retry = replayable
+            && self.retry_policy().on_response(
+                self.attempted(),
+                resp.status.as_u16(),
+                &resp.headers,
+            );
+        self.status_retry
+    }
+
+    /// Whether the attempt that failed with `e` gets another one (Envoy's router
+    /// `maybeRetryReset`): never once the response started, never when the client went away
+    /// (a downstream error), only with the whole body so far buffered (`replayable`).
+    pub fn retry_after(&mut self, e: &Error, replayable: bool, response_started: bool) -> bool {
+        if std::mem::take(&mut self.status_retry) {
+            return true;
+        }
+        if e.esource() == &ErrorSource::Downstream || response_started || !replayable {
+            return false;
+        }
+        // Pingora's own protocol fallback (h2 refused by the upstream, retried over h1).
+        if matches!(e.etype(), ErrorType::H2Downgrade | ErrorType::InvalidH2) {
+            return e.retry();
+        }
+        let deadline_passed = self.deadline.is_some_and(|d| Instant::now() >= d);
+        super::rescue::reset_of(e, deadline_passed).is_some_and(|(reset, started)| {
+            self.retry_policy()
+                .on_reset(self.attempted(), reset, started)
+        })
+    }
+
+    /// Retry after a failed connection?
+    pub fn retry_after_connect_failure(&self) -> bool {
+        self.retry_policy()
+            .on_reset(self.attempted(), Reset::ConnectFailure, false)
+    }
+
+    /// Whether this is a retry (Envoy's "retried and the latest reset reason").
+    pub fn retried(&self) -> bool {
+        self.attempts > 1
     }
 }
