@@ -128,6 +128,11 @@ pub struct RunArgs {
     /// Serve HTTP/1.0 requests (Istio's `PILOT_HTTP10`); by default they get 426.
     #[arg(long, default_value = "false", action = clap::ArgAction::Set, value_name = "BOOL")]
     pub accept_http10: bool,
+    /// Request bodies up to this many bytes are kept so a retry can send them again; a larger
+    /// body is never retried (Envoy's per-connection buffer limit, Istio's
+    /// `listenerPerConnectionBufferLimitBytes`). At most 65536: Pingora's retry buffer.
+    #[arg(long, default_value = "65536", value_name = "BYTES", value_parser = parse_retry_buffer)]
+    pub retry_buffer_limit: usize,
 }
 
 impl RunArgs {
@@ -181,6 +186,19 @@ fn parse_port_map(s: &str) -> Result<BTreeMap<u16, u16>, String> {
         out.insert(port(from)?, port(to)?);
     }
     Ok(out)
+}
+
+/// Pingora keeps at most 64 KiB of a request body for a retry (`BODY_BUF_LIMIT`).
+pub const MAX_RETRY_BUFFER: usize = 64 * 1024;
+
+fn parse_retry_buffer(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n <= MAX_RETRY_BUFFER => Ok(n),
+        Ok(n) => Err(format!(
+            "{n} is more than Pingora's retry buffer keeps ({MAX_RETRY_BUFFER} bytes)"
+        )),
+        Err(_) => Err(format!("`{s}` is not a number of bytes")),
+    }
 }
 
 fn parse_server_name(s: &str) -> Result<String, String> {

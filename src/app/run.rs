@@ -107,6 +107,7 @@ async fn serve(
         connect_sni_check: args.connect_sni_check,
         server_name: args.server_name(),
         accept_http10: args.accept_http10,
+        retry_buffer_limit: args.retry_buffer_limit,
     };
     let status = Arc::new(Mutex::new(ReloadStatus::initial(&loaded)));
     let state = match State::new(

@@ -206,6 +206,28 @@ impl LocalReply {
         )
     }
 
+    /// An HTTP/2 upstream reset the stream (`remote reset`), or refused it before processing
+    /// it (`remote refused stream reset`): Envoy's `UR`.
+    pub fn remote_reset(refused: bool, retried: bool) -> Self {
+        if refused {
+            LocalReply::reset(
+                ResponseFlag::UR,
+                "remote refused stream reset",
+                "upstream_reset_before_response_started{remote_refused_stream_reset}",
+                None,
+                retried,
+            )
+        } else {
+            LocalReply::reset(
+                ResponseFlag::UR,
+                "remote reset",
+                "upstream_reset_before_response_started{remote_reset}",
+                None,
+                retried,
+            )
+        }
+    }
+
     pub fn upstream_reset(retried: bool) -> Self {
         LocalReply::reset(
             ResponseFlag::UC,

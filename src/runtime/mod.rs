@@ -43,6 +43,8 @@ pub struct RuntimeOptions {
     pub server_name: Option<http::HeaderValue>,
     /// Serve HTTP/1.0 requests (Istio's `PILOT_HTTP10`); else they get 426.
     pub accept_http10: bool,
+    /// Request bodies up to this size are kept for a retry (at most Pingora's 64 KiB).
+    pub retry_buffer_limit: usize,
 }
 
 /// Everything shared by the data path.

@@ -85,6 +85,14 @@ impl Edge {
         Ok(true)
     }
 
+    /// Whether the request body read so far can be sent again: Pingora kept it whole (its
+    /// retry buffer holds 64 KiB) and it is within `--retry-buffer-limit` (Envoy's
+    /// per-connection buffer limit, beyond which it abandons retries and shadows).
+    fn replayable(&self, session: &Session, ctx: &RequestCtx) -> bool {
+        !session.as_ref().retry_buffer_truncated()
+            && ctx.body_bytes <= self.state.options.retry_buffer_limit
+    }
+
     /// The `server` header of every response (`None`: the upstream's passes through).
     fn server_name(&self) -> Option<&http::HeaderValue> {
         self.state.options.server_name.as_ref()
@@ -400,6 +408,7 @@ impl ProxyHttp for Edge {
     ) -> Result<()> {
         // Only the first attempt feeds the mirror copies; a retry abandons unfinished ones.
         if ctx.attempts <= 1 {
+            ctx.body_bytes += body.as_ref().map_or(0, Bytes::len);
             feed_body(&mut ctx.mirror_feeds, body.as_ref(), end_of_stream);
         } else {
             ctx.mirror_feeds.clear();
@@ -442,7 +451,7 @@ impl ProxyHttp for Edge {
         }
         // Nothing went downstream yet: a retriable status is retried here, its response
         // dropped with its upstream connection (Envoy resets the upstream stream too).
-        let replayable = !session.as_ref().retry_buffer_truncated();
+        let replayable = self.replayable(session, ctx);
         if ctx.retry_on_response(upstream, replayable) {
             let status = upstream.status.as_u16();
             if let (Some(t), Some(addr)) = (&ctx.target, ctx.upstream_addr) {
@@ -504,7 +513,7 @@ impl ProxyHttp for Edge {
     ) -> Box<Error> {
         let _ = client_reused;
         let mut e = e.more_context(format!("Peer: {peer}"));
-        let replayable = !session.as_ref().retry_buffer_truncated();
+        let replayable = self.replayable(session, ctx);
         let started = session.response_written().is_some();
         let retry = ctx.retry_after(&e, replayable, started);
         e.set_retry(retry);

@@ -77,6 +77,8 @@ pub struct RequestCtx {
     pub set_cookie: Option<String>,
     /// The request's mirror copies still taking its body.
     pub mirror_feeds: Vec<super::mirror::MirrorFeed>,
+    /// Request body bytes read from the client (first attempt).
+    pub body_bytes: usize,
 }
 
 impl Default for RequestCtx {
@@ -106,6 +108,7 @@ impl Default for RequestCtx {
             status_retry: false,
             set_cookie: None,
             mirror_feeds: Vec::new(),
+            body_bytes: 0,
         }
     }
 }
@@ -191,10 +194,17 @@ impl RequestCtx {
             return e.retry();
         }
         let deadline_passed = self.deadline.is_some_and(|d| Instant::now() >= d);
-        super::rescue::reset_of(e, deadline_passed).is_some_and(|(reset, started)| {
-            self.retry_policy()
-                .on_reset(self.attempted(), reset, started)
-        })
+        let Some((reset, started)) = super::rescue::reset_of(e, deadline_passed) else {
+            return false;
+        };
+        let retry = self
+            .retry_policy()
+            .on_reset(self.attempted(), reset, started);
+        if !retry && reset == Reset::RefusedStream {
+            // The last word is the refusal (Envoy: `remote refused stream reset`, `UR`).
+            self.reply = Some(LocalReply::remote_reset(true, self.retried()));
+        }
+        retry
     }
 
     /// Retry after a failed connection?

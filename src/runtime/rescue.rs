@@ -53,6 +53,7 @@ pub fn rescue(e: &Error, upstream_failure: Option<&str>, retried: bool) -> Local
         (_, ReadTimedout | WriteTimedout) if source != &ErrorSource::Downstream => {
             LocalReply::timeout()
         }
+        (ErrorSource::Upstream, H2Error) => LocalReply::remote_reset(false, retried),
         (ErrorSource::Upstream, _) => LocalReply::upstream_reset(retried),
         (ErrorSource::Downstream, ReadError | WriteError | ConnectionClosed) => {
             LocalReply::downstream_disconnect()

@@ -190,6 +190,28 @@ async fn request_bodies_are_retried_only_when_buffered_in_full() {
     assert_eq!(ing.backend("be").requests(), 1);
 }
 
+// `--retry-buffer-limit` is the buffer Envoy keeps per connection (Istio's
+// `listenerPerConnectionBufferLimitBytes`; 32 KiB in the EDGE profile): a body beyond it is
+// not retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_buffer_limit_is_a_setting() {
+    let ing = IngressBuilder::new()
+        .backend(Backend::builder("be").fail_first(1, 503).start().await)
+        .routes(vec![
+            all_to("be").retries(Retries::attempts(2).retry_on("5xx"))
+        ])
+        .args(&["--retry-buffer-limit", "512"])
+        .start()
+        .await;
+    let r = send(
+        ing.request(Method::POST, "a.example.com", "/p")
+            .body("b".repeat(1000)),
+    )
+    .await;
+    assert_eq!(r.status(), 503);
+    assert_eq!(ing.backend("be").requests(), 1);
+}
+
 /// Waits until the abandoned request's access-log line is written (the gateway is done with
 /// it, retries included), then counts the copies the backend received.
 async fn copies_after_the_client_left(ing: &Harness, path: &str) -> u64 {
