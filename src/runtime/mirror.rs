@@ -84,6 +84,17 @@ impl Mirrors {
                 continue;
             };
             let mut head = Box::new(head.clone());
+            // The copy is its own HTTP/1.1 (or h2) request, whatever the client spoke.
+            head.set_version(http::Version::HTTP_11);
+            for h in [
+                "connection",
+                "keep-alive",
+                "proxy-connection",
+                "te",
+                "trailer",
+            ] {
+                head.remove_header(h);
+            }
             let rx = if body {
                 // An h2 client need not say how long its body is; HTTP/1.1 must be told.
                 if head.headers.get(http::header::CONTENT_LENGTH).is_none() {

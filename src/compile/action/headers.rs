@@ -151,29 +151,24 @@ trait HeaderTarget {
     fn add(&mut self, name: &HeaderName, value: &HeaderValue);
 }
 
-impl HeaderTarget for RequestHeader {
-    fn remove(&mut self, name: &HeaderName) {
-        self.remove_header(name);
-    }
-    fn set(&mut self, name: &HeaderName, value: &HeaderValue) {
-        let _ = self.insert_header(name.clone(), value.clone());
-    }
-    fn add(&mut self, name: &HeaderName, value: &HeaderValue) {
-        let _ = self.append_header(name.clone(), value.clone());
-    }
+/// The same three operations on either head (Pingora gives both the same methods).
+macro_rules! header_target {
+    ($($t:ty),*) => {$(
+        impl HeaderTarget for $t {
+            fn remove(&mut self, name: &HeaderName) {
+                self.remove_header(name);
+            }
+            fn set(&mut self, name: &HeaderName, value: &HeaderValue) {
+                let _ = self.insert_header(name.clone(), value.clone());
+            }
+            fn add(&mut self, name: &HeaderName, value: &HeaderValue) {
+                let _ = self.append_header(name.clone(), value.clone());
+            }
+        }
+    )*};
 }
 
-impl HeaderTarget for ResponseHeader {
-    fn remove(&mut self, name: &HeaderName) {
-        self.remove_header(name);
-    }
-    fn set(&mut self, name: &HeaderName, value: &HeaderValue) {
-        let _ = self.insert_header(name.clone(), value.clone());
-    }
-    fn add(&mut self, name: &HeaderName, value: &HeaderValue) {
-        let _ = self.append_header(name.clone(), value.clone());
-    }
-}
+header_target!(RequestHeader, ResponseHeader);
 
 #[cfg(test)]
 mod tests {

@@ -9,11 +9,21 @@ use reqwest::Method;
 use serde_json::json;
 
 use super::*;
+use crate::support::{eventually, RecordedRequest};
 
 const WAIT: Duration = Duration::from_secs(10);
 
 fn mirror_to(name: &str) -> serde_json::Value {
     json!({"host": svc(name)})
+}
+
+/// The last copy `backend` recorded, once one arrived with its whole body.
+async fn copy_seen(backend: &Backend) -> RecordedRequest {
+    eventually(WAIT, "a mirror copy recorded", async || {
+        !backend.requests_seen().is_empty()
+    })
+    .await;
+    backend.last_request().unwrap()
 }
 
 // MirrorPercent: no percentage is 100%; the copy keeps the Host (no `-shadow` suffix) and
@@ -32,9 +42,7 @@ async fn mirror_copies_every_request_with_its_host_and_body() {
     )
     .await;
     assert_eq!(who(r), "be");
-    let shadow = ing.backend("shadow");
-    shadow.wait_for_requests(1, WAIT).await;
-    let copy = shadow.last_request().unwrap();
+    let copy = copy_seen(ing.backend("shadow")).await;
     assert_eq!(copy.method, "POST");
     assert_eq!(copy.path, "/cart?x=1");
     assert_eq!(copy.authority.as_deref(), Some("shop.example.com"));
@@ -45,11 +53,23 @@ async fn mirror_copies_every_request_with_its_host_and_body() {
         primary.header("x-request-id"),
         "the same request"
     );
+    // An HTTP/2 client's request is copied as an HTTP/1.1 request to an HTTP/1.1 mirror.
+    ing.backend("shadow").clear_requests();
+    let r = send(
+        crate::support::client::h2c_client()
+            .post(ing.url("/h2"))
+            .body("over h2"),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let copy = copy_seen(ing.backend("shadow")).await;
+    assert_eq!((copy.path.as_str(), copy.body.as_str()), ("/h2", "over h2"));
+    assert_eq!(copy.version, "HTTP/1.1");
     // Its own cluster stats.
     let stats = ing
         .cluster_stats(&format!("outbound|80||{}", svc("shadow")))
         .await;
-    assert_eq!(stats.requests, 1, "{stats:?}");
+    assert_eq!(stats.requests, 2, "{stats:?}");
 }
 
 // `mirrors`: several copies; `mirrorPercentage: 0` (and `percentage: 0`) turn one off.
@@ -115,6 +135,5 @@ async fn a_dead_or_slow_mirror_never_fails_or_delays_the_primary() {
     assert_eq!(r.status(), 200);
     assert_eq!(echo(r).await["body"], "payload");
     // The slow copy arrived and is still waiting for its answer: the primary did not wait.
-    ing.backend("slow").wait_for_requests(1, WAIT).await;
-    assert_eq!(ing.backend("slow").last_request().unwrap().body, "payload");
+    assert_eq!(copy_seen(ing.backend("slow")).await.body, "payload");
 }
