@@ -55,7 +55,8 @@ pub fn rescue(e: &Error, upstream_failure: Option<&str>, retried: bool) -> Local
         }
         (ErrorSource::Upstream, H2Error) => LocalReply::remote_reset(false, retried),
         (ErrorSource::Upstream, _) => LocalReply::upstream_reset(retried),
-        (ErrorSource::Downstream, ReadError | WriteError | ConnectionClosed) => {
+        // An HTTP/2 client resetting its stream went away too (Envoy: `DC`).
+        (ErrorSource::Downstream, ReadError | WriteError | ConnectionClosed | H2Error) => {
             LocalReply::downstream_disconnect()
         }
         (ErrorSource::Downstream, _) => LocalReply::new(
@@ -162,6 +163,8 @@ mod tests {
         assert_eq!((r.status, r.flag), (503, Some(ResponseFlag::UC)));
         assert_eq!(body(&r), "upstream connect error or disconnect/reset before headers. reset reason: connection termination");
         let r = rescue(&Error::new_down(ErrorType::ConnectionClosed), None, false);
+        assert_eq!((r.status, r.flag), (0, Some(ResponseFlag::DC)));
+        let r = rescue(&Error::new_down(ErrorType::H2Error), None, false);
         assert_eq!((r.status, r.flag), (0, Some(ResponseFlag::DC)));
         let r = rescue(&Error::new(ErrorType::HTTPStatus(502)), None, false);
         assert_eq!(r.status, 502);
