@@ -179,6 +179,18 @@ pub struct RunArgs {
     pub connect_sni_check: bool,
     #[command(flatten)]
     pub limits: LimitArgs,
+    /// The `server` header of every response, upstream ones overwritten (Istio's
+    /// `proxyHeaders.server`); empty: pass the upstream's through.
+    #[arg(long, default_value = "istio-envoy", value_name = "NAME", value_parser = parse_server_name)]
+    pub server_header: String,
+    /// Serve HTTP/1.0 requests (Istio's `PILOT_HTTP10`); by default they get 426.
+    #[arg(long, default_value = "false", action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub accept_http10: bool,
+    /// Request bodies up to this many bytes are kept so a retry can send them again; a larger
+    /// body is never retried (Envoy's per-connection buffer limit, Istio's
+    /// `listenerPerConnectionBufferLimitBytes`). At most 65536: Pingora's retry buffer.
+    #[arg(long, default_value = "65536", value_name = "BYTES", value_parser = parse_retry_buffer)]
+    pub retry_buffer_limit: usize,
 }
 
 /// Downstream limits and timeouts (`docs/hardening.md`); a duration of 0 turns it off.
@@ -248,6 +260,15 @@ impl LimitArgs {
     }
 }
 
+impl RunArgs {
+    /// `--server-header` as a header value; `None` when empty (pass-through).
+    pub fn server_name(&self) -> Option<http::HeaderValue> {
+        http::HeaderValue::from_str(&self.server_header)
+            .ok()
+            .filter(|v| !v.is_empty())
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct CheckArgs {
     #[command(flatten)]
@@ -309,6 +330,25 @@ impl std::str::FromStr for ListenAddr {
             .map(|a| ListenAddr(Some(a)))
             .map_err(|_| format!("`{s}` is not an address (IP:PORT) or `off`"))
     }
+}
+
+/// Pingora keeps at most 64 KiB of a request body for a retry (`BODY_BUF_LIMIT`).
+pub const MAX_RETRY_BUFFER: usize = 64 * 1024;
+
+fn parse_retry_buffer(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n <= MAX_RETRY_BUFFER => Ok(n),
+        Ok(n) => Err(format!(
+            "{n} is more than Pingora's retry buffer keeps ({MAX_RETRY_BUFFER} bytes)"
+        )),
+        Err(_) => Err(format!("`{s}` is not a number of bytes")),
+    }
+}
+
+fn parse_server_name(s: &str) -> Result<String, String> {
+    http::HeaderValue::from_str(s)
+        .map(|_| s.to_string())
+        .map_err(|_| format!("`{s}` is not a valid header value"))
 }
 
 fn parse_secs(s: &str) -> Result<Duration, String> {

@@ -130,6 +130,9 @@ async fn serve(
         connect_sni_check: args.connect_sni_check,
         limits: args.limits.limits(),
         admin: Some(args.admin),
+        server_name: args.server_name(),
+        accept_http10: args.accept_http10,
+        retry_buffer_limit: args.retry_buffer_limit,
     };
     let status = Arc::new(Mutex::new(ReloadStatus::initial(&loaded)));
     let access_log = AccessLog::start(loaded.snapshot.mesh.access_log.clone());

@@ -4,6 +4,7 @@
 
 pub mod action;
 pub mod cluster;
+pub mod delegate;
 pub mod describe;
 pub mod egress;
 pub mod error;

@@ -193,25 +193,6 @@ fn normalize_request_path(session: &mut Session) -> Result<(), PathError> {
     Ok(())
 }
 
-/// The client's `x-request-id`, or a new one.
-pub fn request_id(session: &Session) -> String {
-    session
-        .req_header()
-        .headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty())
-        .map_or_else(new_request_id, str::to_string)
-}
-
-/// A random (version 4) UUID. From a fast PRNG, not the OS: a request id needs uniqueness, not
-/// secrecy, and a getrandom system call per request is measurable.
-fn new_request_id() -> String {
-    uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes())
-        .into_uuid()
-        .to_string()
-}
-
 /// A path Envoy's canonicaliser refuses: the request is answered 400.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {

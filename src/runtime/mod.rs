@@ -5,10 +5,12 @@
 pub mod destination;
 pub mod downstream;
 pub mod drain;
+pub mod edge;
 pub mod http1;
 pub mod limits;
 pub mod listeners;
 pub mod log;
+pub mod mirror;
 pub mod outbound;
 pub mod overload;
 pub mod proxy;
@@ -50,6 +52,13 @@ pub struct RuntimeOptions {
     pub limits: DownstreamLimits,
     /// The admin listener's address: never a destination a request chooses.
     pub admin: Option<SocketAddr>,
+    /// The `server` header of every response (Istio's `istio-envoy`); `None` passes the
+    /// upstream's through.
+    pub server_name: Option<http::HeaderValue>,
+    /// Serve HTTP/1.0 requests (Istio's `PILOT_HTTP10`); else they get 426.
+    pub accept_http10: bool,
+    /// Request bodies up to this size are kept for a retry (at most Pingora's 64 KiB).
+    pub retry_buffer_limit: usize,
 }
 
 /// Everything shared by the data path.
@@ -61,6 +70,8 @@ pub struct State {
     pub stats: Arc<StatsRegistry>,
     pub options: RuntimeOptions,
     pub connector: TransportConnector,
+    /// Mirror copies: their connection pools and in-flight bound.
+    pub mirrors: Arc<mirror::Mirrors>,
     /// Fails handshakes whose SNI no server serves.
     pub reject_sni: SslAcceptor,
     /// Envoy's server state: LIVE, DRAINING, (PRE_)INITIALIZING.
@@ -90,6 +101,7 @@ impl State {
             stats,
             options,
             connector: TransportConnector::new(None),
+            mirrors: Arc::new(mirror::Mirrors::default()),
             reject_sni: crate::tls::server::reject_unknown_sni()?,
             readiness: Readiness::default(),
             drain: Drain::new(settings),

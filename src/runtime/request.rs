@@ -6,10 +6,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use http::{HeaderName, HeaderValue};
+use pingora::http::ResponseHeader;
 use pingora::protocols::tls::SslDigest;
+use pingora::{Error, ErrorSource, ErrorType};
 
 use super::downstream::Downstream;
-use crate::compile::action::retry::Attempted;
+use crate::compile::action::retry::{Attempted, Reset};
 use crate::compile::action::{Action, Forward, RetryPolicy, WeightedCluster};
 use crate::compile::reply::LocalReply;
 use crate::compile::route::Route;
@@ -73,6 +75,15 @@ pub struct RequestCtx {
     pub claims: Option<Arc<Claims>>,
     /// Headers an ext_authz server asked to add to the client response.
     pub authz_response_headers: Vec<(HeaderName, HeaderValue)>,
+    /// The last attempt's response status is being retried (decided before its headers went
+    /// downstream).
+    pub status_retry: bool,
+    /// `Set-Cookie` for a cookie made for this client (cookie affinity with a `ttl`).
+    pub set_cookie: Option<String>,
+    /// The request's mirror copies still taking its body.
+    pub mirror_feeds: Vec<super::mirror::MirrorFeed>,
+    /// Request body bytes read from the client (first attempt).
+    pub body_bytes: usize,
 }
 
 impl Default for RequestCtx {
@@ -101,6 +112,10 @@ impl Default for RequestCtx {
             peer_ip: None,
             claims: None,
             authz_response_headers: Vec::new(),
+            status_retry: false,
+            set_cookie: None,
+            mirror_feeds: Vec::new(),
+            body_bytes: 0,
         }
     }
 }
@@ -153,5 +168,62 @@ impl RequestCtx {
     /// What is left of the route timeout for the next attempt (`Some(0)`: nothing).
     pub fn remaining(&self, now: Instant) -> Option<Duration> {
         self.deadline.map(|d| d.saturating_duration_since(now))
+    }
+
+    /// The route's timeout, if one applies.
+    pub fn route_timeout(&self) -> Option<Duration> {
+        self.forward().and_then(|f| f.timeout)
+    }
+
+    /// Whether the upstream's response `resp` is retried instead of sent on (Envoy's router
+    /// `onUpstreamHeaders` → `shouldRetryHeaders`). `replayable`: the request body so far is
+    /// buffered in full. When retries are exhausted the response goes to the client as it came.
+    pub fn retry_on_response(&mut self, resp: &ResponseHeader, replayable: bool) -> bool {
+        self.status_retry = replayable
+            && self.retry_policy().on_response(
+                self.attempted(),
+                resp.status.as_u16(),
+                &resp.headers,
+            );
+        self.status_retry
+    }
+
+    /// Whether the attempt that failed with `e` gets another one (Envoy's router
+    /// `maybeRetryReset`): never once the response started, never when the client went away
+    /// (a downstream error), only with the whole body so far buffered (`replayable`).
+    pub fn retry_after(&mut self, e: &Error, replayable: bool, response_started: bool) -> bool {
+        if std::mem::take(&mut self.status_retry) {
+            return true;
+        }
+        if e.esource() == &ErrorSource::Downstream || response_started || !replayable {
+            return false;
+        }
+        // Pingora's own protocol fallback (h2 refused by the upstream, retried over h1).
+        if matches!(e.etype(), ErrorType::H2Downgrade | ErrorType::InvalidH2) {
+            return e.retry();
+        }
+        let deadline_passed = self.deadline.is_some_and(|d| Instant::now() >= d);
+        let Some((reset, started)) = super::rescue::reset_of(e, deadline_passed) else {
+            return false;
+        };
+        let retry = self
+            .retry_policy()
+            .on_reset(self.attempted(), reset, started);
+        if !retry && reset == Reset::RefusedStream {
+            // The last word is the refusal (Envoy: `remote refused stream reset`, `UR`).
+            self.reply = Some(LocalReply::remote_reset(true, self.retried()));
+        }
+        retry
+    }
+
+    /// Retry after a failed connection?
+    pub fn retry_after_connect_failure(&self) -> bool {
+        self.retry_policy()
+            .on_reset(self.attempted(), Reset::ConnectFailure, false)
+    }
+
+    /// Whether this is a retry (Envoy's "retried and the latest reset reason").
+    pub fn retried(&self) -> bool {
+        self.attempts > 1
     }
 }

@@ -59,11 +59,14 @@ pub async fn gateway_with_mesh(mesh: &MeshDir, extra: &[&str]) -> Harness {
         .await
 }
 
-/// `GET /p` with `x-request-id: id` (and extra headers); panics unless 200.
+/// `GET /p` with `user-agent: id` and `x-test-id: id` (and extra headers): the log line is
+/// found by them (a client's `x-request-id` is replaced at the edge, as Envoy does); panics
+/// unless 200.
 pub async fn get_with_id(h: &Harness, id: &str, headers: &[(&str, &str)]) {
     let mut req = h
         .request(reqwest::Method::GET, "mesh.example.com", "/p")
-        .header("x-request-id", id);
+        .header("user-agent", id)
+        .header("x-test-id", id);
     for (k, v) in headers {
         req = req.header(*k, *v);
     }

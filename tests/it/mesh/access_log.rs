@@ -6,7 +6,9 @@ use super::*;
 use crate::support::cli::run_cli;
 
 fn text_format(tag: &str) -> String {
-    format!("accessLogFile: /dev/stdout\naccessLogFormat: '{tag} %REQ(X-REQUEST-ID)% %RESPONSE_CODE%'\n")
+    format!(
+        "accessLogFile: /dev/stdout\naccessLogFormat: '{tag} %REQ(X-TEST-ID)% %RESPONSE_CODE%'\n"
+    )
 }
 
 /// A mesh-file edit changes the access log of a running gateway, without a restart.
@@ -135,7 +137,7 @@ async fn json_encoding_logs_istios_object_or_the_one_given() {
 
     let generation = h.generation().await;
     mesh.write(
-        "accessLogFile: /dev/stdout\naccessLogEncoding: JSON\naccessLogFormat: |\n  {\"code\": \"%RESPONSE_CODE%\", \"rid\": \"%REQ(X-REQUEST-ID)%\", \"who\": \"%RESP(X-BACKEND)%\", \"fixed\": 1}\n",
+        "accessLogFile: /dev/stdout\naccessLogEncoding: JSON\naccessLogFormat: |\n  {\"code\": \"%RESPONSE_CODE%\", \"rid\": \"%REQ(X-TEST-ID)%\", \"who\": \"%RESP(X-BACKEND)%\", \"fixed\": 1}\n",
     );
     h.wait_generation_after(generation, APPLY).await;
     let id = request_id();
@@ -152,7 +154,7 @@ async fn json_encoding_logs_istios_object_or_the_one_given() {
 /// alternative and a length limit), status, flags, duration, upstream, route, protocol.
 #[tokio::test]
 async fn a_custom_text_format_renders_envoys_operators() {
-    let format = "op %REQ(X-REQUEST-ID)% [%REQ(X-MISSING?USER-AGENT):8%] %RESP(X-BACKEND)% %RESPONSE_CODE% %RESPONSE_FLAGS% %DURATION% %UPSTREAM_HOST% %UPSTREAM_CLUSTER% %ROUTE_NAME% %PROTOCOL% %REQ(:METHOD)% %REQ(:AUTHORITY)% %REQ_WITHOUT_QUERY(:PATH)% %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% %UPSTREAM_REQUEST_ATTEMPT_COUNT% 100%% end";
+    let format = "op %REQ(X-TEST-ID)% [%REQ(X-MISSING?USER-AGENT):8%] %RESP(X-BACKEND)% %RESPONSE_CODE% %RESPONSE_FLAGS% %DURATION% %UPSTREAM_HOST% %UPSTREAM_CLUSTER% %ROUTE_NAME% %PROTOCOL% %REQ(:METHOD)% %REQ(:AUTHORITY)% %REQ_WITHOUT_QUERY(:PATH)% %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% %UPSTREAM_REQUEST_ATTEMPT_COUNT% 100%% end";
     let mesh = MeshDir::new(&format!(
         "accessLogFile: /dev/stdout\naccessLogFormat: '{format}'\n"
     ));
@@ -161,7 +163,7 @@ async fn a_custom_text_format_renders_envoys_operators() {
     let id = request_id();
     let r = send(
         h.request(reqwest::Method::GET, "mesh.example.com", "/p?q=1")
-            .header("x-request-id", &id)
+            .header("x-test-id", &id)
             .header("user-agent", "agent-with-a-long-name"),
     )
     .await;

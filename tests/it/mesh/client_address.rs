@@ -26,11 +26,17 @@ async fn num_trusted_proxies_takes_the_client_from_x_forwarded_for() {
     let id = request_id();
     let r = send(
         h.request(reqwest::Method::GET, "mesh.example.com", "/p")
-            .header("x-request-id", &id)
+            .header("user-agent", &id)
             .header("x-forwarded-for", "198.51.100.1, 203.0.113.7,10.0.0.5"),
     )
     .await;
     let seen = echo(r).await;
+    // conn_manager_utility.cc: the external address is the trusted client
+    // (`final_remote_address`); the peer is what is appended to x-forwarded-for.
+    assert_eq!(
+        echoed_header(&seen, "x-envoy-external-address"),
+        ["203.0.113.7"]
+    );
     let forwarded = echoed_header(&seen, "x-forwarded-for");
     assert_eq!(
         xff_list(&forwarded.join(",")),
@@ -131,12 +137,8 @@ async fn get_from(source: [u8; 4], to: SocketAddr, id: &str) -> (Resp, SocketAdd
     socket.bind(SocketAddr::from((source, 0))).unwrap();
     let mut s = socket.connect(to).await.unwrap();
     let me = s.local_addr().unwrap();
-    let req = get_request(
-        "mesh.example.com",
-        "/p",
-        &format!("x-request-id: {id}\r\n"),
-        true,
-    );
+    // The id rides in the path: the access log shows it (a client's x-request-id is replaced).
+    let req = get_request("mesh.example.com", &format!("/p?id={id}"), "", true);
     s.write_all(req.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut buf)).await;
@@ -185,7 +187,7 @@ async fn curl_with_haproxy_protocol_is_served_and_a_connection_without_the_heade
         ])
         .args([
             "-H",
-            &format!("x-request-id: {id}"),
+            &format!("user-agent: {id}"),
             "-o",
             "/dev/null",
             "-w",
@@ -207,12 +209,7 @@ async fn curl_with_haproxy_protocol_is_served_and_a_connection_without_the_heade
     let id = request_id();
     let raw = try_raw_http(
         h.addr(),
-        get_request(
-            "mesh.example.com",
-            "/p",
-            &format!("x-request-id: {id}\r\n"),
-            true,
-        ),
+        get_request("mesh.example.com", &format!("/p?id={id}"), "", true),
     )
     .await
     .unwrap_or_default();

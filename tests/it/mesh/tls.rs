@@ -65,7 +65,7 @@ async fn proxy_protocol_precedes_tls_on_an_https_server() {
     let mesh = proxy_protocol_mesh();
     let (h, ca_file) = https_gateway(&mesh, None).await;
     let id = request_id();
-    let rid = format!("x-request-id: {id}");
+    let rid = format!("user-agent: {id}");
     let args = ["--haproxy-protocol", "--interface", "127.0.0.4", "-H", &rid];
     let (status, _) = curl_https(&h, &ca_file, &args).await;
     assert_eq!(status, "200");
