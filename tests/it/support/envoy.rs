@@ -89,7 +89,6 @@ impl EnvoyBuilder {
     }
 
     pub async fn start(self) -> Envoy {
-        let bin = envoy_binary();
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let admin = free_port();
@@ -147,12 +146,26 @@ static_resources:
             typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
 {clusters}"#
         );
+        Envoy::start_config(dir, port, admin, &config).await
+    }
+}
+
+impl Envoy {
+    /// Runs Envoy on `config` (a full bootstrap whose listener is `port` and admin `admin`)
+    /// and waits until its admin says it is ready.
+    pub async fn start_config(
+        dir: tempfile::TempDir,
+        port: u16,
+        admin: u16,
+        config: &str,
+    ) -> Envoy {
+        let bin = envoy_binary();
         let path = dir.path().join("envoy.yaml");
-        std::fs::write(&path, &config).unwrap();
+        std::fs::write(&path, config).unwrap();
         let child = Command::new(&bin)
             .arg("-c")
             .arg(&path)
-            .args(["-l", "error", "--base-id"])
+            .args(["-l", "error", "--concurrency", "1", "--base-id"])
             .arg(port.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
