@@ -250,7 +250,7 @@ async fn futures_join_all<F: std::future::Future<Output = ()> + Send + 'static>(
 }
 
 impl RemoteJwks {
-    fn record(&self, result: Result<KeySet, String>, interval: Duration) {
+    fn record(&self, result: Result<KeySet, FetchError>, interval: Duration) {
         let now = Instant::now();
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         match result {
@@ -277,15 +277,23 @@ impl RemoteJwks {
     }
 }
 
-async fn fetch(uri: &str, timeout: Duration) -> Result<KeySet, String> {
-    let resp = super::http::send(http::Method::GET, uri, http::HeaderMap::new(), timeout)
-        .await
-        .map_err(|e| e.to_string())?;
+/// Why one fetch of a remote JWKS gave no key set.
+#[derive(Debug, thiserror::Error)]
+enum FetchError {
+    #[error(transparent)]
+    Http(#[from] super::http::HttpError),
+    #[error("status {0}")]
+    Status(http::StatusCode),
+    #[error(transparent)]
+    Keys(#[from] JwksError),
+}
+
+async fn fetch(uri: &str, timeout: Duration) -> Result<KeySet, FetchError> {
+    let resp = super::http::send(http::Method::GET, uri, http::HeaderMap::new(), timeout).await?;
     if !resp.status.is_success() {
-        return Err(format!("status {}", resp.status));
+        return Err(FetchError::Status(resp.status));
     }
-    let text = String::from_utf8_lossy(&resp.body);
-    KeySet::parse(&text).map_err(|e| e.to_string())
+    Ok(KeySet::parse(&String::from_utf8_lossy(&resp.body))?)
 }
 
 #[cfg(test)]
