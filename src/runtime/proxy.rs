@@ -5,9 +5,9 @@
 //! - `request_filter`: read the downstream request (edge hygiene: control headers removed, a
 //!   new request id; HTTP/1.0 refused unless accepted), route it, run the route's local actions
 //!   (fault, CORS preflight, redirect, direct response), choose the destination and pass its
-//!   circuit breaker, start the mirror copies; `Ok(true)` when the gateway answered itself.
-//! - `upstream_peer`: wait the retry back-off, choose an endpoint and make the peer for this
-//!   attempt (once per try).
+//!   circuit breaker (`routing.rs`), start the mirror copies; `Ok(true)` when the gateway answered itself.
+//! - `upstream_peer`: the next attempt (`attempt.rs`, once per try): the retry back-off, the
+//!   endpoint, the peer.
 //! - `request_body_filter`: the body goes to the mirror copies too (first attempt only).
 //! - `upstream_response_filter`: a retriable status is retried before anything went downstream.
 //! - `connected_to_upstream`: upstream certificate names, connection reuse accounting.
@@ -15,7 +15,7 @@
 //! - `fail_to_connect` / `error_while_proxy`: retry decisions; `fail_to_proxy`: the answer.
 //! - `logging`: once at the end: outlier detection, access log, metrics.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,28 +25,22 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::protocols::Digest;
 use pingora::upstreams::peer::HttpPeer;
-use pingora::ErrorSource;
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
-use super::destination::{self, destination_refused};
+use super::attempt::{connect_failed, next_peer, record_last_attempt};
 use super::downstream::{body_limit_reached, Downstream};
 use super::edge;
 use super::mirror::feed_body;
 use super::outbound::{shape_request, shape_response};
-use super::request::{RequestCtx, Routed, Target};
+use super::request::RequestCtx;
 use super::rescue::{rescue, send};
-use super::routing::{decide, Decision};
+use super::routing::route;
 use super::State;
-use crate::compile::action::cors::CorsCheck;
-use crate::compile::action::redirect::RedirectInput;
-use crate::compile::action::Action;
-use crate::compile::matcher::RequestView;
-use crate::compile::reply::{LocalReply, ResponseFlag};
+use crate::compile::reply::LocalReply;
 use crate::compile::security::{Connection, Edit};
 use crate::compile::Role;
 use crate::tls::upstream::SanCheck;
 use crate::upstream::outlier::Outcome;
-use crate::upstream::PickInput;
 
 /// The gateway's proxy logic; all state lives in [`State`].
 pub struct Edge {
@@ -61,13 +55,6 @@ fn client_ip(session: &Session) -> Option<IpAddr> {
         .client_addr()
         .and_then(|a| a.as_inet())
         .map(|a| a.ip())
-}
-
-/// The downstream connection's remote and local addresses (cookie affinity's made value).
-fn connection_addrs(session: &Session) -> Option<(SocketAddr, SocketAddr)> {
-    let remote = session.client_addr()?.as_inet()?;
-    let local = session.server_addr()?.as_inet()?;
-    Some((*remote, *local))
 }
 
 impl Edge {
@@ -152,131 +139,6 @@ impl Edge {
                 .start(&mirrors, &head, body, timeout, &self.state.dns);
         Ok(())
     }
-
-    /// Routes the request to a target cluster and admits it through the cluster's circuit
-    /// breaker.
-    async fn route(&self, session: &Session, ctx: &mut RequestCtx) -> Routing {
-        let down = &ctx.downstream;
-        if down.host.is_empty() {
-            return Err(LocalReply::missing_host());
-        }
-        let snapshot = ctx
-            .snapshot
-            .clone()
-            .unwrap_or_else(|| self.state.snapshot.load_full());
-        let local = session.server_addr().and_then(|a| a.as_inet()).copied();
-        let Some(listener) = local.and_then(|a| snapshot.listener(a)) else {
-            // The listener was removed by a reload while this connection was open.
-            return Err(LocalReply::no_route());
-        };
-        let req = session.req_header();
-        let view = RequestView {
-            method: req.method.as_str(),
-            scheme: down.scheme,
-            authority: &down.authority,
-            path: req.uri.path(),
-            query: req.uri.query(),
-            headers: &req.headers,
-            claims: ctx.claims.as_deref(),
-        };
-        let tls = ctx.downstream_tls();
-        match decide(
-            &snapshot,
-            listener,
-            tls,
-            &view,
-            &down.host,
-            down.port,
-            down.addressing,
-        ) {
-            Decision::Reply(r) => return Err(r),
-            Decision::Refused(r) => {
-                let label = down.addressing.metric_label();
-                self.state
-                    .metrics
-                    .egress_denied
-                    .with_label_values(&[label])
-                    .inc();
-                ctx.egress_refused = true;
-                return Err(r);
-            }
-            Decision::Egress(cluster) => {
-                ctx.target = Some(Target {
-                    cluster,
-                    destination: None,
-                })
-            }
-            Decision::Route {
-                table,
-                vhost,
-                route,
-            } => {
-                ctx.routed = Some(Routed {
-                    table,
-                    vhost,
-                    route,
-                });
-                self.apply_route(session, ctx).await?;
-            }
-        }
-        let Some(target) = &ctx.target else {
-            return Ok(());
-        };
-        let cluster = &target.cluster;
-        let admission = cluster.admit().await.map_err(|_| LocalReply::overflow())?;
-        ctx.admission = Some(admission);
-        Ok(())
-    }
-
-    /// What a matched route does before the upstream: fault injection, CORS, redirect, direct
-    /// response, or the weighted choice of destination.
-    async fn apply_route(&self, session: &Session, ctx: &mut RequestCtx) -> Routing {
-        let Some(routed) = &ctx.routed else {
-            return Ok(());
-        };
-        let table = routed.table.clone();
-        let route = &table.virtual_hosts[routed.vhost].routes[routed.route];
-        if let Some(fault) = &route.fault {
-            let injected = fault.roll();
-            if let Some(delay) = injected.delay {
-                tokio::time::sleep(delay).await;
-                ctx.reply = Some(LocalReply::new(0, Some(ResponseFlag::DI), "delayed", ""));
-            }
-            if let Some(abort) = injected.abort {
-                return Err(abort);
-            }
-        }
-        let req = session.req_header();
-        if let Some(cors) = &route.cors {
-            match cors.check(req) {
-                CorsCheck::Preflight(reply) => return Err(reply),
-                CorsCheck::Allowed(origin) => ctx.cors_origin = Some(origin),
-                CorsCheck::Pass => {}
-            }
-        }
-        match &route.action {
-            Action::DirectResponse(d) => Err(d.reply()),
-            Action::Redirect(r) => Err(r.reply(&RedirectInput {
-                scheme: ctx.downstream.scheme,
-                authority: &ctx.downstream.authority,
-                path: req.uri.path(),
-                query: req.uri.query(),
-            })),
-            Action::Forward(f) => {
-                let i = f.choose();
-                let dest = &f.destinations[i];
-                if dest.refused {
-                    return Err(LocalReply::cluster_not_found());
-                }
-                ctx.deadline = f.timeout.map(|t| ctx.start + t);
-                ctx.target = Some(Target {
-                    cluster: dest.cluster.clone(),
-                    destination: Some(i),
-                });
-                Ok(())
-            }
-        }
-    }
 }
 
 /// Request header changes the security checks asked for.
@@ -291,28 +153,6 @@ fn apply_edits(req: &mut RequestHeader, edits: &[Edit]) {
                 .map_err(|_| ()),
         };
     }
-}
-
-/// Outlier detection learns from how the last attempt ended (earlier failed attempts were
-/// recorded in `fail_to_connect`).
-fn record_last_attempt(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
-    let (Some(t), Some(addr)) = (&ctx.target, ctx.upstream_addr) else {
-        return;
-    };
-    if t.cluster.outlier.is_none()
-        || ctx.reply.as_ref().and_then(|r| r.flag) == Some(ResponseFlag::UF)
-    {
-        return;
-    }
-    let upstream_status = (ctx.upstream_service_time.is_some())
-        .then(|| session.response_written().map(|r| r.status.as_u16()))
-        .flatten();
-    let outcome = match (upstream_status, e) {
-        (Some(status), _) => Outcome::of_status(status),
-        (None, Some(err)) if err.esource() == &ErrorSource::Upstream => Outcome::GatewayError,
-        (None, _) => return,
-    };
-    t.cluster.record_outcome(addr, outcome);
 }
 
 #[async_trait]
@@ -357,7 +197,7 @@ impl ProxyHttp for Edge {
         if let Err(reply) = self.authorize(session, ctx).await {
             return self.reply(session, ctx, reply).await;
         }
-        match self.route(session, ctx).await {
+        match route(&self.state, session, ctx).await {
             Ok(()) => {
                 self.start_mirrors(session, ctx)?;
                 Ok(false)
@@ -371,76 +211,7 @@ impl ProxyHttp for Edge {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let Some(target) = &ctx.target else {
-            return Error::e_explain(InternalError, "no upstream target");
-        };
-        let cluster = target.cluster.clone();
-        if ctx.attempts > 0 {
-            // Envoy's jittered back-off before each retry, within the route timeout.
-            let wait = ctx.retry_policy().backoff(ctx.attempts);
-            let wait = ctx.remaining(Instant::now()).map_or(wait, |r| wait.min(r));
-            tokio::time::sleep(wait).await;
-        }
-        ctx.attempts += 1;
-        let now = Instant::now();
-        let remaining = ctx.remaining(now);
-        if remaining.is_some_and(|r| r.is_zero()) {
-            ctx.reply = Some(LocalReply::timeout());
-            return Error::e_explain(
-                HTTPStatus(504),
-                "route timeout elapsed before the upstream answered",
-            );
-        }
-        let policy = ctx.retry_policy();
-        let budget = policy.attempt_budget(remaining);
-        let mut buf = [0u8; 48];
-        let conn = connection_addrs(session);
-        let (hash_input, set_cookie) = match cluster.lb.hash_key() {
-            Some(k) => k.input_or_issue(session.req_header(), ctx.client_ip(), conn, &mut buf),
-            None => (None, None),
-        };
-        let input = PickInput {
-            request_host: &ctx.downstream.host,
-            request_port: ctx.downstream.port,
-            hash_input,
-            exclude: if policy.previous_hosts {
-                &ctx.tried
-            } else {
-                &[]
-            },
-        };
-        let picked = cluster.pick(input, &self.state.dns).await;
-        ctx.set_cookie = set_cookie;
-        let picked = match picked {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::debug!(cluster = %cluster.name, "no healthy upstream: {e}");
-                ctx.reply = Some(LocalReply::no_healthy_upstream());
-                return Error::e_explain(HTTPStatus(503), e.to_string());
-            }
-        };
-        if destination::request_derived(&cluster) {
-            let role = ctx
-                .snapshot
-                .as_ref()
-                .map_or(Role::Ingress, |s| s.instance.role);
-            let admin = self.state.options.admin;
-            if let Some(why) = destination::refused(picked.address, role, admin) {
-                ctx.reply = Some(destination_refused(why));
-                return Error::e_explain(HTTPStatus(403), why);
-            }
-        }
-        if let Some(a) = ctx.admission.as_mut() {
-            a.set_endpoint(picked.active.clone());
-        }
-        ctx.upstream_addr = Some(picked.address);
-        ctx.tried.push(picked.address);
-        ctx.upstream_start = Some(now);
-        Ok(Box::new(cluster.peer(
-            picked.address,
-            &ctx.downstream.host,
-            budget,
-        )))
+        next_peer(&self.state, session, ctx).await
     }
 
     async fn connected_to_upstream(
@@ -562,20 +333,7 @@ impl ProxyHttp for Edge {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        let mut reason = e.etype().as_str().to_string();
-        if let Some(c) = &e.context {
-            reason.push_str(&format!(": {c}"));
-        }
-        ctx.upstream_failure = Some(reason);
-        if let Some(t) = &ctx.target {
-            t.cluster
-                .stats
-                .connect_failures
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if let Some(addr) = ctx.upstream_addr {
-                t.cluster.record_outcome(addr, Outcome::GatewayError);
-            }
-        }
+        connect_failed(ctx, &e);
         e.set_retry(ctx.retry_after_connect_failure());
         e
     }

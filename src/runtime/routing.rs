@@ -4,11 +4,18 @@
 
 use std::sync::Arc;
 
+use pingora_proxy::Session;
+
+use super::request::{RequestCtx, Routed, Target};
+use super::State;
+use crate::compile::action::cors::CorsCheck;
 use crate::compile::action::redirect::{https_redirect, RedirectInput};
+use crate::compile::action::Action;
 use crate::compile::egress::{Addressing, Unrouted};
 use crate::compile::listener::{Listener, ListenerKind};
 use crate::compile::matcher::RequestView;
 use crate::compile::reply::LocalReply;
+use crate::compile::reply::ResponseFlag;
 use crate::compile::vhost::RouteTable;
 use crate::compile::Snapshot;
 use crate::tls::server::DownstreamTls;
@@ -85,5 +92,134 @@ pub fn decide(
             route,
         },
         None => Decision::Reply(LocalReply::no_route()),
+    }
+}
+
+/// Routes the request to a target cluster and admits it through the cluster's circuit
+/// breaker.
+pub async fn route(
+    state: &State,
+    session: &Session,
+    ctx: &mut RequestCtx,
+) -> Result<(), LocalReply> {
+    let down = &ctx.downstream;
+    if down.host.is_empty() {
+        return Err(LocalReply::missing_host());
+    }
+    let snapshot = ctx
+        .snapshot
+        .clone()
+        .unwrap_or_else(|| state.snapshot.load_full());
+    let local = session.server_addr().and_then(|a| a.as_inet()).copied();
+    let Some(listener) = local.and_then(|a| snapshot.listener(a)) else {
+        // The listener was removed by a reload while this connection was open.
+        return Err(LocalReply::no_route());
+    };
+    let req = session.req_header();
+    let view = RequestView {
+        method: req.method.as_str(),
+        scheme: down.scheme,
+        authority: &down.authority,
+        path: req.uri.path(),
+        query: req.uri.query(),
+        headers: &req.headers,
+        claims: ctx.claims.as_deref(),
+    };
+    let tls = ctx.downstream_tls();
+    match decide(
+        &snapshot,
+        listener,
+        tls,
+        &view,
+        &down.host,
+        down.port,
+        down.addressing,
+    ) {
+        Decision::Reply(r) => return Err(r),
+        Decision::Refused(r) => {
+            let label = down.addressing.metric_label();
+            state
+                .metrics
+                .egress_denied
+                .with_label_values(&[label])
+                .inc();
+            ctx.egress_refused = true;
+            return Err(r);
+        }
+        Decision::Egress(cluster) => {
+            ctx.target = Some(Target {
+                cluster,
+                destination: None,
+            })
+        }
+        Decision::Route {
+            table,
+            vhost,
+            route,
+        } => {
+            ctx.routed = Some(Routed {
+                table,
+                vhost,
+                route,
+            });
+            apply_route(session, ctx).await?;
+        }
+    }
+    let Some(target) = &ctx.target else {
+        return Ok(());
+    };
+    let cluster = &target.cluster;
+    let admission = cluster.admit().await.map_err(|_| LocalReply::overflow())?;
+    ctx.admission = Some(admission);
+    Ok(())
+}
+
+/// What a matched route does before the upstream: fault injection, CORS, redirect, direct
+/// response, or the weighted choice of destination.
+async fn apply_route(session: &Session, ctx: &mut RequestCtx) -> Result<(), LocalReply> {
+    let Some(routed) = &ctx.routed else {
+        return Ok(());
+    };
+    let table = routed.table.clone();
+    let route = &table.virtual_hosts[routed.vhost].routes[routed.route];
+    if let Some(fault) = &route.fault {
+        let injected = fault.roll();
+        if let Some(delay) = injected.delay {
+            tokio::time::sleep(delay).await;
+            ctx.reply = Some(LocalReply::new(0, Some(ResponseFlag::DI), "delayed", ""));
+        }
+        if let Some(abort) = injected.abort {
+            return Err(abort);
+        }
+    }
+    let req = session.req_header();
+    if let Some(cors) = &route.cors {
+        match cors.check(req) {
+            CorsCheck::Preflight(reply) => return Err(reply),
+            CorsCheck::Allowed(origin) => ctx.cors_origin = Some(origin),
+            CorsCheck::Pass => {}
+        }
+    }
+    match &route.action {
+        Action::DirectResponse(d) => Err(d.reply()),
+        Action::Redirect(r) => Err(r.reply(&RedirectInput {
+            scheme: ctx.downstream.scheme,
+            authority: &ctx.downstream.authority,
+            path: req.uri.path(),
+            query: req.uri.query(),
+        })),
+        Action::Forward(f) => {
+            let i = f.choose();
+            let dest = &f.destinations[i];
+            if dest.refused {
+                return Err(LocalReply::cluster_not_found());
+            }
+            ctx.deadline = f.timeout.map(|t| ctx.start + t);
+            ctx.target = Some(Target {
+                cluster: dest.cluster.clone(),
+                destination: Some(i),
+            });
+            Ok(())
+        }
     }
 }
