@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::compile::{Instance, OutboundPolicy, Role};
+use crate::config::diag::Severity;
 use crate::observe::access_log::LogFormat;
 use crate::reload::watch::WatchMode;
 
@@ -30,7 +31,8 @@ pub struct Cli {
 pub enum Command {
     /// Serve traffic by the config directory, reloading when it changes.
     Run(RunArgs),
-    /// Validate the config directory and print every problem (exit 0 valid, 1 errors, 2 usage).
+    /// Validate the config directory (or files, or standard input) and print every problem as
+    /// `istioctl analyze` would (exit 0 below the failure threshold, 1 at or above it, 2 usage).
     Check(CheckArgs),
     /// Print the compiled routing: listeners, virtual hosts, routes and clusters.
     Routes(RoutesArgs),
@@ -87,6 +89,7 @@ impl InstanceArgs {
             role,
             outbound_policy: self.outbound_policy,
             upstream_idle_cap: self.upstream_idle_cap,
+            credentials: Default::default(),
         }
     }
 }
@@ -121,12 +124,46 @@ pub struct RunArgs {
     /// Egress CONNECT: require the tunnelled ClientHello's SNI to equal the CONNECT host.
     #[arg(long, default_value = "true", action = clap::ArgAction::Set, value_name = "BOOL")]
     pub connect_sni_check: bool,
+    /// All or nothing: refuse the whole configuration on any error (start-up fails, a reload
+    /// keeps the generation being served) instead of leaving out what is wrong and serving the
+    /// rest.
+    #[arg(long)]
+    pub strict: bool,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct CheckArgs {
     #[command(flatten)]
     pub config: ConfigArgs,
+    /// Files and directories to check instead of --config; `-` reads standard input.
+    #[arg(value_name = "FILE|DIR|-")]
+    pub inputs: Vec<PathBuf>,
+    /// Output format, as istioctl analyze's: log (one line per message), json or yaml.
+    #[arg(short = 'o', long = "output", value_enum, default_value = "log")]
+    pub output: OutputFormat,
+    /// Do not report CODE for a resource: `CODE=Kind name.namespace` or `CODE=Kind
+    /// namespace/name`, `*` matching any text (istioctl's --suppress); repeatable.
+    #[arg(short = 'S', long = "suppress", value_name = "CODE=Kind name")]
+    pub suppress: Vec<String>,
+    /// The level at which check exits 1: Error, Warning or Info (istioctl's default: Error).
+    #[arg(long, default_value = "Error", value_parser = parse_level, value_name = "LEVEL")]
+    pub failure_threshold: Severity,
+    /// Messages below this level are not printed: Error, Warning or Info (default Info).
+    #[arg(long, default_value = "Info", value_parser = parse_level, value_name = "LEVEL")]
+    pub output_threshold: Severity,
+}
+
+/// `check --output`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Log,
+    Json,
+    Yaml,
+}
+
+fn parse_level(s: &str) -> Result<Severity, String> {
+    Severity::parse(s)
+        .ok_or_else(|| format!("`{s}` is not a level (expected Error, Warning or Info)"))
 }
 
 #[derive(Debug, Clone, Args)]

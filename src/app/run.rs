@@ -7,14 +7,15 @@ use std::time::{Duration, Instant};
 
 use pingora::apps::http_app::HttpServer;
 use tokio::signal::unix::{signal, SignalKind};
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 use crate::admin::Admin;
 use crate::cli::RunArgs;
-use crate::config::load::ParseCache;
 use crate::observe::access_log::AccessLog;
 use crate::reload::watch::watch;
-use crate::reload::{load_and_compile_cached, ConfigSource, Loaded, ReloadStatus};
+use crate::reload::{
+    load_and_compile_cached, Applied, ConfigSource, Loaded, Pipeline, ReloadStatus,
+};
 use crate::runtime::listeners::{bind, serve_app};
 use crate::runtime::server::Gateway;
 use crate::runtime::{RuntimeOptions, State};
@@ -38,10 +39,11 @@ pub fn run(args: RunArgs) -> i32 {
     let source = ConfigSource {
         config_dir: args.config.config.clone(),
         instance: args.instance.instance(args.config.certs.clone()),
+        strict: args.strict,
     };
     let stats = Arc::new(StatsRegistry::default());
     let started = Instant::now();
-    let mut cache = ParseCache::default();
+    let mut cache = Pipeline::default();
     let loaded = match load_and_compile_cached(&source, &stats, &mut cache) {
         Ok(l) => l,
         Err(diags) => {
@@ -54,9 +56,7 @@ pub fn run(args: RunArgs) -> i32 {
             return 1;
         }
     };
-    for w in loaded.warnings.warnings() {
-        warn!("{w}");
-    }
+    loaded.log();
     let s = &loaded.snapshot.summary;
     info!(
         "loaded {} in {} ms: {} Gateways, {} VirtualServices, {} ServiceEntries, {} DestinationRules from {} files; {} listeners, {} virtual hosts, {} routes ({:?}, labels {:?})",
@@ -99,7 +99,7 @@ async fn serve(
     args: RunArgs,
     source: ConfigSource,
     loaded: Loaded,
-    cache: ParseCache,
+    cache: Pipeline,
     stats: Arc<StatsRegistry>,
 ) -> i32 {
     let options = RuntimeOptions {
@@ -107,6 +107,7 @@ async fn serve(
         connect_sni_check: args.connect_sni_check,
     };
     let status = Arc::new(Mutex::new(ReloadStatus::initial(&loaded)));
+    let loaded_counts = loaded.left_out.counts();
     let state = match State::new(
         loaded.snapshot,
         AccessLog::stdout(args.log_format),
@@ -120,6 +121,8 @@ async fn serve(
         }
     };
     state.metrics.config_generation.set(1);
+    let (kinds, parts, stale) = &loaded_counts;
+    state.metrics.left_out(kinds, *parts, *stale);
 
     let mut sigterm = signal(SignalKind::terminate()).ok();
     let mut sigint = signal(SignalKind::interrupt()).ok();
@@ -185,8 +188,9 @@ struct Reloader {
     source: ConfigSource,
     gateway: Arc<Gateway>,
     status: Arc<Mutex<ReloadStatus>>,
-    /// The parse of every file as of the last load, so a reload re-parses changed files only.
-    cache: Arc<Mutex<ParseCache>>,
+    /// What the last load keeps for the next: the parse of every file (a reload re-parses
+    /// changed files only), last good file contents, last accepted resources.
+    cache: Arc<Mutex<Pipeline>>,
 }
 
 impl Reloader {
@@ -200,19 +204,12 @@ impl Reloader {
         })
         .await;
         let result = match built {
-            Ok(Ok(loaded)) => {
-                for w in loaded.warnings.warnings() {
-                    warn!("{w}");
-                }
-                let Loaded {
-                    snapshot,
-                    files_hash,
-                    fingerprints,
-                    ..
-                } = loaded;
+            Ok(Ok(mut loaded)) => {
+                loaded.log();
+                let applied = Applied::of(&mut loaded);
                 self.gateway
-                    .apply(snapshot)
-                    .map(|()| (files_hash, fingerprints))
+                    .apply(loaded.snapshot)
+                    .map(|()| applied)
                     .map_err(|e| e.to_string())
             }
             Ok(Err(diags)) => Err(format!("{} error(s):\n{diags}", diags.error_count())),
@@ -221,17 +218,22 @@ impl Reloader {
         let elapsed = start.elapsed();
         let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
         match result {
-            Ok((files_hash, fingerprints)) => {
-                let changes = status
-                    .succeeded(files_hash, fingerprints, elapsed)
-                    .summary();
+            Ok(applied) => {
+                let counts = applied.left_out.counts();
+                let changes = status.succeeded(applied, elapsed).summary();
+                state.metrics.left_out(&counts.0, counts.1, counts.2);
                 info!(
-                    "reload ok ({reason}): generation {} in {} ms, files {}: {changes}",
+                    "reload {} ({reason}): generation {} in {} ms, files {}: {changes}",
+                    status.last_result,
                     status.generation,
                     elapsed.as_millis(),
                     status.files_hash,
                 );
-                state.metrics.reloads.with_label_values(&["ok"]).inc();
+                state
+                    .metrics
+                    .reloads
+                    .with_label_values(&[status.last_result.as_str()])
+                    .inc();
                 state
                     .metrics
                     .config_generation

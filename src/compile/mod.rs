@@ -62,6 +62,9 @@ pub struct Instance {
     /// Upper bound on how long idle upstream connections are kept.
     #[serde(with = "humantime_ms")]
     pub upstream_idle_cap: std::time::Duration,
+    /// The last good certificates, shared by the compiles of one running gateway.
+    #[serde(skip)]
+    pub credentials: listener::CredentialMemory,
 }
 
 mod humantime_ms {
@@ -83,6 +86,7 @@ impl Default for Instance {
             role: Role::Ingress,
             outbound_policy: OutboundPolicy::RegistryOnly,
             upstream_idle_cap: crate::upstream::peer::DEFAULT_IDLE_CAP,
+            credentials: listener::CredentialMemory::default(),
         }
     }
 }
@@ -131,8 +135,9 @@ impl Snapshot {
     }
 }
 
-/// Compiles a snapshot. Errors (a certificate that does not load, a destination that cannot be
-/// built) mean no snapshot; warnings come back either way.
+/// Compiles a snapshot. An error (a certificate that does not load, a destination that cannot
+/// be built) leaves out the part it is about and comes back with the snapshot, as the warnings
+/// do; `Err` only when no snapshot can be built at all.
 pub fn compile(
     resources: &Resources,
     instance: &Instance,
@@ -158,10 +163,11 @@ pub fn compile(
                     Ok(c) => {
                         egress_clusters.insert((reg.host.clone(), port.number), c);
                     }
-                    Err(e) => reg
-                        .entry
-                        .reporter(&mut diags)
-                        .error("spec.ports", e.to_string()),
+                    Err(e) => reg.entry.reporter(&mut diags).error_part(
+                        None,
+                        "spec.ports",
+                        format!("{e}; egress to this host and port answers 503"),
+                    ),
                 }
             }
         }
@@ -169,13 +175,9 @@ pub fn compile(
     let passthrough = match clusters.destination("*", Some(0), None, "default", 0) {
         Ok(c) => Some(c),
         Err(e) => {
-            diags.push(Diagnostic {
-                severity: crate::config::Severity::Error,
-                origin: None,
-                object: None,
-                path: String::new(),
-                message: format!("passthrough cluster: {e}"),
-            });
+            diags.push(Diagnostic::config_error(format!(
+                "passthrough cluster: {e}"
+            )));
             None
         }
     };
@@ -187,7 +189,9 @@ pub fn compile(
 
     let mut diags = Diagnostics(diags);
     diags.sort();
-    let Some(passthrough) = passthrough.filter(|_| !diags.has_errors()) else {
+    // Errors in a part (a server, a route, a destination) left that part out; only a snapshot
+    // that cannot be built at all is refused.
+    let Some(passthrough) = passthrough else {
         return Err(diags);
     };
     let (mut virtual_hosts, mut routes) = (0, 0);

@@ -1,6 +1,7 @@
 //! Prometheus metrics named as Istio's standard metrics where one exists
 //! (`istio_requests_total`, `istio_request_duration_milliseconds`, `istio_tcp_*`), plus
-//! Portcullis' own (`portcullis_*`) for egress refusals, reloads and upstream connection reuse.
+//! Portcullis' own (`portcullis_*`) for egress refusals, reloads, what the configuration being
+//! served leaves out, and upstream connection reuse.
 
 use prometheus::{
     exponential_buckets, register_histogram_vec_with_registry,
@@ -22,8 +23,19 @@ pub struct Metrics {
     pub egress_denied: IntCounterVec,
     pub reloads: IntCounterVec,
     pub config_generation: IntGauge,
+    resources_rejected: IntGaugeVec,
+    parts_rejected: IntGauge,
+    files_stale: IntGauge,
     upstream: IntGaugeVec,
 }
+
+/// The kinds `portcullis_config_resources_rejected` always reports, 0 included.
+const SERVED_KINDS: [&str; 4] = [
+    "Gateway",
+    "VirtualService",
+    "ServiceEntry",
+    "DestinationRule",
+];
 
 const REQUEST_LABELS: [&str; 6] = [
     "reporter",
@@ -102,6 +114,25 @@ impl Metrics {
                 r
             )
             .expect("metric names are unique"),
+            resources_rejected: register_int_gauge_vec_with_registry!(
+                "portcullis_config_resources_rejected",
+                "Resources the configuration being served leaves out because Istio's webhook would reject them (or they repeat a name, or are not valid YAML: kind Document), by kind",
+                &["kind"],
+                r
+            )
+            .expect("metric names are unique"),
+            parts_rejected: register_int_gauge_with_registry!(
+                "portcullis_config_parts_rejected",
+                "Parts of resources the configuration being served leaves out: Gateway servers whose certificate does not load, routes and destinations that cannot be built",
+                r
+            )
+            .expect("metric names are unique"),
+            files_stale: register_int_gauge_with_registry!(
+                "portcullis_config_files_stale",
+                "Config files served from their last good contents because the current file does not parse or cannot be read",
+                r
+            )
+            .expect("metric names are unique"),
             upstream: register_int_gauge_vec_with_registry!(
                 "portcullis_upstream",
                 "Per-cluster upstream counters (requests, connections opened, TLS handshakes, reused requests, overflows)",
@@ -111,6 +142,27 @@ impl Metrics {
             .expect("metric names are unique"),
             registry,
         }
+    }
+
+    /// Publishes what the configuration being served leaves out: rejected resources by kind,
+    /// parts, stale files.
+    pub fn left_out(
+        &self,
+        resources_by_kind: &std::collections::BTreeMap<String, usize>,
+        parts: usize,
+        stale_files: usize,
+    ) {
+        self.resources_rejected.reset();
+        for kind in SERVED_KINDS {
+            self.resources_rejected.with_label_values(&[kind]).set(0);
+        }
+        for (kind, n) in resources_by_kind {
+            self.resources_rejected
+                .with_label_values(&[kind.as_str()])
+                .set(*n as i64);
+        }
+        self.parts_rejected.set(parts as i64);
+        self.files_stale.set(stale_files as i64);
     }
 
     /// The Prometheus text exposition, with per-cluster counters refreshed first.

@@ -1,8 +1,9 @@
-//! Reload: the pipeline from files on disk to a complete compiled snapshot (load, validate,
-//! compile: exactly what `check` does, plus the compile for this instance), what changed, and
-//! the status the admin endpoint reports. `watch` says when to run it. Nothing here touches the
+//! Reload: the pipeline from files on disk to a compiled snapshot (load, validate, isolate,
+//! compile: what `check` does, plus the compile for this instance), what changed, and the
+//! status the admin endpoint reports. `watch` says when to run it. Nothing here touches the
 //! running gateway: the composition root (`app`) hands a built snapshot to the runtime.
 
+pub mod pipeline;
 pub mod watch;
 
 use std::collections::BTreeMap;
@@ -11,59 +12,43 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::compile::{compile, Instance, Snapshot};
+use crate::compile::Instance;
 use crate::config::diag::Diagnostics;
-use crate::config::load::{ParseCache, Resources};
-use crate::config::validate::validate;
+use crate::config::load::Resources;
 use crate::upstream::StatsRegistry;
+pub use pipeline::{LeftOut, Loaded, Pipeline, Rejected};
 
 /// Where the config comes from and who it is compiled for.
 #[derive(Debug, Clone)]
 pub struct ConfigSource {
     pub config_dir: PathBuf,
     pub instance: Instance,
+    /// `run --strict`: refuse the whole configuration on any error (start-up fails, a reload
+    /// keeps the generation being served) instead of leaving out what is wrong.
+    pub strict: bool,
 }
 
-/// A complete, valid, compiled configuration.
-pub struct Loaded {
-    pub snapshot: Snapshot,
-    pub warnings: Diagnostics,
-    pub files_hash: String,
-    pub fingerprints: BTreeMap<String, u64>,
-}
-
-/// Load, validate and compile: exactly what `check` does, plus the compile for this instance.
+/// Load, validate and compile once (see [`Pipeline`]).
 pub fn load_and_compile(
     source: &ConfigSource,
     stats: &StatsRegistry,
 ) -> Result<Loaded, Diagnostics> {
-    load_and_compile_cached(source, stats, &mut ParseCache::default())
+    Pipeline::default().load(source, stats)
 }
 
-/// [`load_and_compile`] parsing only the files that changed since `cache` last saw them.
+/// [`load_and_compile`] re-using what `pipeline` kept from its last load: the parse of unchanged
+/// files, the last good contents of files that stopped parsing, the last accepted version of
+/// every resource.
 pub fn load_and_compile_cached(
     source: &ConfigSource,
     stats: &StatsRegistry,
-    cache: &mut ParseCache,
+    pipeline: &mut Pipeline,
 ) -> Result<Loaded, Diagnostics> {
-    let (resources, mut diags) = cache.load_dir(&source.config_dir);
-    diags.0.extend(validate(&resources));
-    diags.sort();
-    if diags.has_errors() {
-        return Err(diags);
-    }
-    let (snapshot, compile_diags) = compile(&resources, &source.instance, stats)?;
-    let mut warnings = diags;
-    warnings.0.extend(compile_diags.0);
-    Ok(Loaded {
-        snapshot,
-        warnings,
-        files_hash: files_hash(&resources),
-        fingerprints: fingerprints(&resources),
-    })
+    pipeline.load(source, stats)
 }
 
-/// A short hash of every loaded file's path and content.
+/// A short hash of every loaded file's path and content (the last good contents of a file that
+/// does not parse).
 pub fn files_hash(resources: &Resources) -> String {
     let mut h = openssl::sha::Sha256::new();
     for f in &resources.files {
@@ -76,7 +61,7 @@ pub fn files_hash(resources: &Resources) -> String {
 }
 
 /// `Kind namespace/name` → hash of its spec, to report what a reload changed.
-fn fingerprints(resources: &Resources) -> BTreeMap<String, u64> {
+pub(crate) fn fingerprints(resources: &Resources) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
     let mut add = |kind: &str, key: String, hash: u64| {
         out.insert(format!("{kind} {key}"), hash);
@@ -159,8 +144,13 @@ impl ChangeSet {
 pub struct ReloadStatus {
     pub generation: u64,
     pub files_hash: String,
+    /// `ok`; `partial`: applied, with something left out (see `left_out`); `error`: refused,
+    /// the previous generation keeps serving.
     pub last_result: String,
+    /// Every error of the last load or reload (what was left out, or why it was refused).
     pub last_error: Option<String>,
+    /// What the generation being served leaves out.
+    pub left_out: LeftOut,
     pub last_reload_unix_ms: u64,
     pub last_duration_ms: u64,
     pub last_changes: ChangeSet,
@@ -175,7 +165,9 @@ impl ReloadStatus {
         ReloadStatus {
             generation: 1,
             files_hash: loaded.files_hash.clone(),
-            last_result: "ok".into(),
+            last_result: result_of(&loaded.left_out).into(),
+            last_error: loaded.error_summary(),
+            left_out: loaded.left_out.clone(),
             last_reload_unix_ms: unix_ms(),
             fingerprints: loaded.fingerprints.clone(),
             ..Default::default()
@@ -183,19 +175,15 @@ impl ReloadStatus {
     }
 
     /// A new generation is served; returns what changed.
-    pub fn succeeded(
-        &mut self,
-        files_hash: String,
-        fingerprints: BTreeMap<String, u64>,
-        took: Duration,
-    ) -> &ChangeSet {
+    pub fn succeeded(&mut self, applied: Applied, took: Duration) -> &ChangeSet {
         self.stamp(took);
-        self.last_changes = ChangeSet::between(&self.fingerprints, &fingerprints);
+        self.last_changes = ChangeSet::between(&self.fingerprints, &applied.fingerprints);
         self.generation += 1;
-        self.files_hash = files_hash;
-        self.fingerprints = fingerprints;
-        self.last_result = "ok".into();
-        self.last_error = None;
+        self.files_hash = applied.files_hash;
+        self.fingerprints = applied.fingerprints;
+        self.last_result = result_of(&applied.left_out).into();
+        self.last_error = applied.errors;
+        self.left_out = applied.left_out;
         self.reloads_ok += 1;
         &self.last_changes
     }
@@ -211,6 +199,34 @@ impl ReloadStatus {
     fn stamp(&mut self, took: Duration) {
         self.last_reload_unix_ms = unix_ms();
         self.last_duration_ms = took.as_millis() as u64;
+    }
+}
+
+/// What [`ReloadStatus::succeeded`] records of a generation that was applied.
+pub struct Applied {
+    pub files_hash: String,
+    pub fingerprints: BTreeMap<String, u64>,
+    pub left_out: LeftOut,
+    pub errors: Option<String>,
+}
+
+impl Applied {
+    /// Takes the status part of `loaded`, leaving its snapshot to be applied.
+    pub fn of(loaded: &mut Loaded) -> Applied {
+        Applied {
+            errors: loaded.error_summary(),
+            files_hash: std::mem::take(&mut loaded.files_hash),
+            fingerprints: std::mem::take(&mut loaded.fingerprints),
+            left_out: std::mem::take(&mut loaded.left_out),
+        }
+    }
+}
+
+fn result_of(left_out: &LeftOut) -> &'static str {
+    if left_out.is_empty() {
+        "ok"
+    } else {
+        "partial"
     }
 }
 

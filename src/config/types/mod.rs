@@ -37,11 +37,20 @@ impl Kind {
             _ => return None,
         })
     }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Gateway => "Gateway",
+            Kind::VirtualService => "VirtualService",
+            Kind::ServiceEntry => "ServiceEntry",
+            Kind::DestinationRule => "DestinationRule",
+        }
+    }
 }
 
 impl fmt::Display for Kind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self, f)
+        f.write_str(self.as_str())
     }
 }
 

@@ -29,7 +29,7 @@ pub fn check(resources: &Resources, out: &mut Vec<Diagnostic>) {
                 } else {
                     "mirrors"
                 };
-                vs.reporter(out).warn(
+                vs.reporter(out).note(
                     format!("{path}.{field}"),
                     "traffic mirroring is not implemented by Portcullis; requests are not copied (the route itself works)",
                 );
@@ -41,7 +41,7 @@ pub fn check(resources: &Resources, out: &mut Vec<Diagnostic>) {
                     .filter(|t| STATUS_RETRY_TOKENS.contains(t) || t.parse::<u16>().is_ok())
                     .collect();
                 if !unsupported.is_empty() {
-                    vs.reporter(out).warn(
+                    vs.reporter(out).note(
                         format!("{path}.retries.retryOn"),
                         format!(
                             "retries on a response status ({}) are not supported: only connect-failure, refused-stream and reset are retried",
@@ -65,7 +65,7 @@ pub fn check(resources: &Resources, out: &mut Vec<Diagnostic>) {
         for (path, tp) in policies {
             let mut warn = |field: &str, what: &str| {
                 dr.reporter(out)
-                    .warn(format!("{path}.{field}"), what.to_string());
+                    .note(format!("{path}.{field}"), what.to_string());
             };
             if tp.tunnel.is_some() {
                 warn(
@@ -108,7 +108,7 @@ pub fn check(resources: &Resources, out: &mut Vec<Diagnostic>) {
         for (i, server) in gw.spec.servers.iter().enumerate() {
             let Some(tls) = &server.tls else { continue };
             if tls.insecure_skip_verify.is_some() {
-                gw.reporter(out).warn(
+                gw.reporter(out).note(
                     format!("spec.servers[{i}].tls.insecureSkipVerify"),
                     "not supported on a gateway server: client certificates are always verified",
                 );
@@ -198,8 +198,8 @@ mod tests {
         assert_eq!(
             support_warnings(&vs),
             [
-                "t.yaml:9: warning: VirtualService default/vs: spec.http[0].mirror: traffic mirroring is not implemented by Portcullis; requests are not copied (the route itself works)",
-                "t.yaml:10: warning: VirtualService default/vs: spec.http[0].retries.retryOn: retries on a response status (5xx) are not supported: only connect-failure, refused-stream and reset are retried",
+                "t.yaml:9: Warning VirtualService default/vs: spec.http[0].mirror: traffic mirroring is not implemented by Portcullis; requests are not copied (the route itself works)",
+                "t.yaml:10: Warning VirtualService default/vs: spec.http[0].retries.retryOn: retries on a response status (5xx) are not supported: only connect-failure, refused-stream and reset are retried",
             ]
         );
     }

@@ -63,7 +63,7 @@ pub(super) fn check(vs: &Resource<VirtualService>, out: &mut Vec<Diagnostic>) {
         }
     }
     if !delegate && !bound_to_gateway(spec) {
-        r.warn(
+        r.note(
             "spec.gateways",
             "mesh-only: spec.gateways names no Gateway (an empty list means `mesh`), so this VirtualService binds only to sidecars and Portcullis never serves it (expected spec.gateways naming a Gateway)",
         );
@@ -207,37 +207,37 @@ mod tests {
             &[
                 (
                     BOUND,
-                    &["t.yaml:4: VirtualService default/vs: spec: http, tcp or tls must be provided in virtual service (expected at least one route list)"],
+                    &["t.yaml:4: Error [IST0106] VirtualService default/vs: spec: http, tcp or tls must be provided in virtual service (expected at least one route list)"],
                 ),
                 (
                     "hosts: [\"a.*.com\"]\ngateways: [gw]\nhttp:\n- route: [{destination: {host: svc.example.com}}]\n",
-                    &["t.yaml:5: VirtualService default/vs: spec.hosts[0]: invalid host: domain name `a.*.com` is invalid: label `*` (expected labels of letters, digits and '-', at most 63 characters each); a VirtualService host is an FQDN, a leftmost wildcard such as *.example.com, or an IP"],
+                    &["t.yaml:5: Error [IST0106] VirtualService default/vs: spec.hosts[0]: invalid host: domain name `a.*.com` is invalid: label `*` (expected labels of letters, digits and '-', at most 63 characters each); a VirtualService host is an FQDN, a leftmost wildcard such as *.example.com, or an IP"],
                 ),
                 (
                     "hosts: [\"*\"]\ngateways: [mesh]\nhttp:\n- route: [{destination: {host: svc.example.com}}]\n",
                     &[
-                        "t.yaml:5: VirtualService default/vs: spec.hosts[0]: wildcard host * is not allowed for virtual services bound to the mesh gateway (expected gateways that name a Gateway, without `mesh`, or specific hosts)",
-                        "t.yaml:6: warning: VirtualService default/vs: spec.gateways: mesh-only: spec.gateways names no Gateway (an empty list means `mesh`), so this VirtualService binds only to sidecars and Portcullis never serves it (expected spec.gateways naming a Gateway)",
+                        "t.yaml:5: Error [IST0106] VirtualService default/vs: spec.hosts[0]: wildcard host * is not allowed for virtual services bound to the mesh gateway (expected gateways that name a Gateway, without `mesh`, or specific hosts)",
+                        "t.yaml:6: Warning VirtualService default/vs: spec.gateways: mesh-only: spec.gateways names no Gateway (an empty list means `mesh`), so this VirtualService binds only to sidecars and Portcullis never serves it (expected spec.gateways naming a Gateway)",
                     ],
                 ),
                 (
                     "hosts: [\"*.foo.com\", \"*.com\"]\ngateways: [gw]\nhttp:\n- route: [{destination: {host: svc.example.com}}]\n",
-                    &["t.yaml:5: VirtualService default/vs: spec.hosts[1]: duplicate hosts in virtual service: `*.foo.com` & `*.com` overlap (expected each host once; a wildcard such as `*.com` already covers `*.foo.com`)"],
+                    &["t.yaml:5: Error [IST0106] VirtualService default/vs: spec.hosts[1]: duplicate hosts in virtual service: `*.foo.com` & `*.com` overlap (expected each host once; a wildcard such as `*.com` already covers `*.foo.com`)"],
                 ),
                 (
                     "hosts: [a.example.com]\ngateways: [\"ns/bad_gw\"]\nhttp:\n- route: [{destination: {host: svc.example.com}}]\n",
-                    &["t.yaml:6: VirtualService default/vs: spec.gateways[0]: invalid gateway name `bad_gw` in gateway reference `ns/bad_gw` (expected a DNS-1123 label)"],
+                    &["t.yaml:6: Error [IST0106] VirtualService default/vs: spec.gateways[0]: invalid gateway name `bad_gw` in gateway reference `ns/bad_gw` (expected a DNS-1123 label)"],
                 ),
                 (
                     "gateways: [gw]\ntcp:\n- route: [{destination: {host: svc.example.com, port: {number: 9000}}}]\n",
                     &[
-                        "t.yaml:5: VirtualService default/vs: spec.gateways: delegate virtual service must have no gateways specified (a VirtualService without hosts is a delegate, included by another VirtualService's http[].delegate; expected hosts, or no gateways)",
-                        "t.yaml:6: VirtualService default/vs: spec.tcp: delegate virtual service must have no tcp route specified (a VirtualService without hosts is a delegate, included by another VirtualService's http[].delegate; expected hosts, or http routes only)",
+                        "t.yaml:5: Error [IST0106] VirtualService default/vs: spec.gateways: delegate virtual service must have no gateways specified (a VirtualService without hosts is a delegate, included by another VirtualService's http[].delegate; expected hosts, or no gateways)",
+                        "t.yaml:6: Error [IST0106] VirtualService default/vs: spec.tcp: delegate virtual service must have no tcp route specified (a VirtualService without hosts is a delegate, included by another VirtualService's http[].delegate; expected hosts, or http routes only)",
                     ],
                 ),
                 (
                     "hosts: [a.example.com]\nhttp:\n- route: [{destination: {host: svc.example.com}}]\n",
-                    &["t.yaml:4: warning: VirtualService default/vs: spec.gateways: mesh-only: spec.gateways names no Gateway (an empty list means `mesh`), so this VirtualService binds only to sidecars and Portcullis never serves it (expected spec.gateways naming a Gateway)"],
+                    &["t.yaml:4: Warning VirtualService default/vs: spec.gateways: mesh-only: spec.gateways names no Gateway (an empty list means `mesh`), so this VirtualService binds only to sidecars and Portcullis never serves it (expected spec.gateways naming a Gateway)"],
                 ),
             ],
         );
@@ -248,11 +248,11 @@ mod tests {
         check(&[
             (
                 &format!("exportTo: [\".\", default]\nhttp:\n-{}", &ROUTE[1..]),
-                &["t.yaml:7: VirtualService default/vs: spec.exportTo[1]: Duplicate value: exportTo lists . and the own namespace `default` twice (expected each namespace once)"],
+                &["t.yaml:7: Error [IST0106] VirtualService default/vs: spec.exportTo[1]: Duplicate value: exportTo lists . and the own namespace `default` twice (expected each namespace once)"],
             ),
             (
                 &format!("exportTo: [\"*\", shop]\nhttp:\n-{}", &ROUTE[1..]),
-                &["t.yaml:7: VirtualService default/vs: spec.exportTo[0]: `*` cannot be combined with other exportTo values (expected `*` alone)"],
+                &["t.yaml:7: Error [IST0106] VirtualService default/vs: spec.exportTo[0]: `*` cannot be combined with other exportTo values (expected `*` alone)"],
             ),
         ]);
     }

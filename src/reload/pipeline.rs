@@ -1,0 +1,293 @@
+//! The pipeline from files on disk to a compiled snapshot, with isolation instead of
+//! all-or-nothing: what Istio's webhook would reject is left out with an error and everything
+//! else is served, as in a cluster where `kubectl apply` of that one resource failed.
+//!
+//! - A document the webhook rejects is left out. On a reload, the resource's last accepted
+//!   version keeps serving (a failed `kubectl apply` leaves the old object in place); at
+//!   start-up there is none.
+//! - A file that no longer parses keeps its last good contents (`config::load::ParseCache`).
+//! - Compile leaves out the parts it cannot build (a Gateway server whose certificate does not
+//!   load, a destination whose cluster cannot be built) and serves the rest.
+//! - Only a problem with the configuration as a whole refuses it (an unreadable directory, a
+//!   security policy Portcullis cannot enforce), and `--strict` refuses it on any error.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use serde::Serialize;
+use tracing::{error, info, warn};
+
+use super::{files_hash, fingerprints, ConfigSource};
+use crate::compile::{compile, Snapshot};
+use crate::config::diag::{Diagnostic, Diagnostics, Scope, Severity};
+use crate::config::load::{ParseCache, Resource, Resources, StaleFile};
+use crate::config::validate::{admitted, analyze, webhook, Target};
+use crate::upstream::StatsRegistry;
+
+/// A compiled configuration, and what was left out of it.
+pub struct Loaded {
+    pub snapshot: Snapshot,
+    /// Every diagnostic: the errors that left something out, warnings, infos.
+    pub diagnostics: Diagnostics,
+    pub left_out: LeftOut,
+    pub files_hash: String,
+    pub fingerprints: BTreeMap<String, u64>,
+}
+
+impl Loaded {
+    /// Logs every diagnostic at its level.
+    pub fn log(&self) {
+        for d in &self.diagnostics.0 {
+            match d.severity {
+                Severity::Error => error!("{d}"),
+                Severity::Warning => warn!("{d}"),
+                Severity::Info => info!("{d}"),
+            }
+        }
+    }
+
+    /// `N error(s): …` with every error, when something was left out.
+    pub fn error_summary(&self) -> Option<String> {
+        let errors: Vec<String> = self.diagnostics.errors().map(|d| d.to_string()).collect();
+        (!errors.is_empty()).then(|| format!("{} error(s):\n{}", errors.len(), errors.join("\n")))
+    }
+}
+
+/// What one load left out of what is served.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct LeftOut {
+    /// Resources the webhook rejects (and duplicates, and documents that are not valid YAML).
+    pub resources: Vec<Rejected>,
+    /// Parts compile left out: Gateway servers whose certificate does not load, routes and
+    /// destinations that cannot be built.
+    pub parts: Vec<Rejected>,
+    /// Files served from their last good contents.
+    pub stale_files: Vec<StaleFile>,
+}
+
+impl LeftOut {
+    pub fn is_empty(&self) -> bool {
+        self.resources.is_empty() && self.parts.is_empty() && self.stale_files.is_empty()
+    }
+
+    /// What the metrics publish: rejected resources per kind (`Document` for a document whose
+    /// kind is unknown), parts left out, stale files.
+    pub fn counts(&self) -> (BTreeMap<String, usize>, usize, usize) {
+        let mut kinds = BTreeMap::new();
+        for r in &self.resources {
+            *kinds.entry(r.kind.clone()).or_default() += 1;
+        }
+        (kinds, self.parts.len(), self.stale_files.len())
+    }
+}
+
+/// One thing left out, named by its first error.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Rejected {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    pub file: Option<String>,
+    pub line: Option<usize>,
+    pub field: String,
+    pub code: Option<&'static str>,
+    pub message: String,
+    /// How many errors the resource has.
+    pub errors: usize,
+    /// `previous`: its last accepted version keeps serving; `none`: it is not served.
+    pub serving: &'static str,
+}
+
+impl Rejected {
+    fn of(d: &Diagnostic, serving: &'static str) -> Rejected {
+        let (kind, namespace, name) = match &d.object {
+            Some(o) => (o.kind.to_string(), o.namespace.clone(), o.name.clone()),
+            None => ("Document".to_string(), String::new(), String::new()),
+        };
+        Rejected {
+            kind,
+            namespace,
+            name,
+            file: d.origin.as_ref().map(|o| o.file.display.clone()),
+            line: d.line(),
+            field: d.path.clone(),
+            code: d.code,
+            message: d.message.clone(),
+            errors: 1,
+            serving,
+        }
+    }
+}
+
+/// Keeps what a reload needs from the previous load: the parse of every file (and the last good
+/// contents of each) and the last accepted version of every resource.
+#[derive(Debug, Default)]
+pub struct Pipeline {
+    cache: ParseCache,
+    accepted: Resources,
+}
+
+/// `(kind, namespace, name)` of a resource.
+type Key = (String, String, String);
+
+fn key_of<T>(r: &Resource<T>) -> Key {
+    (
+        r.kind.as_str().to_string(),
+        r.meta.namespace.clone(),
+        r.meta.name.clone(),
+    )
+}
+
+impl Pipeline {
+    /// Load, validate, isolate and compile for `source.instance`.
+    pub fn load(
+        &mut self,
+        source: &ConfigSource,
+        stats: &StatsRegistry,
+    ) -> Result<Loaded, Diagnostics> {
+        let (resources, mut diags) = self.cache.load_dir(&source.config_dir);
+        let refuse = |mut diags: Diagnostics| {
+            diags.sort();
+            diags.dedup();
+            Err(diags)
+        };
+        if refused(&diags, false) {
+            return refuse(diags);
+        }
+        diags.0.extend(webhook(&resources));
+        let mut kept = admitted(&resources, &diags.0);
+        let restored = restore(&mut kept, &self.accepted, &diags);
+        diags.0.extend(analyze(
+            &resources,
+            Target::Instance(&source.instance.labels),
+        ));
+        if refused(&diags, source.strict) {
+            return refuse(diags);
+        }
+        let (snapshot, compiled) = match compile(&kept, &source.instance, stats) {
+            Ok(c) => c,
+            Err(e) => {
+                diags.0.extend(e.0);
+                return refuse(diags);
+            }
+        };
+        diags.0.extend(compiled.0);
+        if refused(&diags, source.strict) {
+            return refuse(diags);
+        }
+        diags.sort();
+        diags.dedup();
+        let left_out = left_out(&diags, &restored, self.cache.stale.clone());
+        let loaded = Loaded {
+            snapshot,
+            diagnostics: diags,
+            left_out,
+            files_hash: files_hash(&kept),
+            fingerprints: fingerprints(&kept),
+        };
+        self.accepted = kept;
+        Ok(loaded)
+    }
+}
+
+/// Whether the configuration as a whole is refused: an error about all of it, or any error in
+/// `--strict` mode.
+fn refused(diags: &Diagnostics, strict: bool) -> bool {
+    diags.errors().any(|d| strict || d.scope == Scope::Config)
+}
+
+/// Puts back the last accepted version of every resource rejected now (and not otherwise
+/// present); returns their keys.
+fn restore(kept: &mut Resources, accepted: &Resources, diags: &Diagnostics) -> HashSet<Key> {
+    let rejected: HashSet<Key> = diags
+        .errors()
+        .filter(|d| d.scope == Scope::Resource)
+        .filter_map(|d| d.object.as_ref())
+        .map(|o| (o.kind.to_string(), o.namespace.clone(), o.name.clone()))
+        .collect();
+    let mut restored = HashSet::new();
+    if rejected.is_empty() {
+        return restored;
+    }
+    fn put_back<T>(
+        into: &mut Vec<Arc<Resource<T>>>,
+        from: &[Arc<Resource<T>>],
+        rejected: &HashSet<Key>,
+        restored: &mut HashSet<Key>,
+    ) {
+        let present: HashSet<Key> = into.iter().map(|r| key_of(r)).collect();
+        for r in from {
+            let key = key_of(r);
+            if rejected.contains(&key) && !present.contains(&key) {
+                into.push(r.clone());
+                restored.insert(key);
+            }
+        }
+    }
+    put_back(
+        &mut kept.gateways,
+        &accepted.gateways,
+        &rejected,
+        &mut restored,
+    );
+    put_back(
+        &mut kept.virtual_services,
+        &accepted.virtual_services,
+        &rejected,
+        &mut restored,
+    );
+    put_back(
+        &mut kept.service_entries,
+        &accepted.service_entries,
+        &rejected,
+        &mut restored,
+    );
+    put_back(
+        &mut kept.destination_rules,
+        &accepted.destination_rules,
+        &rejected,
+        &mut restored,
+    );
+    restored
+}
+
+/// What the errors in `diags` left out: one entry per rejected document, one per part.
+fn left_out(diags: &Diagnostics, restored: &HashSet<Key>, stale_files: Vec<StaleFile>) -> LeftOut {
+    let mut out = LeftOut {
+        stale_files,
+        ..LeftOut::default()
+    };
+    let mut by_document: BTreeMap<(String, usize, Option<usize>), usize> = BTreeMap::new();
+    for d in diags.errors() {
+        match d.scope {
+            Scope::Part => out.parts.push(Rejected::of(d, "none")),
+            Scope::Config => {}
+            Scope::Resource => {
+                let id = d
+                    .origin
+                    .as_ref()
+                    .map(|o| (o.file.display.clone(), o.doc.index, o.item))
+                    .unwrap_or_default();
+                if let Some(&i) = by_document.get(&id) {
+                    out.resources[i].errors += 1;
+                    continue;
+                }
+                let serving = match &d.object {
+                    Some(o)
+                        if restored.contains(&(
+                            o.kind.to_string(),
+                            o.namespace.clone(),
+                            o.name.clone(),
+                        )) =>
+                    {
+                        "previous"
+                    }
+                    _ => "none",
+                };
+                by_document.insert(id, out.resources.len());
+                out.resources.push(Rejected::of(d, serving));
+            }
+        }
+    }
+    out
+}
