@@ -291,3 +291,79 @@ fn left_out(diags: &Diagnostics, restored: &HashSet<Key>, stale_files: Vec<Stale
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile::Instance;
+
+    const GW: &str = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw}\nspec:\n  selector: {istio: ingressgateway}\n  servers: [{port: {number: 8080, name: http, protocol: HTTP}, hosts: ['*']}]\n";
+
+    fn vs(name: &str, status: &str) -> String {
+        format!("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}}}\nspec:\n  hosts: [{name}.example.com]\n  gateways: [gw]\n  http:\n  - directResponse: {{status: {status}}}\n")
+    }
+
+    fn source(dir: &std::path::Path, strict: bool) -> ConfigSource {
+        ConfigSource {
+            config_dir: dir.to_path_buf(),
+            instance: Instance::default(),
+            strict,
+        }
+    }
+
+    fn served(loaded: &Loaded) -> usize {
+        loaded.snapshot.summary.virtual_services
+    }
+
+    #[test]
+    fn a_rejected_resource_is_left_out_and_keeps_its_last_accepted_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+        write("gw.yaml", GW);
+        write("a.yaml", &vs("a", "200"));
+        write("b.yaml", &vs("b", "99"));
+        let stats = StatsRegistry::default();
+        let mut p = Pipeline::default();
+
+        // Start-up: `b` (status 99) is rejected and left out, `a` serves.
+        let loaded = p.load(&source(dir.path(), false), &stats).unwrap();
+        assert_eq!(served(&loaded), 1);
+        let left = &loaded.left_out.resources;
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert_eq!((left[0].name.as_str(), left[0].serving), ("b", "none"));
+        assert_eq!(left[0].field, "spec.http[0].directResponse.status");
+
+        // `b` fixed, then broken again: its fixed version keeps serving.
+        write("b.yaml", &vs("b", "204"));
+        let loaded = p.load(&source(dir.path(), false), &stats).unwrap();
+        assert!(loaded.left_out.is_empty(), "{:?}", loaded.left_out);
+        assert_eq!(served(&loaded), 2);
+        write("b.yaml", &vs("b", "99"));
+        let loaded = p.load(&source(dir.path(), false), &stats).unwrap();
+        assert_eq!(served(&loaded), 2);
+        assert_eq!(loaded.left_out.resources[0].serving, "previous");
+
+        // --strict: refused as a whole.
+        let Err(refused) = p.load(&source(dir.path(), true), &stats) else {
+            panic!("--strict must refuse a configuration with an error");
+        };
+        assert_eq!(refused.error_count(), 1, "{refused}");
+    }
+
+    #[test]
+    fn a_policy_that_would_restrict_traffic_refuses_the_configuration() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("gw.yaml"), GW).unwrap();
+        std::fs::write(
+            dir.path().join("ap.yaml"),
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny, namespace: istio-system}\nspec:\n  action: DENY\n  rules: [{to: [{operation: {paths: [/admin]}}]}]\n",
+        )
+        .unwrap();
+        let Err(refused) =
+            Pipeline::default().load(&source(dir.path(), false), &StatsRegistry::default())
+        else {
+            panic!("a policy that would restrict traffic must refuse the configuration");
+        };
+        assert!(refused.to_string().contains("fail closed"), "{refused}");
+    }
+}

@@ -48,15 +48,22 @@ pub(super) fn check(resources: &Resources, index: &Index, out: &mut Vec<Diagnost
     check_service_entry_protocols(&resources.service_entries, out);
 }
 
+/// Does Istio's webhook reject `list[i]`? `validateGatewayNames` checks the names up to the
+/// first one without a namespace.
+fn webhook_rejects(list: &[String], i: usize) -> bool {
+    list[..i].iter().all(|g| g.contains('/')) && check_gateway_name(&list[i]).is_err()
+}
+
 fn lookup_gateway<'a>(
     r: &mut Reporter,
     index: &Index<'a>,
     path: &str,
     name: &str,
     vs_ns: &str,
+    rejected: bool,
 ) -> Option<&'a Resource<Gateway>> {
-    if name == MESH || check_gateway_name(name).is_err() {
-        return None; // `mesh` is special; a malformed name is already reported
+    if name == MESH || rejected {
+        return None; // `mesh` is special; the webhook already rejects a malformed name
     }
     let gw = resolve_gateway_name(name, vs_ns);
     if gw.legacy {
@@ -103,7 +110,8 @@ fn check_virtual_service(
     let mut bound: Vec<&Resource<Gateway>> = Vec::new();
     for (i, g) in spec.gateways.iter().enumerate() {
         let path = format!("spec.gateways[{i}]");
-        if let Some(gw) = lookup_gateway(&mut r, index, &path, g, ns) {
+        let rejected = webhook_rejects(&spec.gateways, i);
+        if let Some(gw) = lookup_gateway(&mut r, index, &path, g, ns, rejected) {
             bound.push(gw);
         }
     }
@@ -142,30 +150,42 @@ fn check_virtual_service(
         }
     }
 
-    let mut match_gateways: Vec<(String, &String)> = Vec::new();
+    let mut match_gateways: Vec<(String, &String, bool)> = Vec::new();
     for (i, route) in spec.http.iter().enumerate() {
         for (j, m) in route.matches.iter().enumerate() {
             for (k, g) in m.gateways.iter().enumerate() {
-                match_gateways.push((format!("spec.http[{i}].match[{j}].gateways[{k}]"), g));
+                match_gateways.push((
+                    format!("spec.http[{i}].match[{j}].gateways[{k}]"),
+                    g,
+                    webhook_rejects(&m.gateways, k),
+                ));
             }
         }
     }
     for (i, route) in spec.tls.iter().enumerate() {
         for (j, m) in route.matches.iter().enumerate() {
             for (k, g) in m.gateways.iter().enumerate() {
-                match_gateways.push((format!("spec.tls[{i}].match[{j}].gateways[{k}]"), g));
+                match_gateways.push((
+                    format!("spec.tls[{i}].match[{j}].gateways[{k}]"),
+                    g,
+                    webhook_rejects(&m.gateways, k),
+                ));
             }
         }
     }
     for (i, route) in spec.tcp.iter().enumerate() {
         for (j, m) in route.matches.iter().enumerate() {
             for (k, g) in m.gateways.iter().enumerate() {
-                match_gateways.push((format!("spec.tcp[{i}].match[{j}].gateways[{k}]"), g));
+                match_gateways.push((
+                    format!("spec.tcp[{i}].match[{j}].gateways[{k}]"),
+                    g,
+                    webhook_rejects(&m.gateways, k),
+                ));
             }
         }
     }
-    for (path, g) in match_gateways {
-        lookup_gateway(&mut r, index, &path, g, ns);
+    for (path, g, rejected) in match_gateways {
+        lookup_gateway(&mut r, index, &path, g, ns, rejected);
     }
 
     // Istio skips a rule whose delegate does not exist, has hosts, or is not exported to this
@@ -650,6 +670,36 @@ spec:
         assert_eq!(
             diags(&file(&[yaml])),
             ["t.yaml:13: Warning [IST0132] VirtualService default/vs: spec.hosts[0]: host `www.shop.com` is not found in any bound Gateway that admits namespace default (default/edge [shop/*.shop.com]), so requests for it are not served (expected a host listed in a Gateway's servers[].hosts)"]
+        );
+    }
+
+    /// IST0132 for each host no bound Gateway offers, even when another host of the same
+    /// VirtualService is offered (istioctl reports a Gateway only when it offers none).
+    #[test]
+    fn each_host_no_bound_gateway_offers_is_reported() {
+        let yaml = "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: shop}
+spec:
+  servers:
+  - port: {number: 8080, name: http, protocol: HTTP}
+    hosts: [\"*.shop.com\"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vs}
+spec:
+  hosts: [www.shop.com, www.other.com, api.shop.com]
+  gateways: [shop, gw]
+  http:
+  - route: [{destination: {host: svc.example.com}}]
+";
+        // `gw` (the context) offers `*`, so nothing is missing with both gateways bound.
+        assert!(diags(&file(&[yaml])).is_empty());
+        let only_shop = yaml.replace("gateways: [shop, gw]", "gateways: [shop]");
+        assert_eq!(
+            diags(&file(&[&only_shop])),
+            ["t.yaml:13: Warning [IST0132] VirtualService default/vs: spec.hosts[1]: host `www.other.com` is not found in any bound Gateway that admits namespace default (default/shop [*.shop.com]), so requests for it are not served (expected a host listed in a Gateway's servers[].hosts)"]
         );
     }
 

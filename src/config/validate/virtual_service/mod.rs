@@ -61,6 +61,11 @@ pub(super) fn check(vs: &Resource<VirtualService>, out: &mut Vec<Diagnostic>) {
         if let Err(m) = check_gateway_name(g) {
             r.error(format!("spec.gateways[{i}]"), m);
         }
+        // Istio `validateGatewayNames` returns after the first name without a namespace (`mesh`
+        // included), so the webhook neither checks nor rejects the names after it.
+        if !g.contains('/') {
+            break;
+        }
     }
     if !delegate && !bound_to_gateway(spec) {
         r.note(
@@ -240,6 +245,20 @@ mod tests {
                     &["t.yaml:4: Warning VirtualService default/vs: spec.gateways: mesh-only: spec.gateways names no Gateway (an empty list means `mesh`), so this VirtualService binds only to sidecars and Portcullis never serves it (expected spec.gateways naming a Gateway)"],
                 ),
             ],
+        );
+    }
+
+    /// Istio `validateGatewayNames` stops at the first name without a namespace: the webhook
+    /// does not reject what follows it (the reference then binds nothing).
+    #[test]
+    fn gateway_names_after_a_bare_name_are_not_checked() {
+        expect_in_context(
+            VS,
+            "vs",
+            &[(
+                "hosts: [a.example.com]\ngateways: [gw, \"ns/bad_gw\"]\nhttp:\n- route: [{destination: {host: svc.example.com}}]\n",
+                &["t.yaml:6: Warning [IST0101] VirtualService default/vs: spec.gateways[1]: gateway ns/bad_gw does not exist, so this reference binds nothing (expected a Gateway loaded from the config directory, or `mesh`)"],
+            )],
         );
     }
 
