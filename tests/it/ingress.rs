@@ -14,6 +14,7 @@ mod access_log;
 mod actions;
 mod binding;
 mod failures;
+mod header_keys;
 mod httpbin;
 mod hygiene;
 mod lifecycle;

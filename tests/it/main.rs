@@ -5,9 +5,11 @@
 
 mod support;
 
+mod check;
 mod corpus;
 mod egress;
 mod ingress;
+mod isolation;
 mod layout;
 mod reload;
 mod support_selftest;

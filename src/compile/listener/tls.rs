@@ -231,6 +231,7 @@ fn server_tls_for(
             "serverCertificate".into(),
         ));
     }
+    let mut unresolved = false;
     let names: Vec<&String> = tls
         .credential_name
         .iter()
@@ -247,7 +248,10 @@ fn server_tls_for(
         };
         match resolve_credential(&instance.certs_dir, name) {
             Ok(c) => sources.push((c, field)),
-            Err(e) => fail(&mut report, &field, &e),
+            Err(e) => {
+                unresolved = true;
+                fail(&mut report, &field, &e);
+            }
         }
     }
     for (i, tc) in tls.tls_certificates.iter().enumerate() {
@@ -265,7 +269,7 @@ fn server_tls_for(
     }
     let mut certificates = Vec::new();
     let mut client_ca = Vec::new();
-    let mut failed = false;
+    let mut failed = unresolved;
     let memory = &instance.credentials;
     let kept = |report: &mut crate::config::diag::Reporter<'_>, field: &str, e: TlsError| {
         report.finding(
