@@ -69,7 +69,7 @@ impl ServeHttp for Admin {
             "/" => respond(
                 200,
                 "text/plain",
-                b"Portcullis admin\n  /healthz/ready   readiness (200 once every listener is bound)\n  /config_dump     the snapshot being served (JSON)\n  /stats           per-cluster upstream counters: requests, connections opened, TLS handshakes\n  /metrics         Prometheus metrics\n  /reload          configuration generation, files hash, last error, reload counters\n".to_vec(),
+                b"Portcullis admin\n  /healthz/ready   readiness (200 once every listener is bound)\n  /config_dump     the snapshot being served (JSON)\n  /stats           per-cluster upstream counters: requests, connections opened, TLS handshakes\n  /metrics         Prometheus metrics\n  /reload          configuration generation, files hash, last error, what is left out, reload counters\n".to_vec(),
             ),
             _ => respond(404, "text/plain", b"not found\n".to_vec()),
         }

@@ -393,10 +393,25 @@ impl Diagnostics {
         });
     }
 
-    /// Drops repeated diagnostics (the same text), keeping the first.
+    /// Drops repeated diagnostics (the same place, field and message), keeping the first.
+    /// Compared without computing lines, which re-parses the document.
     pub fn dedup(&mut self) {
         let mut seen = std::collections::HashSet::new();
-        self.0.retain(|d| seen.insert(d.to_string()));
+        self.0.retain(|d| {
+            let place = d
+                .origin
+                .as_ref()
+                .map(|o| (o.file.display.clone(), o.doc.index, o.item));
+            seen.insert((
+                place,
+                d.line,
+                d.severity,
+                d.code,
+                d.object.as_ref().map(ToString::to_string),
+                d.path.clone(),
+                d.message.clone(),
+            ))
+        });
     }
 }
 

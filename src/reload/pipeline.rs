@@ -262,6 +262,12 @@ fn left_out(diags: &Diagnostics, restored: &HashSet<Key>, stale_files: Vec<Stale
         match d.scope {
             Scope::Part => out.parts.push(Rejected::of(d, "none")),
             Scope::Config => {}
+            // A document of a file served from its last good contents is not left out.
+            Scope::Resource
+                if d.object.is_none()
+                    && d.origin.as_ref().is_some_and(|o| {
+                        out.stale_files.iter().any(|f| f.file == o.file.display)
+                    }) => {}
             Scope::Resource => {
                 let id = d
                     .origin

@@ -462,6 +462,10 @@ async fn invalid_yaml_file_keeps_its_last_good_contents_until_fixed() {
         (stale[0].file.as_str(), stale[0].resources),
         (path.to_str().unwrap(), 1)
     );
+    assert!(
+        status.left_out.resources.is_empty(),
+        "nothing is left out: the file's last good contents serve: {status:?}"
+    );
     let last_error = status.last_error.as_deref().unwrap_or_default().to_string();
 
     // Logged (and in /reload) exactly as `check` prints it: FILE:LINE: Error invalid YAML: ...

@@ -12,16 +12,33 @@ pub const CLI_TIMEOUT: Duration = Duration::from_secs(60);
 /// Runs `portcullis <args>`; returns `(exit_code, stdout, stderr)` (`exit_code` is -1 if
 /// killed by a signal). `RUST_LOG` is not set (inherited), `NO_COLOR=1`.
 pub async fn run_cli(args: &[&str]) -> (i32, String, String) {
-    let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+    run(args, None).await
+}
+
+/// [`run_cli`] with `input` on the command's standard input.
+pub async fn run_cli_with_stdin(args: &[&str], input: &str) -> (i32, String, String) {
+    run(args, Some(input)).await
+}
+
+async fn run(args: &[&str], input: Option<&str>) -> (i32, String, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args(args)
         .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         // Past the deadline the future is dropped: the child must not outlive it.
         .kill_on_drop(true)
         .spawn()
         .expect("spawn portcullis");
+    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+        stdin.write_all(text.as_bytes()).await.expect("write stdin");
+    }
     let out = tokio::time::timeout(CLI_TIMEOUT, child.wait_with_output())
         .await
         .unwrap_or_else(|_| panic!("portcullis {args:?} did not finish within {CLI_TIMEOUT:?}"))
@@ -51,34 +68,4 @@ pub async fn run_routes(config_dir: &Path, args: &[&str]) -> (i32, String, Strin
     let mut all = vec!["routes", "--config", cfg.as_str()];
     all.extend_from_slice(args);
     run_cli(&all).await
-}
-
-/// Runs `portcullis <args>` with `input` on its standard input; returns `(exit_code, stdout,
-/// stderr)`.
-pub async fn run_cli_with_stdin(args: &[&str], input: &str) -> (i32, String, String) {
-    use tokio::io::AsyncWriteExt;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(args)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn portcullis");
-    let mut stdin = child.stdin.take().expect("stdin");
-    stdin
-        .write_all(input.as_bytes())
-        .await
-        .expect("write stdin");
-    drop(stdin);
-    let out = tokio::time::timeout(CLI_TIMEOUT, child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("portcullis {args:?} did not finish within {CLI_TIMEOUT:?}"))
-        .expect("wait for portcullis");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
