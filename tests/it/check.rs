@@ -220,3 +220,50 @@ async fn a_type_error_does_not_hide_the_other_problems_of_its_document() {
         "the rest of the document is validated: {stdout}"
     );
 }
+
+/// Istio kinds this gateway does not apply (`config/validate/unapplied.rs`): a security policy
+/// that would restrict traffic through a loaded Gateway is an error (the configuration would be
+/// refused: fail closed), the other kinds a warning naming what is not applied, a policy for
+/// other workloads nothing (istio/istio `pilot/pkg/model/policyattachment.go`: root namespace or
+/// the gateway's, selector labels the gateway carries).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_the_istio_kinds_this_gateway_does_not_apply() {
+    let gw = Gateway::new("gw")
+        .with("selector", serde_json::json!({"istio": "ingressgateway"}))
+        .server(Server::http(80).hosts(&["*"]));
+    let kinds = "apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: jwt, namespace: istio-system}
+spec:
+  selector: {matchLabels: {istio: ingressgateway}}
+  jwtRules: [{issuer: https://issuer.example.com}]
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: mesh-default, namespace: istio-system}
+spec:
+  accessLogging: [{providers: [{name: envoy}]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: reviews, namespace: shop}
+spec:
+  action: DENY
+  rules: [{}]
+";
+    let cfg = ConfigDir::with_files(&[("gw.yaml", &gw.yaml()), ("policies.yaml", kinds)]);
+    let (code, stdout, _) = check(&[cfg.path().to_str().unwrap()]).await;
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains("Error RequestAuthentication istio-system/jwt: spec: RequestAuthentication (in the root namespace, its selector matches the gateway's labels) would restrict traffic through this gateway"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Warning Telemetry istio-system/mesh-default: spec: Telemetry (in the root namespace, without a selector) selects this gateway, but its access logging"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("shop/reviews"),
+        "another namespace's policy: {stdout}"
+    );
+}
