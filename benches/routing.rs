@@ -62,6 +62,7 @@ fn routing(c: &mut Criterion) {
                 path,
                 query: None,
                 headers: &headers,
+                claims: None,
             };
             group.bench_function(BenchmarkId::new(name, n), |b| {
                 b.iter(|| first_match(&vhost.routes, &view))

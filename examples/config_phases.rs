@@ -31,11 +31,7 @@ fn main() {
         ..Instance::default()
     };
     let stats = StatsRegistry::default();
-    let source = ConfigSource {
-        config_dir: dir.clone(),
-        instance: instance.clone(),
-        strict: false,
-    };
+    let source = ConfigSource::new(dir.clone(), instance.clone());
     let mut cache = Pipeline::default();
     for round in 1..=rounds {
         let t = Instant::now();
@@ -51,7 +47,7 @@ fn main() {
         let compiled = compile(&resources, &instance, &stats);
         let compiled_in = t.elapsed();
         let t = Instant::now();
-        let hash = files_hash(&resources);
+        let hash = files_hash(&resources, None);
         let hashed = t.elapsed();
         let t = Instant::now();
         let whole = load_and_compile(&source, &stats).map(|_| ());

@@ -14,10 +14,10 @@ use std::sync::Arc;
 use crate::cli::{CheckArgs, OutputFormat, RoutesArgs};
 use crate::compile::{compile, Instance};
 use crate::config::diag::{code, Diagnostic, Diagnostics};
-use crate::config::load::{load_files, read_dir, Resources};
+use crate::config::load::{load_files, read_dir, read_source, Resources};
 use crate::config::source::SourceFile;
 use crate::config::validate::{admitted, analyze, webhook, Target};
-use crate::reload::{load_and_compile, ConfigSource};
+use crate::reload::{load_and_compile, load_mesh_settings, ConfigSource};
 use crate::upstream::StatsRegistry;
 
 /// istioctl's documentation links (`pkg/url`), with its `?ref=` marker.
@@ -51,6 +51,12 @@ pub fn check(args: &CheckArgs) -> i32 {
     diags.0.extend(webhook(&resources));
     let kept = admitted(&resources, &diags.0);
     diags.0.extend(analyze(&resources, Target::AnyGateway));
+    if args.mesh.is_some() {
+        let mut source = ConfigSource::new(args.config.config.clone(), Instance::default());
+        source.mesh_file = args.mesh.clone();
+        let (_, _, mesh_diags) = load_mesh_settings(&source);
+        diags.0.extend(mesh_diags.0);
+    }
     let instance = Instance {
         certs_dir: args.config.certs.clone(),
         ..Instance::default()
@@ -142,16 +148,9 @@ fn read_inputs(args: &CheckArgs) -> (String, Vec<SourceFile>, Diagnostics) {
                 Err(p) => problems.extend(p),
             }
         } else {
-            match std::fs::read_to_string(input) {
-                Ok(text) => files.push(SourceFile {
-                    display: input.display().to_string(),
-                    path: input.to_path_buf(),
-                    text,
-                }),
-                Err(e) => problems.push(Diagnostic::config_error(format!(
-                    "{}: cannot read: {e}",
-                    input.display()
-                ))),
+            match read_source(input) {
+                Ok(file) => files.push(file),
+                Err(e) => problems.push(Diagnostic::config_error(e)),
             }
         }
     }
@@ -240,6 +239,12 @@ fn suppress_annotations(resources: &Resources) -> HashMap<String, Vec<String>> {
     for r in &resources.destination_rules {
         add(r.object_ref().to_string(), &r.meta.annotations);
     }
+    for r in &resources.authorization_policies {
+        add(r.object_ref().to_string(), &r.meta.annotations);
+    }
+    for r in &resources.request_authentications {
+        add(r.object_ref().to_string(), &r.meta.annotations);
+    }
     for r in &resources.others {
         add(r.object_ref().to_string(), &r.meta.annotations);
     }
@@ -289,11 +294,10 @@ fn glob(pattern: &str, subject: &str) -> bool {
 
 /// `routes`: what this instance would serve, for a person to check by eye (or `--json`).
 pub fn routes(args: &RoutesArgs) -> i32 {
-    let source = ConfigSource {
-        config_dir: args.config.config.clone(),
-        instance: args.instance.instance(args.config.certs.clone()),
-        strict: false,
-    };
+    let source = ConfigSource::new(
+        args.config.config.clone(),
+        args.instance.instance(args.config.certs.clone()),
+    );
     match load_and_compile(&source, &StatsRegistry::default()) {
         Ok(loaded) => {
             for d in &loaded.diagnostics.0 {

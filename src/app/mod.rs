@@ -4,6 +4,7 @@
 //! `reload` feeding new snapshots to the runtime.
 
 mod check;
+mod ports;
 mod run;
 
 use clap::Parser;
@@ -14,7 +15,7 @@ use crate::cli::{Cli, Command};
 pub fn main() -> i32 {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run(args) => run::run(args),
+        Command::Run(args) => run::run(*args),
         Command::Check(args) => check::check(&args),
         Command::Routes(args) => check::routes(&args),
     }

@@ -7,8 +7,8 @@
 //! (`:method`, `:scheme`, `:authority`, `:path`) reads the request's own value, as Envoy's
 //! header map holds it (`:path` with its query string); any other name reads the header; a JWT
 //! claim (`@request.auth.claims.a.b`) becomes a dynamic-metadata matcher on the verified
-//! token's payload (`translateMetadataMatch`), which no request has until a
-//! RequestAuthentication verifies tokens (see [`RequestView::claims`]).
+//! token's payload (`translateMetadataMatch`): the claims RequestAuthentication verified
+//! ([`RequestView::claims`], none without a valid token).
 
 use std::borrow::Cow;
 
@@ -17,6 +17,7 @@ use regex::Regex;
 
 use super::action::headers::HeaderError;
 use super::error::CompileError;
+use super::security::claims::Claims;
 use crate::config::types::{HttpMatchRequest, StringMatch};
 use crate::config::validate::rules::routing_claim;
 
@@ -32,17 +33,14 @@ pub struct RequestView<'a> {
     pub path: &'a str,
     pub query: Option<&'a str>,
     pub headers: &'a HeaderMap,
+    /// The request's verified JWT claims (the payload Envoy's `jwt_authn` filter puts in
+    /// dynamic metadata, `compile::security`), read by `@request.auth.claims.*` keys. None
+    /// without a verified token: a claim match never matches then, and a `withoutHeaders`
+    /// claim condition always holds, as Envoy's inverted metadata matcher does.
+    pub claims: Option<&'a Claims>,
 }
 
 impl<'a> RequestView<'a> {
-    /// The verified JWT claims of the request (the payload Envoy's `jwt_authn` filter puts in
-    /// dynamic metadata). None today: Portcullis verifies no token yet, so a claim match never
-    /// matches (and a `withoutHeaders` claim condition always holds, as Envoy's inverted
-    /// metadata matcher does). The hook for RequestAuthentication (issue 13).
-    pub fn claims(&self) -> Option<&'a serde_json::Value> {
-        None
-    }
-
     /// A pseudo-header's value as Envoy's request header map holds it; None for `:status` and
     /// any other name, which a request does not have.
     fn pseudo(&self, name: Pseudo) -> Option<Cow<'a, str>> {
@@ -183,7 +181,7 @@ impl HeaderMatch {
     /// claim, or a list claim with a matching element (Istio `MetadataMatcherForJWTClaims`).
     fn holds(&self, req: &RequestView<'_>) -> bool {
         match &self.key {
-            HeaderKey::Claim(path) => claim_matches(req.claims(), path, &self.value),
+            HeaderKey::Claim(path) => claim_matches(req.claims, path, &self.value),
             key => read(req, key).is_some_and(|v| self.value.matches(&v)),
         }
     }
@@ -193,7 +191,7 @@ impl HeaderMatch {
     /// is inverted as Envoy's `MetadataMatcher` inverts it (`match ^ invert`).
     fn absent(&self, req: &RequestView<'_>) -> bool {
         let hit = match (&self.key, &self.value) {
-            (HeaderKey::Claim(path), v) => claim_matches(req.claims(), path, v),
+            (HeaderKey::Claim(path), v) => claim_matches(req.claims, path, v),
             (key, StrMatch::Present) => read(req, key).is_some(),
             (key, m) => m.matches(read(req, key).as_deref().unwrap_or("")),
         };
@@ -209,21 +207,11 @@ fn read<'a>(req: &RequestView<'a>, key: &HeaderKey) -> Option<Cow<'a, str>> {
     }
 }
 
-/// Envoy's JWT claim metadata match: the value at `path` in the payload is a string that
-/// matches, or a list with a string element that matches.
-fn claim_matches(claims: Option<&serde_json::Value>, path: &[String], m: &StrMatch) -> bool {
-    let Some(value) =
-        claims.and_then(|c| path.iter().try_fold(c, |v, key| v.as_object()?.get(key)))
-    else {
-        return false;
-    };
-    match value {
-        serde_json::Value::String(s) => m.matches(s),
-        serde_json::Value::Array(items) => items
-            .iter()
-            .any(|i| i.as_str().is_some_and(|s| m.matches(s))),
-        _ => false,
-    }
+/// Envoy's JWT claim metadata match (istio route.go `translateMetadataMatch`): the value at
+/// `path` in the payload is a string that matches, or a list with a string element that
+/// matches.
+fn claim_matches(claims: Option<&Claims>, path: &[String], m: &StrMatch) -> bool {
+    claims.is_some_and(|c| c.any_string_at(path, |v| m.matches(v)))
 }
 
 #[derive(Debug, Clone)]
@@ -381,6 +369,7 @@ mod tests {
             path,
             query,
             headers,
+            claims: None,
         }
     }
 
@@ -478,10 +467,13 @@ mod tests {
         assert!(
             block("withoutHeaders: {'@request.auth.claims.group': {exact: admin}}").matches(&v)
         );
-        // What RequestAuthentication will supply: strings, lists, nested claims.
-        let claims: serde_json::Value =
+        // What RequestAuthentication supplies: strings, lists, nested claims.
+        let Ok(serde_json::Value::Object(payload)) =
             serde_json::from_str(r#"{"group": ["dev", "admin"], "org": {"team": "edge"}, "n": 1}"#)
-                .unwrap();
+        else {
+            panic!()
+        };
+        let claims = Claims::normalized(payload, &[]);
         let exact = |s: &str| StrMatch::Exact(s.into());
         assert!(claim_matches(
             Some(&claims),
@@ -516,6 +508,40 @@ mod tests {
         assert!(m.matches(&view("/", Some("a=1&v=2"), &h)));
         assert!(!m.matches(&view("/", Some("v=3"), &h)));
         assert!(!m.matches(&view("/", None, &h)));
+    }
+
+    #[test]
+    fn jwt_claims_route_on_strings_lists_and_nested_claims() {
+        // istio route.go translateMetadataMatch; pkg/jwt/routing.go ToRoutingClaim
+        let h = HeaderMap::new();
+        let Ok(serde_json::Value::Object(payload)) =
+            serde_json::from_str(r#"{"group": "admin", "roles": ["a", "b"], "org": {"id": "7"}}"#)
+        else {
+            panic!()
+        };
+        let claims = Claims::normalized(payload, &[]);
+        let with = |c| RequestView {
+            claims: c,
+            ..view("/", None, &h)
+        };
+        let m = block("headers: {'@request.auth.claims.group': {exact: admin}}");
+        assert!(m.matches(&with(Some(&claims))));
+        assert!(!m.matches(&with(None)), "no token, no claim");
+        assert!(block("headers: {'@request.auth.claims.roles': {exact: b}}")
+            .matches(&with(Some(&claims))));
+        assert!(
+            block("headers: {'@request.auth.claims.org.id': {exact: '7'}}")
+                .matches(&with(Some(&claims)))
+        );
+        assert!(
+            block("headers: {'@request.auth.claims[org][id]': {exact: '7'}}")
+                .matches(&with(Some(&claims)))
+        );
+        assert!(
+            !block("withoutHeaders: {'@request.auth.claims.group': {exact: admin}}")
+                .matches(&with(Some(&claims)))
+        );
+        assert!(!block("headers: {'@request.auth.claims.group': {}}").is_catch_all());
     }
 
     #[test]

@@ -4,15 +4,18 @@
 
 pub mod action;
 pub mod cluster;
+pub mod delegate;
 pub mod describe;
 pub mod egress;
 pub mod error;
 pub mod host_index;
 pub mod listener;
 pub mod matcher;
+pub mod mesh;
 pub mod registry;
 pub mod reply;
 pub mod route;
+pub mod security;
 pub mod vhost;
 
 use std::collections::{BTreeMap, HashMap};
@@ -65,6 +68,8 @@ pub struct Instance {
     /// The last good certificates, shared by the compiles of one running gateway.
     #[serde(skip)]
     pub credentials: listener::CredentialMemory,
+    /// Root namespace, own namespace, ext_authz providers, the JWKS cache.
+    pub security: security::SecuritySettings,
 }
 
 mod humantime_ms {
@@ -87,6 +92,7 @@ impl Default for Instance {
             outbound_policy: OutboundPolicy::RegistryOnly,
             upstream_idle_cap: crate::upstream::peer::DEFAULT_IDLE_CAP,
             credentials: listener::CredentialMemory::default(),
+            security: security::SecuritySettings::default(),
         }
     }
 }
@@ -105,6 +111,12 @@ pub struct Snapshot {
     /// Egress ALLOW_ANY: resolve whatever host was asked for.
     #[serde(skip)]
     pub passthrough: Arc<Cluster>,
+    /// The mesh config's settings (access log, topology, drain, tracing); the pipeline sets
+    /// them after `compile` (see `reload::load_and_compile_cached`).
+    pub mesh: Arc<mesh::MeshSettings>,
+    /// AuthorizationPolicy and RequestAuthentication, enforced before routing.
+    #[serde(skip)]
+    pub security: Arc<security::Security>,
     pub summary: Summary,
 }
 
@@ -114,6 +126,10 @@ pub struct Summary {
     pub virtual_services: usize,
     pub service_entries: usize,
     pub destination_rules: usize,
+    pub authorization_policies: usize,
+    pub request_authentications: usize,
+    /// The security policies this instance applies (`namespace/name`).
+    pub applied_policies: Vec<String>,
     pub files: usize,
     pub virtual_hosts: usize,
     pub routes: usize,
@@ -148,6 +164,15 @@ pub fn compile(
     let mut clusters = ClusterBuilder::new(resources, &registry, &instance.certs_dir, stats)
         .with_idle_cap(instance.upstream_idle_cap);
     let listeners = listener::build_listeners(resources, instance, &mut clusters, &mut diags);
+    let first_security = diags.len();
+    let security =
+        security::Security::compile(resources, &instance.security, &instance.labels, &mut diags);
+    unenforced_on_tcp(&security, &listeners, &mut diags);
+    // A security policy that cannot be compiled as written is not left out: that would serve
+    // what it protects. Its errors refuse the configuration (fail closed).
+    for d in diags[first_security..].iter_mut().filter(|d| d.is_error()) {
+        d.scope = crate::config::diag::Scope::Config;
+    }
 
     let mut egress_clusters = HashMap::new();
     if instance.role == Role::Egress {
@@ -222,6 +247,9 @@ pub fn compile(
         virtual_services: resources.virtual_services.len(),
         service_entries: resources.service_entries.len(),
         destination_rules: resources.destination_rules.len(),
+        authorization_policies: resources.authorization_policies.len(),
+        request_authentications: resources.request_authentications.len(),
+        applied_policies: security.applied.clone(),
         files: resources.files.len(),
         virtual_hosts,
         routes,
@@ -234,10 +262,45 @@ pub fn compile(
             registry,
             egress_clusters,
             passthrough,
+            mesh: Arc::default(),
+            security: Arc::new(security),
             summary,
         },
         diags,
     ))
+}
+
+/// Istio also enforces AuthorizationPolicy on TCP and TLS-passthrough servers (Envoy's network
+/// RBAC filter); Portcullis enforces it on HTTP only, so a deciding policy on a gateway with
+/// such servers is an error rather than a silent allow there.
+fn unenforced_on_tcp(
+    security: &security::Security,
+    listeners: &BTreeMap<SocketAddr, Arc<Listener>>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    if !security.decides() {
+        return;
+    }
+    let tcp: Vec<&str> = listeners
+        .values()
+        .filter(|l| match &l.kind {
+            ListenerKind::Tcp { .. } => true,
+            ListenerKind::Tls(chains) => chains
+                .chains
+                .iter()
+                .any(|c| !matches!(c.action, listener::ChainAction::TerminateHttp { .. })),
+            ListenerKind::Http { .. } => false,
+        })
+        .flat_map(|l| l.servers.iter().map(String::as_str))
+        .collect();
+    if tcp.is_empty() {
+        return;
+    }
+    diags.push(Diagnostic::config_error(format!(
+        "AuthorizationPolicies {} apply to this gateway, which also serves TCP or TLS streams ({}): Portcullis enforces authorization on HTTP requests only, and would let those streams through (expected the policies' selector to exclude this gateway, or HTTP servers only)",
+        security.applied.join(", "),
+        tcp.join(", ")
+    )));
 }
 
 #[cfg(test)]
@@ -341,5 +404,27 @@ mod tests {
             .expect("the VirtualService's host");
         let names: Vec<&str> = served.routes.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["served"]);
+    }
+
+    #[test]
+    fn a_deciding_policy_on_a_gateway_with_tcp_servers_is_an_error() {
+        // Istio enforces it there with Envoy's network RBAC filter; Portcullis cannot.
+        let yaml = format!(
+            "{}  - port: {{number: 9000, name: tcp, protocol: TCP}}\n    hosts: ['*']\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: deny, namespace: istio-system}}\nspec: {{action: DENY, rules: [{{}}]}}\n",
+            GATEWAY
+        );
+        let (res, diags) = load_files(vec![SourceFile {
+            display: "t.yaml".into(),
+            path: "t.yaml".into(),
+            text: yaml,
+        }]);
+        assert!(!diags.has_errors(), "{diags}");
+        let Err(err) = compile(&res, &Instance::default(), &StatsRegistry::default()) else {
+            panic!("refused")
+        };
+        assert!(
+            err.to_string().contains("AuthorizationPolicies istio-system/deny apply to this gateway, which also serves TCP or TLS streams"),
+            "{err}"
+        );
     }
 }

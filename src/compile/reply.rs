@@ -104,13 +104,9 @@ impl LocalReply {
         }
     }
 
-    pub fn no_route(host: &str, path: &str) -> Self {
-        LocalReply::new(
-            404,
-            Some(ResponseFlag::NR),
-            "route_not_found",
-            format!("no route for {host}{path}\n"),
-        )
+    /// No virtual host or no route: Envoy's 404 with an empty body (router `decodeHeaders`).
+    pub fn no_route() -> Self {
+        LocalReply::new(404, Some(ResponseFlag::NR), "route_not_found", "")
     }
 
     pub fn misdirected(host: &str) -> Self {
@@ -122,48 +118,123 @@ impl LocalReply {
         )
     }
 
+    /// HTTP/1.1 without `Host`: Envoy's codec answers 400 with an empty body.
     pub fn missing_host() -> Self {
+        LocalReply::new(400, Some(ResponseFlag::DPE), "missing_host_header", "")
+    }
+
+    /// HTTP/1.0 while it is not accepted (Istio's `PILOT_HTTP10` off): Envoy's codec answers
+    /// 426 `Upgrade Required` (`ServerConnectionImpl::onHeadersComplete`, `LowVersion`).
+    pub fn http10_refused() -> Self {
         LocalReply::new(
-            400,
+            426,
             Some(ResponseFlag::DPE),
-            "missing_host_header",
-            "missing Host header\n",
+            "http1.codec_error",
+            "Upgrade Required",
         )
     }
 
-    pub fn no_healthy_upstream(reason: impl std::fmt::Display) -> Self {
+    /// No endpoint to send to (`Filter::sendNoHealthyUpstreamResponse`); the reason goes to
+    /// the log, not the client.
+    pub fn no_healthy_upstream() -> Self {
         LocalReply::new(
             503,
             Some(ResponseFlag::UH),
             "no_healthy_upstream",
-            format!("no healthy upstream: {reason}\n"),
+            "no healthy upstream",
         )
     }
 
-    pub fn overflow(cluster: &str) -> Self {
-        LocalReply::new(
-            503,
-            Some(ResponseFlag::UO),
-            "upstream_overflow",
-            format!("upstream connect error or disconnect/reset before headers. reset reason: overflow ({cluster})\n"),
+    /// A reset before the response started (`Filter::onUpstreamReset`): the body names Envoy's
+    /// reset reason, "retried and the latest" after a retry, and the transport failure reason
+    /// when there is one.
+    fn reset(
+        flag: ResponseFlag,
+        reason: &'static str,
+        details: &'static str,
+        transport_failure: Option<&str>,
+        retried: bool,
+    ) -> Self {
+        let mut body =
+            format!(
+            "upstream connect error or disconnect/reset before headers. {}reset reason: {reason}",
+            if retried { "retried and the latest " } else { "" }
+        );
+        if let Some(t) = transport_failure.filter(|t| !t.is_empty()) {
+            body.push_str(", transport failure reason: ");
+            body.push_str(t);
+        }
+        LocalReply::new(503, Some(flag), details, body)
+    }
+
+    /// The circuit breaker refused the request: Envoy's overflow reset, with
+    /// `x-envoy-overloaded: true` (`Filter::onUpstreamAbort`, `dropped`).
+    pub fn overflow() -> Self {
+        LocalReply::reset(
+            ResponseFlag::UO,
+            "overflow",
+            "upstream_reset_before_response_started{overflow}",
+            None,
+            false,
+        )
+        .header(
+            HeaderName::from_static("x-envoy-overloaded"),
+            HeaderValue::from_static("true"),
         )
     }
 
-    pub fn connect_failure(reason: &str) -> Self {
-        LocalReply::new(
-            503,
-            Some(ResponseFlag::UF),
-            "upstream_reset_before_response_started{connection_failure}",
-            format!("upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: {reason}\n"),
+    /// The connection failed. A refused or unreachable endpoint has no transport failure
+    /// reason in Envoy's body (it says `remote connection failure`); a TLS failure does.
+    pub fn connect_failure(transport_failure: Option<&str>, retried: bool) -> Self {
+        LocalReply::reset(
+            ResponseFlag::UF,
+            "remote connection failure",
+            "upstream_reset_before_response_started{remote_connection_failure}",
+            transport_failure,
+            retried,
         )
     }
 
-    pub fn upstream_reset() -> Self {
-        LocalReply::new(
-            503,
-            Some(ResponseFlag::UC),
+    /// The connection timed out (`connection timeout`).
+    pub fn connect_timeout(retried: bool) -> Self {
+        LocalReply::reset(
+            ResponseFlag::UF,
+            "connection timeout",
+            "upstream_reset_before_response_started{connection_timeout}",
+            None,
+            retried,
+        )
+    }
+
+    /// An HTTP/2 upstream reset the stream (`remote reset`), or refused it before processing
+    /// it (`remote refused stream reset`): Envoy's `UR`.
+    pub fn remote_reset(refused: bool, retried: bool) -> Self {
+        if refused {
+            LocalReply::reset(
+                ResponseFlag::UR,
+                "remote refused stream reset",
+                "upstream_reset_before_response_started{remote_refused_stream_reset}",
+                None,
+                retried,
+            )
+        } else {
+            LocalReply::reset(
+                ResponseFlag::UR,
+                "remote reset",
+                "upstream_reset_before_response_started{remote_reset}",
+                None,
+                retried,
+            )
+        }
+    }
+
+    pub fn upstream_reset(retried: bool) -> Self {
+        LocalReply::reset(
+            ResponseFlag::UC,
+            "connection termination",
             "upstream_reset_before_response_started{connection_termination}",
-            "upstream connect error or disconnect/reset before headers. reset reason: connection termination\n",
+            None,
+            retried,
         )
     }
 
@@ -172,7 +243,17 @@ impl LocalReply {
             504,
             Some(ResponseFlag::UT),
             "upstream_response_timeout",
-            "upstream request timeout\n",
+            "upstream request timeout",
+        )
+    }
+
+    /// The per-try timeout ended the last attempt (`Filter::onPerTryTimeoutCommon`).
+    pub fn per_try_timeout() -> Self {
+        LocalReply::new(
+            504,
+            Some(ResponseFlag::UT),
+            "upstream_per_try_timeout",
+            "upstream request timeout",
         )
     }
 
@@ -187,13 +268,8 @@ impl LocalReply {
     }
 
     /// An egress destination no ServiceEntry lists, reached through a route (Istio has no
-    /// cluster for it under REGISTRY_ONLY).
-    pub fn cluster_not_found(host: &str) -> Self {
-        LocalReply::new(
-            503,
-            Some(ResponseFlag::NC),
-            "cluster_not_found",
-            format!("destination {host} is not in the registry (no ServiceEntry lists it)\n"),
-        )
+    /// cluster for it under REGISTRY_ONLY): Envoy's 503 with an empty body.
+    pub fn cluster_not_found() -> Self {
+        LocalReply::new(503, Some(ResponseFlag::NC), "cluster_not_found", "")
     }
 }

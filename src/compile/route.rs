@@ -7,11 +7,13 @@ use std::collections::BTreeMap;
 
 use super::action::redirect::{RedirectPath, RedirectPort};
 use super::action::rewrite::{re2_substitution, PathRewrite};
+use super::action::Mirror;
 use super::action::{
     Action, Cors, DirectResponse, Fault, Forward, HeaderOps, Redirect, RetryPolicy, Rewrite,
     WeightedCluster,
 };
 use super::cluster::ClusterBuilder;
+use super::delegate::merge_http_route;
 use super::error::CompileError;
 use super::matcher::{RequestMatch, RequestView};
 use crate::config::load::Resource;
@@ -158,8 +160,9 @@ pub fn compile_http_routes(
     out
 }
 
-/// Istio delegation: each rule of the delegate VirtualService, its match merged with the root
-/// rule's block. Returns true when a catch-all ended generation.
+/// Istio delegation: each rule of the delegate VirtualService merged with the root rule
+/// (`compile::delegate`: inherited actions, merged match blocks, conflicting rules dropped).
+/// Returns true when a catch-all ended generation.
 fn compile_delegate(
     root: &Resource<VirtualService>,
     root_rule: &HttpRoute,
@@ -169,72 +172,46 @@ fn compile_delegate(
     errors: &mut Vec<String>,
     out: &mut Vec<Route>,
 ) -> bool {
-    let root_blocks: Vec<HttpMatchRequest> = if root_rule.matches.is_empty() {
-        vec![HttpMatchRequest::default()]
-    } else {
-        root_rule.matches.clone()
-    };
     for (i, rule) in child.spec.http.iter().enumerate() {
         let source = format!(
             "VirtualService {} http[{i}] (delegate of {})",
             child.key(),
             root.key()
         );
-        let child_blocks: Vec<HttpMatchRequest> = if rule.matches.is_empty() {
-            vec![HttpMatchRequest::default()]
-        } else {
-            rule.matches.clone()
+        // A child rule whose match the root's cannot contain is never served.
+        let Some(merged) = merge_http_route(root_rule, rule) else {
+            continue;
         };
-        for rb in &root_blocks {
-            if !block_applies(Some(rb), root, server) {
+        let blocks: Vec<Option<&HttpMatchRequest>> = if merged.matches.is_empty() {
+            vec![None]
+        } else {
+            merged.matches.iter().map(Some).collect()
+        };
+        for block in blocks {
+            if !block_applies(block, root, server) {
                 continue;
             }
-            for cb in &child_blocks {
-                let merged = merge_match(rb, cb);
-                match compile_route(
-                    rule,
-                    Some(&merged),
-                    &source,
-                    &child.meta.namespace,
-                    server,
-                    clusters,
-                    errors,
-                ) {
-                    Ok(route) => {
-                        let catch_all = route.is_catch_all();
-                        out.push(route);
-                        if catch_all {
-                            return true;
-                        }
+            match compile_route(
+                &merged,
+                block,
+                &source,
+                &child.meta.namespace,
+                server,
+                clusters,
+                errors,
+            ) {
+                Ok(route) => {
+                    let catch_all = route.is_catch_all();
+                    out.push(route);
+                    if catch_all {
+                        return true;
                     }
-                    Err(e) => errors.push(format!("{source}: {e}")),
                 }
+                Err(e) => errors.push(format!("{source}: {e}")),
             }
         }
     }
     false
-}
-
-/// The delegate's conditions refine the root's (the delegate's uri, if any, wins: Istio
-/// requires it to be within the root's).
-fn merge_match(root: &HttpMatchRequest, child: &HttpMatchRequest) -> HttpMatchRequest {
-    let mut m = root.clone();
-    if child.uri.is_some() {
-        m.uri = child.uri.clone();
-        m.ignore_uri_case = child.ignore_uri_case;
-    }
-    m.scheme = child.scheme.clone().or(m.scheme);
-    m.method = child.method.clone().or(m.method);
-    m.authority = child.authority.clone().or(m.authority);
-    m.headers.extend(child.headers.clone());
-    m.without_headers.extend(child.without_headers.clone());
-    m.query_params.extend(child.query_params.clone());
-    m.port = child.port.or(m.port);
-    m.name = match (&root.name, &child.name) {
-        (Some(r), Some(c)) => Some(format!("{r}-{c}")),
-        (r, c) => c.clone().or(r.clone()),
-    };
-    m
 }
 
 /// `match.gateways`, `match.port` and `sourceLabels` decide at build time whether a block is
@@ -366,7 +343,7 @@ fn compile_route(
                     }
                 };
             let dh = d.headers.as_ref();
-            let (req_ops, _) = HeaderOps::compile(dh.and_then(|h| h.request.as_ref()))?;
+            let (req_ops, authority) = HeaderOps::compile(dh.and_then(|h| h.request.as_ref()))?;
             let (resp_ops, _) = HeaderOps::compile(dh.and_then(|h| h.response.as_ref()))?;
             destinations.push(WeightedCluster {
                 refused: missing || (server.registry_only && !cluster.registered()),
@@ -374,6 +351,7 @@ fn compile_route(
                 weight: d.weight.max(0) as u32,
                 request_headers: req_ops,
                 response_headers: resp_ops,
+                authority,
             });
         }
         if destinations.is_empty() {
@@ -414,12 +392,13 @@ fn compile_route(
             .and_then(|r| r.authority.clone())
             .or(authority_from_headers);
         let timeout = rule.timeout.map(|t| t.get()).filter(|t| !t.is_zero());
-        Action::Forward(Forward::new(
-            destinations,
-            Rewrite { path, authority },
-            timeout,
-            RetryPolicy::compile(rule.retries.as_ref()),
-        ))
+        // Istio drops the previous-hosts retry predicate when the one destination hashes.
+        let consistent_hash =
+            rule.route.len() == 1 && destinations[0].cluster.lb.hash_key().is_some();
+        let retry = RetryPolicy::compile(rule.retries.as_ref(), consistent_hash);
+        let mut forward = Forward::new(destinations, Rewrite { path, authority }, timeout, retry);
+        forward.mirrors = compile_mirrors(rule, namespace, server, clusters)?;
+        Action::Forward(forward)
     };
 
     Ok(Route {
@@ -433,6 +412,34 @@ fn compile_route(
         fault: rule.fault.as_ref().and_then(Fault::compile),
         cors: rule.cors_policy.as_ref().map(Cors::compile).transpose()?,
     })
+}
+
+/// `mirror` and `mirrors` (`route.go` `applyHTTPRouteDestination`): each with its share of
+/// requests; a 0% mirror is left out.
+fn compile_mirrors(
+    rule: &HttpRoute,
+    namespace: &str,
+    server: &ServerContext<'_>,
+    clusters: &mut ClusterBuilder<'_>,
+) -> Result<Vec<Mirror>, CompileError> {
+    let mut wanted = Vec::new();
+    if let (Some(d), Some(share)) = (&rule.mirror, Mirror::route_share(rule)) {
+        wanted.push((d, share));
+    }
+    for m in &rule.mirrors {
+        if let (Some(d), Some(share)) = (&m.destination, Mirror::policy_share(m)) {
+            wanted.push((d, share));
+        }
+    }
+    wanted
+        .into_iter()
+        .map(|(d, per_million)| {
+            Ok(Mirror {
+                cluster: clusters.route_destination(d, namespace, server.gateway_port)?,
+                per_million,
+            })
+        })
+        .collect()
 }
 
 /// Orders the routes of several VirtualServices on one host: by creation time, then name,

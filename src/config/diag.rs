@@ -142,7 +142,9 @@ impl ObjectRef {
 
 impl fmt::Display for ObjectRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+        // Kubernetes names are at most 253 characters; anything longer is cut.
+        let (ns, name) = (shorten(&self.namespace, 253), shorten(&self.name, 253));
+        write!(f, "{} {ns}/{name}", self.kind)
     }
 }
 
@@ -162,6 +164,11 @@ pub struct Diagnostic {
     pub line: Option<usize>,
 }
 
+/// The longest message and field path kept: a value echoed from a file (a 100 MB host name)
+/// is cut in the middle, so the line still says what is wrong and what was expected.
+pub const MAX_MESSAGE_CHARS: usize = 1024;
+pub const MAX_PATH_CHARS: usize = 512;
+
 impl Diagnostic {
     /// An error about the configuration as a whole (no file or object).
     pub fn config_error(message: impl Into<String>) -> Diagnostic {
@@ -172,7 +179,7 @@ impl Diagnostic {
             origin: None,
             object: None,
             path: String::new(),
-            message: message.into(),
+            message: clip(message.into(), MAX_MESSAGE_CHARS),
             line: None,
         }
     }
@@ -208,10 +215,10 @@ impl Diagnostic {
             s.push_str(&format!(" {obj}:"));
         }
         if !self.path.is_empty() {
-            s.push_str(&format!(" {}:", self.path));
+            s.push_str(&format!(" {}:", middle(&self.path, MAX_PATH_CHARS)));
         }
         s.push(' ');
-        s.push_str(&self.message);
+        s.push_str(&middle(&self.message, MAX_MESSAGE_CHARS));
         s
     }
 }
@@ -348,8 +355,8 @@ impl<'a> Reporter<'a> {
             scope,
             origin: self.origin.clone(),
             object: self.object.clone(),
-            path,
-            message,
+            path: clip(path, MAX_PATH_CHARS),
+            message: clip(message, MAX_MESSAGE_CHARS),
             line: None,
         });
     }
@@ -424,6 +431,50 @@ impl fmt::Display for Diagnostics {
     }
 }
 
+/// `text` cut to at most `max` characters with `…` and the number of bytes left out, for
+/// echoing a value a client or a config file supplied into a log line or a diagnostic.
+pub fn shorten(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(max) {
+        None => std::borrow::Cow::Borrowed(text),
+        Some((cut, _)) => std::borrow::Cow::Owned(format!(
+            "{}… ({} more bytes)",
+            &text[..cut],
+            text.len() - cut
+        )),
+    }
+}
+
+/// `text` with its middle cut when it has more than `max` characters: two thirds of `max` from
+/// the start, a third from the end, and how many bytes were left out between.
+pub fn middle(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    let chars = text.chars().count();
+    if chars <= max {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let head_end = text
+        .char_indices()
+        .nth(max * 2 / 3)
+        .map_or(text.len(), |(i, _)| i);
+    let tail_start = text
+        .char_indices()
+        .nth(chars - max / 3)
+        .map_or(text.len(), |(i, _)| i);
+    std::borrow::Cow::Owned(format!(
+        "{}… ({} bytes left out) …{}",
+        &text[..head_end],
+        tail_start - head_end,
+        &text[tail_start..]
+    ))
+}
+
+/// [`middle`] for an owned string (no copy when it fits).
+fn clip(text: String, max: usize) -> String {
+    match middle(&text, max) {
+        std::borrow::Cow::Borrowed(_) => text,
+        std::borrow::Cow::Owned(cut) => cut,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -442,5 +493,35 @@ mod tests {
     fn a_config_error_has_no_location() {
         let d = Diagnostic::config_error("gateways: not a directory");
         assert_eq!(d.to_string(), "Error gateways: not a directory");
+    }
+
+    #[test]
+    fn a_huge_echoed_value_is_cut_in_the_middle_keeping_both_ends() {
+        let host = "h".repeat(100_000_000);
+        let mut out = Vec::new();
+        Reporter::new(&mut out, None, None).error(
+            "spec.hosts[0]",
+            format!("host `{host}` is not a valid FQDN (expected a DNS name)"),
+        );
+        let line = out[0].to_string();
+        assert!(line.len() < 2 * MAX_MESSAGE_CHARS, "{} bytes", line.len());
+        assert!(
+            line.starts_with("Error [IST0106] spec.hosts[0]: host `hhh"),
+            "{line}"
+        );
+        assert!(
+            line.ends_with("hhh` is not a valid FQDN (expected a DNS name)"),
+            "{line}"
+        );
+        assert!(line.contains("bytes left out"), "{line}");
+        let name = ObjectRef::new(Kind::Gateway, "default", &"n".repeat(10_000));
+        assert!(name.to_string().len() < 300);
+    }
+
+    #[test]
+    fn shorten_keeps_short_text_and_cuts_long_text_on_a_char_boundary() {
+        assert_eq!(shorten("abc", 3), "abc");
+        assert_eq!(shorten("abcdef", 3), "abc… (3 more bytes)");
+        assert_eq!(shorten("ééé", 2), "éé… (2 more bytes)");
     }
 }

@@ -166,20 +166,53 @@ pub fn normalize_request_host(raw: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// `host:port` → (host, port); IPv6 literals keep their brackets.
+/// What is wrong with the port of a `host:port` authority.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthorityError {
+    /// Not 1-65535 in decimal digits (`host:65616`, `host:abc`, `host:-1`, `host:0`).
+    #[error("port `{0}` is not a port number (1-65535)")]
+    BadPort(String),
+    /// `[v6` without its `]`, or bytes after `]` that are not `:port`.
+    #[error("malformed IPv6 literal")]
+    BadLiteral,
+}
+
+/// `host:port` → (host, port), leniently: an authority whose port is not a port is returned
+/// whole, without one (for building a `Location`; routing uses [`parse_authority`]).
 pub fn split_authority(authority: &str) -> (&str, Option<u16>) {
-    if authority.starts_with('[') {
-        return match authority.rfind("]:") {
-            Some(i) => (&authority[..=i], authority[i + 2..].parse().ok()),
-            None => (authority, None),
+    parse_authority(authority).unwrap_or((authority, None))
+}
+
+/// `host[:port]` → (host, port), IPv6 literals keeping their brackets. A port that is written
+/// must be a port (RFC 3986 `port = *DIGIT`, 1-65535): `host:65616` is an error, never the
+/// default port. An empty port (`host:`) is no port (RFC 3986 §3.2.3). A bare IPv6 address
+/// (`::1`, several colons) has no port.
+pub fn parse_authority(authority: &str) -> Result<(&str, Option<u16>), AuthorityError> {
+    let (host, port) = if authority.starts_with('[') {
+        let Some(close) = authority.find(']') else {
+            return Err(AuthorityError::BadLiteral);
         };
+        match &authority[close + 1..] {
+            "" => return Ok((authority, None)),
+            rest => match rest.strip_prefix(':') {
+                Some(p) => (&authority[..=close], p),
+                None => return Err(AuthorityError::BadLiteral),
+            },
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) if !h.contains(':') => (h, p),
+            _ => return Ok((authority, None)),
+        }
+    };
+    if port.is_empty() {
+        return Ok((host, None));
     }
-    match authority.rsplit_once(':') {
-        Some((h, p)) if !h.contains(':') => match p.parse() {
-            Ok(port) => (h, Some(port)),
-            Err(_) => (authority, None),
-        },
-        _ => (authority, None),
+    match port.parse::<u16>() {
+        Ok(p) if p != 0 && port.bytes().all(|b| b.is_ascii_digit()) => Ok((host, Some(p))),
+        _ => Err(AuthorityError::BadPort(
+            super::diag::shorten(port, 16).into_owned(),
+        )),
     }
 }
 
@@ -257,5 +290,38 @@ mod tests {
         assert_eq!(normalize_request_host("a.com."), "a.com");
         assert_eq!(normalize_request_host("[::1]:80"), "::1");
         assert_eq!(normalize_request_host("10.0.0.1"), "10.0.0.1");
+    }
+
+    #[test]
+    fn authorities_split_into_host_and_port() {
+        assert_eq!(parse_authority("a.com:8443"), Ok(("a.com", Some(8443))));
+        assert_eq!(parse_authority("a.com"), Ok(("a.com", None)));
+        assert_eq!(parse_authority("a.com:"), Ok(("a.com", None)));
+        assert_eq!(parse_authority("a.com:080"), Ok(("a.com", Some(80))));
+        assert_eq!(parse_authority("[::1]:443"), Ok(("[::1]", Some(443))));
+        assert_eq!(parse_authority("[::1]"), Ok(("[::1]", None)));
+        assert_eq!(parse_authority("::1"), Ok(("::1", None)));
+    }
+
+    #[test]
+    fn a_written_port_that_is_not_a_port_is_an_error_not_the_default() {
+        for bad in [
+            "a.com:65616",
+            "a.com:abc",
+            "a.com:-1",
+            "a.com:+80",
+            "a.com:0",
+            "[::1]:99999",
+        ] {
+            assert!(
+                matches!(parse_authority(bad), Err(AuthorityError::BadPort(_))),
+                "{bad}"
+            );
+        }
+        assert_eq!(parse_authority("[::1"), Err(AuthorityError::BadLiteral));
+        assert_eq!(parse_authority("[::1]x"), Err(AuthorityError::BadLiteral));
+        let huge = format!("a.com:{}", "9".repeat(100_000));
+        let err = parse_authority(&huge).unwrap_err().to_string();
+        assert!(err.len() < 80, "{err}");
     }
 }

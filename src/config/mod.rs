@@ -8,6 +8,7 @@
 pub mod diag;
 pub mod host;
 pub mod load;
+pub mod mesh;
 pub mod regex_cache;
 pub mod resolve;
 pub mod source;

@@ -206,6 +206,69 @@ pub fn split_documents(text: &str) -> Vec<DocSpan> {
     docs
 }
 
+/// The largest YAML document read (Kubernetes stores an object of at most 1.5 MiB; a
+/// `kind: List` of many objects is larger). A file may hold any number of documents.
+pub const MAX_DOCUMENT_BYTES: usize = 16 * 1024 * 1024;
+/// The largest file read at all.
+pub const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
+/// The deepest nesting of mappings and sequences in a document. Istio objects nest about a
+/// dozen levels; serde_yaml gives up at 128, but only after libyaml's scanner has spent time
+/// quadratic in the depth of flow collections (60,000 nested `[` took ~10 s).
+pub const MAX_DEPTH: usize = 64;
+
+/// Why a document is not parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DocumentError {
+    #[error("document is {size} bytes, over the {MAX_DOCUMENT_BYTES}-byte limit")]
+    TooLarge { size: usize },
+    #[error("mappings and sequences nest deeper than {MAX_DEPTH} levels")]
+    TooDeep {
+        /// 1-based line within the document.
+        line: usize,
+    },
+}
+
+/// Checks a document's size, then its nesting depth with a streaming YAML scan that stops at
+/// the first level past [`MAX_DEPTH`], before the parser that builds values runs: a hostile
+/// document costs time linear in its size. Syntax errors are left to that parser, which
+/// reports them with their line.
+pub fn check_document(text: &str) -> Result<(), DocumentError> {
+    if text.len() > MAX_DOCUMENT_BYTES {
+        return Err(DocumentError::TooLarge { size: text.len() });
+    }
+    // Only flow brackets and block indentation can nest: a document without `[`/`{` and with
+    // little indentation cannot be deep (the common case skips the scan).
+    let indent = text
+        .lines()
+        .map(|l| l.len() - l.trim_start_matches([' ', '-']).len())
+        .max()
+        .unwrap_or(0);
+    if !text.contains(['[', '{']) && indent < MAX_DEPTH {
+        return Ok(());
+    }
+    let mut parser = Parser::new_from_str(text);
+    let mut depth = 0usize;
+    loop {
+        match parser.next_token() {
+            Ok((Event::MappingStart(..) | Event::SequenceStart(..), mark)) => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(DocumentError::TooDeep { line: mark.line() });
+                }
+            }
+            Ok((Event::MappingEnd | Event::SequenceEnd, _)) => depth = depth.saturating_sub(1),
+            // The scanner looks ahead past flow brackets and stops at 255 levels itself.
+            Err(e) if e.info().contains("recursion limit") => {
+                return Err(DocumentError::TooDeep {
+                    line: e.marker().line(),
+                })
+            }
+            Ok((Event::StreamEnd, _)) | Err(_) => return Ok(()),
+            Ok(_) => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,5 +312,53 @@ mod tests {
         // A field that is not written points at its nearest written parent.
         assert_eq!(o.line_of("spec.http[1].match[0].uri.exact"), 7);
         assert_eq!(o.line_of(""), 2);
+    }
+
+    #[test]
+    fn deep_flow_nesting_is_refused_before_parsing() {
+        let deep = format!("a: {}1{}\n", "[".repeat(60_000), "]".repeat(60_000));
+        assert_eq!(
+            check_document(&deep),
+            Err(DocumentError::TooDeep { line: 1 })
+        );
+        let shallow = format!("a: {}1{}\n", "[".repeat(10), "]".repeat(10));
+        assert_eq!(check_document(&shallow), Ok(()));
+    }
+
+    #[test]
+    fn deep_block_nesting_is_refused_too() {
+        let deep: String = (0..100)
+            .map(|i| format!("{}k{i}:\n", " ".repeat(i)))
+            .collect();
+        assert!(matches!(
+            check_document(&deep),
+            Err(DocumentError::TooDeep { .. })
+        ));
+        let compact = format!("{}x\n", "- ".repeat(100));
+        assert!(matches!(
+            check_document(&compact),
+            Err(DocumentError::TooDeep { .. })
+        ));
+    }
+
+    #[test]
+    fn brackets_inside_scalars_and_comments_do_not_count() {
+        let text = format!(
+            "a: \"{}\"\nb: '{}'\n# {}\nc: |\n  {}\n",
+            "[".repeat(200),
+            "{".repeat(200),
+            "[".repeat(200),
+            "[".repeat(200)
+        );
+        assert_eq!(check_document(&text), Ok(()));
+    }
+
+    #[test]
+    fn an_oversized_document_is_refused_by_its_size() {
+        let big = "a".repeat(MAX_DOCUMENT_BYTES + 1);
+        assert!(matches!(
+            check_document(&big),
+            Err(DocumentError::TooLarge { .. })
+        ));
     }
 }

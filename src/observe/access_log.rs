@@ -1,15 +1,21 @@
-//! Access log: one line per request (or TCP connection) on stdout, in Envoy's default text
-//! format as Istio configures it, or the same fields as JSON. Lines go through a bounded
-//! channel to a writer thread, so a slow stdout never blocks a request; if the channel is full
-//! the line is dropped and counted.
+//! Access log: one line per request (or TCP connection), in the format the mesh config asks
+//! for (`access_format`: Envoy's operators; Istio's default text line or JSON object), to
+//! stdout or a file (`accessLogFile`). A file is reopened when it is renamed or removed
+//! (logrotate), checked before every write-out. Lines are buffered and written by one thread,
+//! so a slow disk or stdout never blocks a request; past a bound, lines are dropped and counted.
 
-use std::fmt::Write as _;
+use std::collections::HashMap;
 use std::io::Write as _;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use arc_swap::ArcSwap;
+use http::HeaderMap;
 use serde::Serialize;
+
+use super::access_format::{AccessFormat, LogInput};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum LogFormat {
@@ -48,6 +54,15 @@ pub struct AccessLogEntry {
     pub downstream_remote_address: Option<String>,
     pub requested_server_name: Option<String>,
     pub route_name: Option<String>,
+    /// `%REQ(:SCHEME)%`.
+    #[serde(skip)]
+    pub scheme: Option<String>,
+    /// The TCP peer, when the client address came from the PROXY header or `x-forwarded-for`.
+    #[serde(skip)]
+    pub downstream_direct_remote_address: Option<String>,
+    /// `%UPSTREAM_REQUEST_ATTEMPT_COUNT%`.
+    #[serde(skip)]
+    pub attempts: Option<u32>,
 }
 
 impl AccessLogEntry {
@@ -77,44 +92,10 @@ impl AccessLogEntry {
             downstream_remote_address: None,
             requested_server_name: None,
             route_name: None,
+            scheme: None,
+            downstream_direct_remote_address: None,
+            attempts: None,
         }
-    }
-
-    /// Envoy's text format; absent values print as `-`.
-    pub fn to_text(&self) -> String {
-        fn d(v: &Option<String>) -> &str {
-            v.as_deref().filter(|s| !s.is_empty()).unwrap_or("-")
-        }
-        let mut s = String::with_capacity(320);
-        let _ = write!(
-            s,
-            "[{}] \"{} {} {}\" {} {} {} {} \"{}\" {} {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" {} {} {} {} {} {}",
-            format_time(self.start_time),
-            d(&self.method),
-            d(&self.path),
-            d(&self.protocol),
-            self.response_code,
-            d(&self.response_flags),
-            d(&self.response_code_details),
-            d(&self.connection_termination_details),
-            d(&self.upstream_transport_failure_reason),
-            self.bytes_received,
-            self.bytes_sent,
-            self.duration,
-            self.upstream_service_time.map_or_else(|| "-".to_string(), |t| t.to_string()),
-            d(&self.x_forwarded_for),
-            d(&self.user_agent),
-            d(&self.request_id),
-            d(&self.authority),
-            d(&self.upstream_host),
-            d(&self.upstream_cluster),
-            d(&self.upstream_local_address),
-            d(&self.downstream_local_address),
-            d(&self.downstream_remote_address),
-            d(&self.requested_server_name),
-            d(&self.route_name),
-        );
-        s
     }
 }
 
@@ -125,7 +106,18 @@ fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error
 /// `2026-11-21T13:39:00.123Z`, as Envoy prints `%START_TIME%`.
 pub fn format_time(t: SystemTime) -> String {
     let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs() as i64;
+    let (year, month, day, rem) = civil(d.as_secs() as i64);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+/// Unix seconds → (year, month, day, seconds into the day), UTC.
+pub fn civil(secs: i64) -> (i64, i64, i64, i64) {
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Civil-from-days (Howard Hinnant's algorithm).
     let z = days + 719_468;
@@ -138,22 +130,78 @@ pub fn format_time(t: SystemTime) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = if month <= 2 { y + 1 } else { y };
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_millis()
-    )
+    (year, month, day, rem)
+}
+
+/// Where access-log lines go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum LogTarget {
+    Stdout,
+    File(PathBuf),
+}
+
+impl LogTarget {
+    /// `accessLogFile`: `""` is off, `/dev/stdout` is stdout, anything else a file.
+    pub fn from_mesh(path: &str) -> Option<LogTarget> {
+        match path {
+            "" => None,
+            "/dev/stdout" => Some(LogTarget::Stdout),
+            p => Some(LogTarget::File(PathBuf::from(p))),
+        }
+    }
+}
+
+/// What the access log does now: where (`None`: off) and in which format. Compiled per
+/// reload with the snapshot; handed to the sink with [`AccessLog::configure`].
+#[derive(Debug, Clone)]
+pub struct AccessLogSettings {
+    pub target: Option<Arc<LogTarget>>,
+    pub format: Arc<AccessFormat>,
+}
+
+impl AccessLogSettings {
+    /// Without a mesh file: stdout, Istio's text line or JSON object.
+    pub fn stdout(format: LogFormat) -> AccessLogSettings {
+        AccessLogSettings {
+            target: Some(Arc::new(LogTarget::Stdout)),
+            format: Arc::new(match format {
+                LogFormat::Text => AccessFormat::istio_text(),
+                LogFormat::Json => AccessFormat::istio_json(),
+            }),
+        }
+    }
+}
+
+/// Lines waiting for the writer, in order, each run with its target.
+#[derive(Default)]
+struct Pending {
+    target: Option<Arc<LogTarget>>,
+    buf: Vec<u8>,
+    earlier: Vec<(Arc<LogTarget>, Vec<u8>)>,
+    bytes: usize,
+}
+
+impl Pending {
+    fn take(&mut self) -> Vec<(Arc<LogTarget>, Vec<u8>)> {
+        let mut out = std::mem::take(&mut self.earlier);
+        if let Some(t) = &self.target {
+            if !self.buf.is_empty() {
+                out.push((t.clone(), std::mem::take(&mut self.buf)));
+            }
+        }
+        self.bytes = 0;
+        out
+    }
 }
 
 /// The access-log sink. Request workers append formatted lines to a shared buffer; a writer
-/// thread flushes it to stdout every [`FLUSH_INTERVAL`]. A worker never waits for stdout and
-/// never wakes another thread per line (that wake-up cost more than the line itself). If stdout
+/// thread writes it out every [`FLUSH_INTERVAL`]. A worker never waits for the disk and never
+/// wakes another thread per line (that wake-up cost more than the line itself). If the writer
 /// falls so far behind that the buffer passes [`MAX_BUFFER`], lines are dropped and counted.
 pub struct AccessLog {
-    format: LogFormat,
-    buffer: Arc<Mutex<Vec<u8>>>,
+    settings: ArcSwap<AccessLogSettings>,
+    pending: Arc<Mutex<Pending>>,
+    files: Arc<Mutex<Files>>,
     pub dropped: AtomicU64,
 }
 
@@ -162,55 +210,149 @@ const MAX_BUFFER: usize = 8 << 20;
 
 impl AccessLog {
     /// Starts the writer thread.
-    pub fn stdout(format: LogFormat) -> AccessLog {
-        let buffer: Arc<Mutex<Vec<u8>>> = Arc::new(Mutex::new(Vec::with_capacity(64 * 1024)));
-        let shared = buffer.clone();
+    pub fn start(settings: AccessLogSettings) -> AccessLog {
+        let pending: Arc<Mutex<Pending>> = Arc::default();
+        let files: Arc<Mutex<Files>> = Arc::default();
+        let (shared, out) = (pending.clone(), files.clone());
         std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || {
-                let mut spare = Vec::with_capacity(64 * 1024);
-                loop {
-                    std::thread::sleep(FLUSH_INTERVAL);
-                    {
-                        let mut b = shared.lock().unwrap_or_else(|e| e.into_inner());
-                        std::mem::swap(&mut *b, &mut spare);
-                    }
-                    if !spare.is_empty() {
-                        let mut out = std::io::stdout().lock();
-                        let _ = out.write_all(&spare);
-                        let _ = out.flush();
-                        spare.clear();
-                    }
+            .spawn(move || loop {
+                std::thread::sleep(FLUSH_INTERVAL);
+                let chunks = shared.lock().unwrap_or_else(|e| e.into_inner()).take();
+                if !chunks.is_empty() {
+                    out.lock().unwrap_or_else(|e| e.into_inner()).write(chunks);
                 }
             })
             .ok();
         AccessLog {
-            format,
-            buffer,
+            settings: ArcSwap::from_pointee(settings),
+            pending,
+            files,
             dropped: AtomicU64::new(0),
         }
     }
 
-    /// Writes out whatever is buffered (at exit, so no line of a drained request is lost).
-    pub fn flush(&self) {
-        let pending = std::mem::take(&mut *self.buffer.lock().unwrap_or_else(|e| e.into_inner()));
-        let mut out = std::io::stdout().lock();
-        let _ = out.write_all(&pending);
-        let _ = out.flush();
+    /// Without a mesh file: stdout in `format`.
+    pub fn stdout(format: LogFormat) -> AccessLog {
+        AccessLog::start(AccessLogSettings::stdout(format))
     }
 
+    /// Takes new settings (a reload); lines already buffered keep their target.
+    pub fn configure(&self, settings: AccessLogSettings) {
+        self.settings.store(Arc::new(settings));
+    }
+
+    /// Writes out whatever is buffered (at exit, so no line of a drained request is lost).
+    pub fn flush(&self) {
+        let chunks = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        self.files
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .write(chunks);
+    }
+
+    /// Logs an entry without headers (TCP connections, tunnels).
     pub fn log(&self, entry: &AccessLogEntry) {
-        let mut line = match self.format {
-            LogFormat::Text => entry.to_text(),
-            LogFormat::Json => serde_json::to_string(entry).unwrap_or_default(),
+        self.log_http(entry, None, None);
+    }
+
+    /// Logs an HTTP request; `%REQ(..)%` and `%RESP(..)%` read these headers.
+    pub fn log_http(
+        &self,
+        entry: &AccessLogEntry,
+        request: Option<&HeaderMap>,
+        response: Option<&HeaderMap>,
+    ) {
+        let settings = self.settings.load();
+        let Some(target) = &settings.target else {
+            return;
         };
+        let mut line = settings.format.render(&LogInput {
+            entry,
+            request,
+            response,
+        });
         line.push('\n');
-        let mut b = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
-        if b.len() + line.len() > MAX_BUFFER {
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if p.bytes + line.len() > MAX_BUFFER {
             self.dropped.fetch_add(1, Relaxed);
             return;
         }
-        b.extend_from_slice(line.as_bytes());
+        if !p.target.as_ref().is_some_and(|t| Arc::ptr_eq(t, target)) {
+            if let Some(old) = p.target.replace(target.clone()) {
+                let buf = std::mem::take(&mut p.buf);
+                if !buf.is_empty() {
+                    p.earlier.push((old, buf));
+                }
+            }
+        }
+        p.bytes += line.len();
+        p.buf.extend_from_slice(line.as_bytes());
+    }
+}
+
+/// Open log files, by path, with the identity of what was opened: a file renamed or removed
+/// under us (logrotate) is seen as a different (or missing) inode at that path, and reopened.
+#[derive(Default)]
+struct Files {
+    open: HashMap<PathBuf, (std::fs::File, (u64, u64))>,
+    /// Paths that failed to open, so the error is printed once, not per write-out.
+    failed: HashMap<PathBuf, String>,
+}
+
+impl Files {
+    fn write(&mut self, chunks: Vec<(Arc<LogTarget>, Vec<u8>)>) {
+        for (target, bytes) in chunks {
+            match &*target {
+                LogTarget::Stdout => {
+                    let mut out = std::io::stdout().lock();
+                    let _ = out.write_all(&bytes);
+                    let _ = out.flush();
+                }
+                LogTarget::File(path) => {
+                    if let Some(f) = self.file(path) {
+                        let _ = f.write_all(&bytes);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The open file for `path`, reopened if the path now names another file (or none).
+    fn file(&mut self, path: &PathBuf) -> Option<&mut std::fs::File> {
+        use std::os::unix::fs::MetadataExt;
+        let now = std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
+        let current = self.open.get(path).map(|(_, id)| *id);
+        if now.is_none() || now != current {
+            self.open.remove(path);
+            let opened = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .and_then(|f| {
+                    let m = f.metadata()?;
+                    Ok((f, (m.dev(), m.ino())))
+                });
+            match opened {
+                Ok(f) => {
+                    self.failed.remove(path);
+                    self.open.insert(path.clone(), f);
+                }
+                Err(e) => {
+                    let e = e.to_string();
+                    if self.failed.get(path) != Some(&e) {
+                        tracing::error!("cannot open the access log {}: {e}", path.display());
+                        self.failed.insert(path.clone(), e);
+                    }
+                    return None;
+                }
+            }
+        }
+        self.open.get_mut(path).map(|(f, _)| f)
     }
 }
 
@@ -226,20 +368,32 @@ mod tests {
     }
 
     #[test]
-    fn text_line_has_envoys_field_order_and_dashes() {
+    fn a_renamed_log_file_is_reopened_at_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        let log = AccessLog::start(AccessLogSettings {
+            target: Some(Arc::new(LogTarget::File(path.clone()))),
+            format: Arc::new(AccessFormat::text("%RESPONSE_CODE%").unwrap()),
+        });
         let mut e = AccessLogEntry::new(SystemTime::UNIX_EPOCH);
-        e.method = Some("GET".into());
-        e.path = Some("/status/418".into());
-        e.protocol = Some("HTTP/1.1".into());
-        e.response_code = 404;
-        e.response_flags = Some("NR".into());
-        e.response_code_details = Some("route_not_found".into());
-        e.duration = 3;
-        e.authority = Some("a.com".into());
+        e.response_code = 200;
+        log.log(&e);
+        log.flush();
+        std::fs::rename(&path, dir.path().join("access.log.1")).unwrap();
+        e.response_code = 201;
+        log.log(&e);
+        log.flush();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "201\n");
         assert_eq!(
-            e.to_text(),
-            "[1970-01-01T00:00:00.000Z] \"GET /status/418 HTTP/1.1\" 404 NR route_not_found - \"-\" 0 0 3 - \"-\" \"-\" \"-\" \"a.com\" \"-\" - - - - - -"
+            std::fs::read_to_string(dir.path().join("access.log.1")).unwrap(),
+            "200\n"
         );
+    }
+
+    #[test]
+    fn an_empty_access_log_file_turns_the_log_off() {
+        assert_eq!(LogTarget::from_mesh(""), None);
+        assert_eq!(LogTarget::from_mesh("/dev/stdout"), Some(LogTarget::Stdout));
     }
 
     #[test]

@@ -1,19 +1,28 @@
 //! Prometheus metrics named as Istio's standard metrics where one exists
-//! (`istio_requests_total`, `istio_request_duration_milliseconds`, `istio_tcp_*`), plus
-//! Portcullis' own (`portcullis_*`) for egress refusals, reloads, what the configuration being
-//! served leaves out, and upstream connection reuse.
+//! (`istio_requests_total`, `istio_request_duration_milliseconds`, `istio_tcp_*`), Envoy's
+//! cluster stats (`envoy_cluster_*`, from the per-cluster counters), plus Portcullis' own
+//! (`portcullis_*`) for egress refusals, reloads, what the configuration being served leaves
+//! out, and upstream connection reuse.
+//!
+//! Two sets, as in an istio-ingressgateway pod: the proxy's ([`Metrics::proxy_families`], what
+//! Envoy serves on 15090) and the agent's ([`Metrics::agent_families`], configuration reloads
+//! and what they left out: what istio-agent adds on 15020 about the config it feeds the proxy).
 
+use prometheus::proto::{MetricFamily, MetricType};
 use prometheus::{
     exponential_buckets, register_histogram_vec_with_registry,
     register_int_counter_vec_with_registry, register_int_gauge_vec_with_registry,
-    register_int_gauge_with_registry, Encoder, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
-    Registry, TextEncoder,
+    register_int_gauge_with_registry, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Registry,
 };
 
+use super::stats::family;
 use crate::upstream::StatsRegistry;
 
 pub struct Metrics {
+    /// The proxy's metrics (what Envoy exports).
     registry: Registry,
+    /// The agent's metrics: configuration reloads.
+    agent: Registry,
     pub requests: IntCounterVec,
     pub duration: HistogramVec,
     pub tcp_opened: IntCounterVec,
@@ -26,15 +35,16 @@ pub struct Metrics {
     resources_rejected: IntGaugeVec,
     parts_rejected: IntGauge,
     files_stale: IntGauge,
-    upstream: IntGaugeVec,
 }
 
 /// The kinds `portcullis_config_resources_rejected` always reports, 0 included.
-const SERVED_KINDS: [&str; 4] = [
+const SERVED_KINDS: [&str; 6] = [
     "Gateway",
     "VirtualService",
     "ServiceEntry",
     "DestinationRule",
+    "AuthorizationPolicy",
+    "RequestAuthentication",
 ];
 
 const REQUEST_LABELS: [&str; 6] = [
@@ -53,6 +63,7 @@ impl Metrics {
     )]
     pub fn new() -> Metrics {
         let registry = Registry::new();
+        let agent = Registry::new();
         // Registration can only fail on duplicate names, which this constructor never makes.
         let r = &registry;
         Metrics {
@@ -105,42 +116,36 @@ impl Metrics {
                 "portcullis_config_reloads_total",
                 "Configuration reloads by result",
                 &["result"],
-                r
+                &agent
             )
             .expect("metric names are unique"),
             config_generation: register_int_gauge_with_registry!(
                 "portcullis_config_generation",
                 "Generation of the configuration being served",
-                r
+                &agent
             )
             .expect("metric names are unique"),
             resources_rejected: register_int_gauge_vec_with_registry!(
                 "portcullis_config_resources_rejected",
                 "Resources the configuration being served leaves out because Istio's webhook would reject them (or they repeat a name, or are not valid YAML: kind Document), by kind",
                 &["kind"],
-                r
+                &agent
             )
             .expect("metric names are unique"),
             parts_rejected: register_int_gauge_with_registry!(
                 "portcullis_config_parts_rejected",
                 "Parts of resources the configuration being served leaves out: Gateway servers whose certificate does not load, routes and destinations that cannot be built",
-                r
+                &agent
             )
             .expect("metric names are unique"),
             files_stale: register_int_gauge_with_registry!(
                 "portcullis_config_files_stale",
-                "Config files served from their last good contents because the current file does not parse or cannot be read",
-                r
-            )
-            .expect("metric names are unique"),
-            upstream: register_int_gauge_vec_with_registry!(
-                "portcullis_upstream",
-                "Per-cluster upstream counters (requests, connections opened, TLS handshakes, reused requests, overflows)",
-                &["cluster", "counter"],
-                r
+                "Config files (and the mesh file) served from their last good contents because the current file does not parse or cannot be read",
+                &agent
             )
             .expect("metric names are unique"),
             registry,
+            agent,
         }
     }
 
@@ -165,28 +170,97 @@ impl Metrics {
         self.files_stale.set(stale_files as i64);
     }
 
-    /// The Prometheus text exposition, with per-cluster counters refreshed first.
-    pub fn render(&self, stats: &StatsRegistry) -> String {
-        for v in stats.views() {
-            for (name, value) in [
-                ("requests", v.requests),
-                ("active_requests", v.active_requests),
-                ("connections_opened", v.connections_opened),
-                ("connections_active", v.connections_active),
-                ("tls_handshakes", v.tls_handshakes),
-                ("reused_requests", v.reused_requests),
-                ("overflows", v.overflows),
-                ("connect_failures", v.connect_failures),
-            ] {
-                self.upstream
-                    .with_label_values(&[v.cluster.as_str(), name])
-                    .set(value as i64);
-            }
-        }
-        let mut buf = Vec::new();
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
-        String::from_utf8(buf).unwrap_or_default()
+    /// The proxy's metric families, Envoy's per-cluster stats computed from `stats` first.
+    pub fn proxy_families(&self, stats: &StatsRegistry) -> Vec<MetricFamily> {
+        let mut families = self.registry.gather();
+        families.extend(cluster_families(stats));
+        families
     }
+
+    /// The agent's metric families (configuration reloads and generation).
+    pub fn agent_families(&self) -> Vec<MetricFamily> {
+        self.agent.gather()
+    }
+}
+
+/// Envoy's cluster stats (`cluster.<name>.upstream_rq_total` ...) from the per-cluster counters,
+/// plus the requests that reused an upstream connection (Portcullis' own).
+fn cluster_families(stats: &StatsRegistry) -> Vec<MetricFamily> {
+    use crate::upstream::stats::ClusterStatsView as V;
+    type Field = fn(&V) -> u64;
+    const COUNTER: MetricType = MetricType::COUNTER;
+    const GAUGE: MetricType = MetricType::GAUGE;
+    let views = stats.views();
+    let fields: [(&str, &str, MetricType, Field); 9] = [
+        (
+            "envoy_cluster_upstream_rq_total",
+            "Requests sent to the cluster",
+            COUNTER,
+            |v| v.requests,
+        ),
+        (
+            "envoy_cluster_upstream_rq_active",
+            "Requests in flight",
+            GAUGE,
+            |v| v.active_requests,
+        ),
+        (
+            "envoy_cluster_upstream_rq_pending_overflow",
+            "Requests refused by a circuit breaker (UO)",
+            COUNTER,
+            |v| v.overflows,
+        ),
+        (
+            "envoy_cluster_upstream_cx_total",
+            "Upstream connections opened",
+            COUNTER,
+            |v| v.connections_opened,
+        ),
+        (
+            "envoy_cluster_upstream_cx_active",
+            "Upstream connections open",
+            GAUGE,
+            |v| v.connections_active,
+        ),
+        (
+            "envoy_cluster_upstream_cx_connect_fail",
+            "Upstream connection failures",
+            COUNTER,
+            |v| v.connect_failures,
+        ),
+        (
+            "envoy_cluster_ssl_handshake",
+            "TLS handshakes with the upstream",
+            COUNTER,
+            |v| v.tls_handshakes,
+        ),
+        (
+            "envoy_cluster_outlier_detection_ejections_enforced_total",
+            "Outlier ejections",
+            COUNTER,
+            |v| v.ejections,
+        ),
+        (
+            "portcullis_upstream_rq_reused_total",
+            "Requests served on a reused upstream connection",
+            COUNTER,
+            |v| v.reused_requests,
+        ),
+    ];
+    fields
+        .iter()
+        .filter(|_| !views.is_empty())
+        .map(|(name, help, kind, field)| {
+            family(
+                name,
+                help,
+                *kind,
+                views
+                    .iter()
+                    .map(|v| (vec![("cluster_name", v.cluster.clone())], field(v) as f64)),
+            )
+        })
+        .collect()
 }
 
 impl Default for Metrics {

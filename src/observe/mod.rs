@@ -1,4 +1,9 @@
-//! Observability: the access log and the metrics the runtime writes to.
+//! Observability: the access log (its formats in `access_format`), the metrics the runtime
+//! writes to, Envoy's stats views over them, and the diagnostics log with its live-adjustable
+//! levels.
 
+pub mod access_format;
 pub mod access_log;
+pub mod logging;
 pub mod metrics;
+pub mod stats;

@@ -1,7 +1,8 @@
-//! Reload: the pipeline from files on disk to a compiled snapshot (load, validate, isolate,
-//! compile: what `check` does, plus the compile for this instance), what changed, and the
-//! status the admin endpoint reports. `watch` says when to run it. Nothing here touches the
-//! running gateway: the composition root (`app`) hands a built snapshot to the runtime.
+//! Reload: the pipeline from files on disk to a compiled snapshot (mesh settings, load,
+//! validate, isolate, compile: what `check` does, plus the compile for this instance), what
+//! changed, and the status the admin endpoint reports. `watch` says when to run it. Nothing
+//! here touches the running gateway: the composition root (`app`) hands a built snapshot to the
+//! runtime.
 
 pub mod pipeline;
 pub mod watch;
@@ -12,9 +13,12 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
+use crate::compile::mesh::{MeshOverrides, MeshSettings};
 use crate::compile::Instance;
 use crate::config::diag::Diagnostics;
 use crate::config::load::Resources;
+use crate::config::mesh::validate::validate_mesh;
+use crate::config::mesh::{load_mesh, MeshFile};
 use crate::upstream::StatsRegistry;
 pub use pipeline::{LeftOut, Loaded, Pipeline, Rejected};
 
@@ -23,9 +27,46 @@ pub use pipeline::{LeftOut, Loaded, Pipeline, Rejected};
 pub struct ConfigSource {
     pub config_dir: PathBuf,
     pub instance: Instance,
+    /// `--mesh`: Istio's mesh config, read (and watched) with the config directory.
+    pub mesh_file: Option<PathBuf>,
+    /// Flags that win over the mesh file.
+    pub overrides: MeshOverrides,
     /// `run --strict`: refuse the whole configuration on any error (start-up fails, a reload
     /// keeps the generation being served) instead of leaving out what is wrong.
     pub strict: bool,
+}
+
+impl ConfigSource {
+    /// A source without a mesh file, not strict.
+    pub fn new(config_dir: PathBuf, instance: Instance) -> ConfigSource {
+        ConfigSource {
+            config_dir,
+            instance,
+            mesh_file: None,
+            overrides: MeshOverrides::default(),
+            strict: false,
+        }
+    }
+}
+
+/// Reads, validates and compiles `--mesh` (if given). Errors mean no settings: the caller keeps
+/// the last good ones.
+pub fn load_mesh_settings(
+    source: &ConfigSource,
+) -> (Option<MeshSettings>, Option<MeshFile>, Diagnostics) {
+    let Some(path) = &source.mesh_file else {
+        let (s, _) = MeshSettings::compile(None, &source.overrides);
+        return (Some(s), None, Diagnostics::default());
+    };
+    let (mesh, mut diags) = load_mesh(path);
+    let Some(mesh) = mesh else {
+        return (None, None, diags);
+    };
+    diags.0.extend(validate_mesh(&mesh));
+    let (settings, compile_diags) = MeshSettings::compile(Some(&mesh), &source.overrides);
+    diags.0.extend(compile_diags);
+    let ok = !diags.has_errors();
+    (ok.then_some(settings), Some(mesh), diags)
 }
 
 /// Load, validate and compile once (see [`Pipeline`]).
@@ -48,9 +89,14 @@ pub fn load_and_compile_cached(
 }
 
 /// A short hash of every loaded file's path and content (the last good contents of a file that
-/// does not parse).
-pub fn files_hash(resources: &Resources) -> String {
+/// does not parse), and the mesh file's.
+pub fn files_hash(resources: &Resources, mesh: Option<&str>) -> String {
     let mut h = openssl::sha::Sha256::new();
+    if let Some(text) = mesh {
+        h.update(b"mesh\0");
+        h.update(text.as_bytes());
+        h.update(&[0]);
+    }
     for f in &resources.files {
         h.update(f.display.as_bytes());
         h.update(&[0]);
@@ -77,6 +123,12 @@ pub(crate) fn fingerprints(resources: &Resources) -> BTreeMap<String, u64> {
     }
     for r in &resources.destination_rules {
         add("DestinationRule", r.key(), r.spec_hash);
+    }
+    for r in &resources.authorization_policies {
+        add("AuthorizationPolicy", r.key(), r.spec_hash);
+    }
+    for r in &resources.request_authentications {
+        add("RequestAuthentication", r.key(), r.spec_hash);
     }
     out
 }

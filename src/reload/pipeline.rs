@@ -5,7 +5,9 @@
 //! - A document the webhook rejects is left out. On a reload, the resource's last accepted
 //!   version keeps serving (a failed `kubectl apply` leaves the old object in place); at
 //!   start-up there is none.
-//! - A file that no longer parses keeps its last good contents (`config::load::ParseCache`).
+//! - A file that no longer parses keeps its last good contents (`config::load::ParseCache`);
+//!   so does the mesh file (`--mesh`): a broken one keeps the last good mesh settings, and at
+//!   start-up, with none, it refuses the configuration.
 //! - Compile leaves out the parts it cannot build (a Gateway server whose certificate does not
 //!   load, a destination whose cluster cannot be built) and serves the rest.
 //! - Only a problem with the configuration as a whole refuses it (an unreadable directory, a
@@ -17,8 +19,9 @@ use std::sync::Arc;
 use serde::Serialize;
 use tracing::{error, info, warn};
 
-use super::{files_hash, fingerprints, ConfigSource};
-use crate::compile::{compile, Snapshot};
+use super::{files_hash, fingerprints, load_mesh_settings, ConfigSource};
+use crate::compile::mesh::MeshSettings;
+use crate::compile::{compile, Instance, Snapshot};
 use crate::config::diag::{Diagnostic, Diagnostics, Scope, Severity};
 use crate::config::load::{ParseCache, Resource, Resources, StaleFile};
 use crate::config::validate::{admitted, analyze, webhook, Target};
@@ -120,11 +123,53 @@ impl Rejected {
 }
 
 /// Keeps what a reload needs from the previous load: the parse of every file (and the last good
-/// contents of each) and the last accepted version of every resource.
+/// contents of each), the last accepted version of every resource and the last good mesh
+/// settings.
 #[derive(Debug, Default)]
 pub struct Pipeline {
     cache: ParseCache,
     accepted: Resources,
+    mesh: Option<GoodMesh>,
+}
+
+/// Mesh settings that compiled, and the text of the mesh file they came from (if any).
+#[derive(Debug, Clone)]
+struct GoodMesh {
+    settings: MeshSettings,
+    text: Option<String>,
+}
+
+impl GoodMesh {
+    /// `source.instance` with what the mesh settings decide for it: the outbound traffic
+    /// policy (unless a flag set it) and the security settings.
+    fn instance(&self, source: &ConfigSource) -> Instance {
+        let mut instance = source.instance.clone();
+        if source.overrides.outbound_policy.is_none() {
+            if let Some(policy) = self.settings.outbound_policy {
+                instance.outbound_policy = policy;
+            }
+        }
+        instance.security.apply_mesh(&self.settings);
+        instance
+    }
+
+    /// The mesh file's entry in [`fingerprints`] (what a reload changed).
+    fn fingerprint(&self) -> Option<(String, u64)> {
+        use std::hash::{Hash, Hasher};
+        let text = self.text.as_ref()?;
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        text.hash(&mut h);
+        Some(("MeshConfig mesh".into(), h.finish()))
+    }
+}
+
+/// The mesh settings one load compiles with, and the mesh file's diagnostics.
+struct MeshLoad {
+    /// None: the mesh file is broken and there are no last good settings (start-up).
+    good: Option<GoodMesh>,
+    diags: Diagnostics,
+    /// The mesh file, when it is served from its last good contents.
+    stale: Option<StaleFile>,
 }
 
 /// `(kind, namespace, name)` of a resource.
@@ -146,12 +191,17 @@ impl Pipeline {
         stats: &StatsRegistry,
     ) -> Result<Loaded, Diagnostics> {
         let (resources, mut diags) = self.cache.load_dir(&source.config_dir);
+        let mesh = self.mesh(source);
         let refuse = |mut diags: Diagnostics| {
+            diags.0.extend(mesh.diags.0.iter().cloned());
             diags.sort();
             diags.dedup();
             Err(diags)
         };
-        if refused(&diags, false) {
+        let Some(good_mesh) = mesh.good.clone() else {
+            return refuse(diags);
+        };
+        if refused(&diags, false) || refused(&mesh.diags, source.strict) {
             return refuse(diags);
         }
         diags.0.extend(webhook(&resources));
@@ -164,7 +214,7 @@ impl Pipeline {
         if refused(&diags, source.strict) {
             return refuse(diags);
         }
-        let (snapshot, compiled) = match compile(&kept, &source.instance, stats) {
+        let (mut snapshot, compiled) = match compile(&kept, &good_mesh.instance(source), stats) {
             Ok(c) => c,
             Err(e) => {
                 diags.0.extend(e.0);
@@ -175,18 +225,70 @@ impl Pipeline {
         if refused(&diags, source.strict) {
             return refuse(diags);
         }
+        snapshot.mesh = Arc::new(good_mesh.settings.clone());
         diags.sort();
         diags.dedup();
-        let left_out = left_out(&diags, &restored, self.cache.stale.clone());
+        let mut left_out = left_out(&diags, &restored, self.cache.stale.clone());
+        left_out.stale_files.extend(mesh.stale);
+        // The mesh file's errors leave out nothing but its new contents (`stale_files`).
+        diags.0.extend(mesh.diags.0);
+        diags.sort();
+        let mut fingerprints = fingerprints(&kept);
+        fingerprints.extend(good_mesh.fingerprint());
         let loaded = Loaded {
             snapshot,
             diagnostics: diags,
             left_out,
-            files_hash: files_hash(&kept),
-            fingerprints: fingerprints(&kept),
+            files_hash: files_hash(&kept, good_mesh.text.as_deref()),
+            fingerprints,
         };
         self.accepted = kept;
+        self.mesh = Some(good_mesh);
         Ok(loaded)
+    }
+
+    /// Reads `--mesh` (see [`load_mesh_settings`]). A broken mesh file keeps the last good
+    /// settings, as a config file that stops parsing keeps its last good contents; without
+    /// any (start-up) its errors refuse the configuration.
+    fn mesh(&self, source: &ConfigSource) -> MeshLoad {
+        let (settings, file, mut diags) = load_mesh_settings(source);
+        if let Some(settings) = settings {
+            let text = file.map(|m| m.origin.file.text.clone());
+            return MeshLoad {
+                good: Some(GoodMesh { settings, text }),
+                diags,
+                stale: None,
+            };
+        }
+        let path = source
+            .mesh_file
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let Some(last) = self.mesh.clone() else {
+            for d in &mut diags.0 {
+                d.scope = Scope::Config;
+            }
+            return MeshLoad {
+                good: None,
+                diags,
+                stale: None,
+            };
+        };
+        diags.0.push(Diagnostic {
+            severity: Severity::Warning,
+            ..Diagnostic::config_error(format!(
+                "{path}: the last good mesh settings keep serving until the mesh file is valid again"
+            ))
+        });
+        MeshLoad {
+            good: Some(last),
+            diags,
+            stale: Some(StaleFile {
+                file: path,
+                resources: 1,
+            }),
+        }
     }
 }
 
@@ -245,6 +347,18 @@ fn restore(kept: &mut Resources, accepted: &Resources, diags: &Diagnostics) -> H
     put_back(
         &mut kept.destination_rules,
         &accepted.destination_rules,
+        &rejected,
+        &mut restored,
+    );
+    put_back(
+        &mut kept.authorization_policies,
+        &accepted.authorization_policies,
+        &rejected,
+        &mut restored,
+    );
+    put_back(
+        &mut kept.request_authentications,
+        &accepted.request_authentications,
         &rejected,
         &mut restored,
     );
@@ -311,9 +425,8 @@ mod tests {
 
     fn source(dir: &std::path::Path, strict: bool) -> ConfigSource {
         ConfigSource {
-            config_dir: dir.to_path_buf(),
-            instance: Instance::default(),
             strict,
+            ..ConfigSource::new(dir.to_path_buf(), Instance::default())
         }
     }
 

@@ -76,19 +76,19 @@ struct Watching {
     /// What each directory resolved to when the watches were made.
     resolved: Vec<Option<PathBuf>>,
     mode: WatchMode,
-    _watcher: Option<Box<dyn Watcher + Send>>,
+    _watchers: Vec<Box<dyn Watcher + Send>>,
 }
 
 impl Watching {
     fn start(dirs: Vec<PathBuf>, tx: mpsc::Sender<&'static str>, mode: WatchMode) -> Watching {
         let resolved = dirs.iter().map(|d| std::fs::canonicalize(d).ok()).collect();
-        let watcher = start_watcher(&dirs, tx.clone(), mode == WatchMode::Poll);
+        let watchers = start_watcher(&dirs, tx.clone(), mode == WatchMode::Poll);
         Watching {
             dirs,
             tx,
             resolved,
             mode,
-            _watcher: watcher,
+            _watchers: watchers,
         }
     }
 
@@ -101,7 +101,7 @@ impl Watching {
             .collect();
         if now != self.resolved {
             info!(dirs = ?self.dirs, "a watched directory was replaced; watching the new one");
-            self._watcher = None;
+            self._watchers.clear();
             *self = Watching::start(std::mem::take(&mut self.dirs), self.tx.clone(), self.mode);
         }
     }
@@ -148,7 +148,7 @@ fn start_watcher(
     dirs: &[PathBuf],
     tx: mpsc::Sender<&'static str>,
     force_poll: bool,
-) -> Option<Box<dyn Watcher + Send>> {
+) -> Vec<Box<dyn Watcher + Send>> {
     let mut recursive = Vec::new();
     let mut parents = Vec::new();
     for d in dirs {
@@ -171,10 +171,13 @@ fn start_watcher(
             }
         }
     };
-    let watch_all = |w: &mut dyn Watcher| -> notify::Result<()> {
+    let watch_dirs = |w: &mut dyn Watcher| -> notify::Result<()> {
         for d in &recursive {
             w.watch(d, RecursiveMode::Recursive)?;
         }
+        Ok(())
+    };
+    let watch_parents = |w: &mut dyn Watcher| -> notify::Result<()> {
         for p in &parents {
             w.watch(p, RecursiveMode::NonRecursive)?;
         }
@@ -186,14 +189,15 @@ fn start_watcher(
         ))
     } else {
         notify::recommended_watcher(handler).and_then(|mut w| {
-            watch_all(&mut w)?;
+            watch_dirs(&mut w)?;
+            watch_parents(&mut w)?;
             Ok(w)
         })
     };
     match attempt {
         Ok(w) => {
             info!(dirs = ?recursive, "watching for changes");
-            Some(Box::new(w))
+            vec![Box::new(w)]
         }
         Err(e) => {
             warn!(
@@ -206,18 +210,31 @@ fn start_watcher(
                     let _ = tx.try_send("file change (poll)");
                 }
             };
-            // Contents are compared too: modification times are only compared to the second.
-            let config = notify::Config::default()
-                .with_poll_interval(POLL_INTERVAL)
-                .with_compare_contents(true);
-            let mut poll = notify::PollWatcher::new(handler, config).ok()?;
-            if let Err(e) = watch_all(&mut poll) {
+            // The watched directories' contents are compared too (modification times are only
+            // compared to the second); their parents are only listed, never read: a parent
+            // such as /tmp or /etc may hold anything.
+            let poll = |compare_contents: bool| {
+                let config = notify::Config::default()
+                    .with_poll_interval(POLL_INTERVAL)
+                    .with_compare_contents(compare_contents);
+                notify::PollWatcher::new(handler.clone(), config).ok()
+            };
+            let (Some(mut dirs_poll), Some(mut parents_poll)) = (poll(true), poll(false)) else {
+                error!(
+                    "cannot poll {}; changes will only apply on SIGHUP",
+                    display_dirs(&recursive)
+                );
+                return Vec::new();
+            };
+            if let Err(e) =
+                watch_dirs(&mut dirs_poll).and_then(|()| watch_parents(&mut parents_poll))
+            {
                 error!(
                     "cannot poll {}: {e}; changes will only apply on SIGHUP",
                     display_dirs(&recursive)
                 );
             }
-            Some(Box::new(poll))
+            vec![Box::new(dirs_poll), Box::new(parents_poll)]
         }
     }
 }

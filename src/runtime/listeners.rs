@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,8 +16,10 @@ use pingora::protocols::{GetSocketDigest, SocketDigest, Stream};
 use pingora_proxy::HttpProxy;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
+use super::http1::{self, Peer};
+use super::overload::Overload;
 use super::proxy::Edge;
 use super::tunnel::{self, ConnInfo};
 use super::State;
@@ -26,17 +28,36 @@ use crate::compile::{Role, Snapshot};
 use crate::tls::client_hello::{peek_client_hello, Parse, MAX_CLIENT_HELLO};
 use crate::tls::server::ChainHandshake;
 
-/// How long a client may take to send its first bytes (ClientHello, or the CONNECT line).
+/// How long a client may take to send its first bytes (ClientHello, request line) when
+/// `--request-headers-timeout` is off.
 const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(30);
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 struct Running {
     accept: tokio::task::JoinHandle<()>,
-    /// `true` tells connections to finish their current request and close (Pingora's
-    /// shutdown watch: no more keep-alive, h2 GOAWAY).
+    /// `true` tells connections to close after their current request (Pingora's shutdown
+    /// watch: HTTP/1 `Connection: close`, HTTP/2 GOAWAY); the listener keeps accepting.
     drain: watch::Sender<bool>,
-    /// `true` ends whatever is still open after the drain timeout.
+    /// `true` closes idle keep-alive connections (the listener stopped accepting).
+    close_idle: watch::Sender<bool>,
+    /// `true` ends whatever is still open after the termination drain.
     kill: watch::Sender<bool>,
+    stats: Arc<ListenerStats>,
+}
+
+/// Envoy's per-listener connection stats (`listener.<address>.downstream_cx_*`).
+#[derive(Debug, Default)]
+pub struct ListenerStats {
+    /// Open connections (also what `--max-connections-per-listener` caps).
+    pub active: Arc<AtomicUsize>,
+    pub total: AtomicU64,
+}
+
+/// The signals a connection of a listener watches (see [`Running`]).
+#[derive(Clone)]
+struct Signals {
+    drain: watch::Receiver<bool>,
+    close_idle: watch::Receiver<bool>,
 }
 
 /// A listener address that cannot be bound (in use, not local, no permission).
@@ -59,15 +80,10 @@ pub struct Listeners {
     running: Mutex<BTreeMap<SocketAddr, Running>>,
     /// Open downstream connections, across all listeners.
     pub connections: Arc<AtomicUsize>,
-}
-
-/// Decrements the connection count when a connection task ends.
-struct ConnectionGuard(Arc<AtomicUsize>);
-
-impl Drop for ConnectionGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Relaxed);
-    }
+    /// A drain started: listeners started from now on drain from their first connection.
+    draining: AtomicBool,
+    /// The listeners were stopped for good: a reload starts no new ones.
+    stopped: AtomicBool,
 }
 
 /// Binds a listening socket. `reuse_port` (the Gateway listeners) lets a reload bind a server's
@@ -110,10 +126,12 @@ async fn until_true(mut rx: watch::Receiver<bool>) {
 impl Listeners {
     pub fn new(state: Arc<State>, http: Arc<HttpProxy<Edge>>) -> Self {
         Listeners {
+            connections: state.overload.connection_counter(),
             state,
             http,
             running: Mutex::new(BTreeMap::new()),
-            connections: Arc::new(AtomicUsize::new(0)),
+            draining: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
         }
     }
 
@@ -123,7 +141,7 @@ impl Listeners {
         let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         let mut bound = Vec::new();
         for addr in snapshot.listeners.keys() {
-            if running.contains_key(addr) {
+            if running.contains_key(addr) || self.stopped.load(Relaxed) {
                 continue;
             }
             match bind(*addr, true) {
@@ -155,16 +173,21 @@ impl Listeners {
         for addr in removed {
             if let Some(r) = running.remove(&addr) {
                 info!(%addr, "listener removed; draining its connections");
-                self.stop(r, self.state.options.drain_timeout);
+                self.stop(r, self.termination_grace());
             }
         }
     }
 
-    /// Stops accepting; idle keep-alive connections close at once (see [`serve_h1`]), busy
+    fn termination_grace(&self) -> Duration {
+        self.state.drain.settings().termination_drain_duration
+    }
+
+    /// Stops accepting; idle keep-alive connections close at once (see [`http1::serve`]), busy
     /// ones after their current request, and whatever is left after `grace`.
     fn stop(&self, r: Running, grace: Duration) {
         r.accept.abort();
         let _ = r.drain.send(true);
+        let _ = r.close_idle.send(true);
         let kill = r.kill;
         tokio::spawn(async move {
             tokio::time::sleep(grace).await;
@@ -172,17 +195,37 @@ impl Listeners {
         });
     }
 
-    /// Stops accepting everywhere and asks every connection to finish (SIGTERM).
+    /// Starts a graceful drain: every listener keeps accepting, but each connection closes
+    /// after its current request (HTTP/1 `Connection: close`, HTTP/2 GOAWAY), and so do the
+    /// connections accepted from now on. Idle keep-alive connections stay open until their
+    /// next request (answered with `Connection: close`) or [`shutdown`](Self::shutdown).
+    pub fn start_drain(&self) {
+        self.draining.store(true, Relaxed);
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        for r in running.values() {
+            let _ = r.drain.send(true);
+        }
+    }
+
+    /// Stops accepting everywhere, for good, and asks every connection to finish (SIGTERM,
+    /// the end of a drain); whatever is open after the termination drain is closed.
     pub async fn shutdown(&self) {
+        self.stopped.store(true, Relaxed);
         let all: Vec<Running> = {
             let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
             std::mem::take(&mut *running).into_values().collect()
         };
         for r in all {
-            self.stop(r, self.state.options.drain_timeout);
+            self.stop(r, self.termination_grace());
         }
         // Wakes anything still parked in Pingora's own keep-alive wait.
         self.http.cleanup().await;
+    }
+
+    /// Each listener's address and connection stats.
+    pub fn stats(&self) -> Vec<(SocketAddr, Arc<ListenerStats>)> {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        running.iter().map(|(a, r)| (*a, r.stats.clone())).collect()
     }
 
     pub fn addresses(&self) -> Vec<SocketAddr> {
@@ -196,43 +239,115 @@ impl Listeners {
 
     fn start(&self, addr: SocketAddr, listener: TcpListener) -> Running {
         let (drain, drain_rx) = watch::channel(false);
+        let (close_idle, close_idle_rx) = watch::channel(false);
         let (kill, kill_rx) = watch::channel(false);
+        let signals = Signals {
+            drain: drain_rx,
+            close_idle: close_idle_rx,
+        };
+        if self.draining.load(Relaxed) {
+            // Sent rather than the initial value: Pingora's HTTP/2 loop waits for a change.
+            let _ = drain.send(true);
+        }
+        let stats = Arc::new(ListenerStats::default());
         let state = self.state.clone();
         let http = self.http.clone();
-        let connections = self.connections.clone();
+        let counted = stats.clone();
         let accept = tokio::spawn(async move {
             loop {
                 let (tcp, client) = match listener.accept().await {
                     Ok(v) => v,
                     Err(e) => {
-                        // EMFILE and friends: back off instead of spinning.
-                        warn!(%addr, "accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        // EMFILE and friends: back off instead of spinning, log sparingly.
+                        state.overload.accept_failed(addr, &e);
+                        tokio::time::sleep(Overload::accept_backoff()).await;
                         continue;
                     }
                 };
-                connections.fetch_add(1, Relaxed);
-                let guard = ConnectionGuard(connections.clone());
-                let (state, http, drain, kill) = (
+                let slot = match state.overload.admit(&counted.active) {
+                    Ok(slot) => slot,
+                    Err(refusal) => {
+                        debug!(%client, %addr, "connection closed at accept: {refusal}");
+                        continue;
+                    }
+                };
+                counted.total.fetch_add(1, Relaxed);
+                let (state, http, signals, kill) = (
                     state.clone(),
                     http.clone(),
-                    drain_rx.clone(),
+                    signals.clone(),
                     kill_rx.clone(),
                 );
                 tokio::spawn(async move {
-                    let _guard = guard;
-                    tokio::select! {
-                        _ = serve(state, http, addr, tcp, client, drain) => {}
-                        _ = until_true(kill) => debug!(%client, "connection closed after the drain timeout"),
-                    }
+                    let _slot = slot;
+                    serve_for_at_most(state, http, addr, tcp, client, signals, kill).await;
                 });
             }
         });
         Running {
             accept,
             drain,
+            close_idle,
             kill,
+            stats,
         }
+    }
+}
+
+/// Serves a connection until it ends, or until `kill`; with a max connection duration (Envoy
+/// `max_connection_duration`) the connection drains when it is reached (HTTP/1
+/// `Connection: close`, HTTP/2 GOAWAY, idle keep-alive closed) and is closed a termination
+/// drain later.
+async fn serve_for_at_most(
+    state: Arc<State>,
+    http: Arc<HttpProxy<Edge>>,
+    addr: SocketAddr,
+    tcp: TcpStream,
+    client: SocketAddr,
+    signals: Signals,
+    kill: watch::Receiver<bool>,
+) {
+    let Some(max) = state.options.limits.max_connection_duration else {
+        tokio::select! {
+            _ = serve(state.clone(), http, addr, tcp, client, signals) => {}
+            _ = until_true(kill) => debug!(%client, "connection closed after the drain timeout"),
+        }
+        return;
+    };
+    // This connection's own signals: the listener's, passed on, or its lifetime running out.
+    let (drain_tx, drain_rx) = watch::channel(*signals.drain.borrow());
+    let (idle_tx, idle_rx) = watch::channel(*signals.close_idle.borrow());
+    let grace = state.drain.settings().termination_drain_duration;
+    let Signals {
+        mut drain,
+        mut close_idle,
+    } = signals;
+    let lifetime = async move {
+        let expired = tokio::time::sleep(max);
+        tokio::pin!(expired);
+        tokio::select! {
+            _ = &mut expired => debug!(%client, "max connection duration reached; draining"),
+            _ = until_true_ref(&mut drain) => {
+                // The listener drains: so does this connection, until the listener stops.
+                let _ = drain_tx.send(true);
+                tokio::select! {
+                    _ = &mut expired => debug!(%client, "max connection duration reached; draining"),
+                    _ = until_true_ref(&mut close_idle) => {}
+                }
+            }
+        }
+        let _ = drain_tx.send(true);
+        let _ = idle_tx.send(true);
+        tokio::time::sleep(grace).await;
+    };
+    let mine = Signals {
+        drain: drain_rx,
+        close_idle: idle_rx,
+    };
+    tokio::select! {
+        _ = serve(state.clone(), http, addr, tcp, client, mine) => {}
+        _ = lifetime => debug!(%client, "connection closed after its drain"),
+        _ = until_true(kill) => debug!(%client, "connection closed after the drain timeout"),
     }
 }
 
@@ -242,18 +357,25 @@ async fn serve(
     addr: SocketAddr,
     tcp: TcpStream,
     client: SocketAddr,
-    drain: watch::Receiver<bool>,
+    signals: Signals,
 ) {
+    let Signals { drain, close_idle } = signals;
     let snapshot = state.snapshot.load_full();
     let Some(listener) = snapshot.listeners.get(&addr).cloned() else {
         return;
     };
     let local = tcp.local_addr().unwrap_or(addr);
+    // The first request head's deadline runs from here (its first bytes included).
+    let accepted = std::time::Instant::now();
+    let first_bytes = (state.options.limits.request_headers_timeout).unwrap_or(FIRST_BYTES_TIMEOUT);
     let mut stream = pingora_stream(tcp);
+    let Some(client) = proxy_protocol_peer(&snapshot, &mut stream, client).await else {
+        return;
+    };
     match &listener.kind {
         ListenerKind::Http { .. } => {
             if snapshot.instance.role == Role::Egress {
-                match starts_with_connect(&mut stream).await {
+                match starts_with_connect(&mut stream, first_bytes).await {
                     Some(true) => {
                         tunnel::connect::connect_tunnel(
                             state,
@@ -267,9 +389,17 @@ async fn serve(
                     None => return,
                 }
             }
-            match h2c_preface(&mut stream).await {
-                Some(true) => serve_http(&http, Box::new(stream), &drain).await,
-                Some(false) => serve_h1(&http, Box::new(stream), &drain).await,
+            let peer = Peer {
+                client,
+                local,
+                accepted,
+            };
+            match h2c_preface(&mut stream, first_bytes).await {
+                Some(true) => serve_http(&http, Box::new(stream), &goaway_watch(&drain)).await,
+                Some(false) => {
+                    let stream = Box::new(stream);
+                    http1::serve(&state, &http, stream, peer, &drain, &close_idle).await
+                }
                 None => {}
             }
         }
@@ -281,7 +411,7 @@ async fn serve(
         ListenerKind::Tls(chains) => {
             let mut hello = Vec::new();
             let parsed = tokio::time::timeout(
-                FIRST_BYTES_TIMEOUT,
+                first_bytes,
                 peek_client_hello(&mut stream, &mut hello, MAX_CLIENT_HELLO),
             )
             .await;
@@ -326,9 +456,15 @@ async fn serve(
                             use pingora::protocols::{Ssl, ALPN};
                             let h2 = matches!(tls_stream.selected_alpn_proto(), Some(ALPN::H2));
                             if h2 {
-                                serve_http(&http, Box::new(tls_stream), &drain).await
+                                serve_http(&http, Box::new(tls_stream), &goaway_watch(&drain)).await
                             } else {
-                                serve_h1(&http, Box::new(tls_stream), &drain).await
+                                let peer = Peer {
+                                    client,
+                                    local,
+                                    accepted,
+                                };
+                                let stream = Box::new(tls_stream);
+                                http1::serve(&state, &http, stream, peer, &drain, &close_idle).await
                             }
                         }
                         Ok(Err(e)) => debug!(%client, sni = ?sni, "TLS handshake failed: {e}"),
@@ -355,6 +491,25 @@ async fn serve(
     }
 }
 
+/// With `gatewayTopology.proxyProtocol`, the PROXY header's source is the client (see
+/// `proxy_protocol`); a connection without a valid header is closed (`None`), as Envoy does.
+async fn proxy_protocol_peer(
+    snapshot: &Snapshot,
+    stream: &mut L4Stream,
+    peer: SocketAddr,
+) -> Option<SocketAddr> {
+    if !snapshot.mesh.topology.proxy_protocol {
+        return Some(peer);
+    }
+    match super::proxy_protocol::accept(stream).await {
+        Ok(source) => Some(source.unwrap_or(peer)),
+        Err(e) => {
+            debug!(%peer, "connection refused: {e}");
+            None
+        }
+    }
+}
+
 /// A connection whose protocol Pingora decides: TLS by ALPN, or h2c after the preface.
 async fn serve_http(http: &Arc<HttpProxy<Edge>>, stream: Stream, drain: &watch::Receiver<bool>) {
     let mut next = http.process_new(stream, drain).await;
@@ -363,46 +518,26 @@ async fn serve_http(http: &Arc<HttpProxy<Edge>>, stream: Stream, drain: &watch::
     }
 }
 
-/// A connection known to be HTTP/1.x, plain or TLS. Pingora's own h2c detection would read
-/// exactly the 24-byte preface first, which never completes for a shorter request
-/// (`GET / HTTP/1.0\r\n\r\n` waited forever), so [`h2c_preface`] classifies plain
-/// connections and this runs Pingora's HTTP/1 keep-alive loop directly. Between requests it
-/// waits for the next request itself: when the listener is removed (or the process shuts
-/// down) an idle keep-alive connection is closed at once instead of waiting for its timeout.
-async fn serve_h1(http: &Arc<HttpProxy<Edge>>, stream: Stream, drain: &watch::Receiver<bool>) {
-    use pingora::apps::{HttpPersistentSettings, HttpServerApp};
-    use pingora::protocols::http::ServerSession;
-    use tokio::io::AsyncReadExt;
-    let mut session = ServerSession::new_http1(stream);
-    session.set_keepalive(if *drain.borrow() {
-        None
-    } else {
-        Some(KEEPALIVE.as_secs())
-    });
-    let mut result = http.process_new_http(session, drain).await;
-    while let Some((mut stream, settings)) = result.map(|r| r.consume()) {
-        let mut first = [0u8; 2048];
-        let mut drained = drain.clone();
-        let read = tokio::select! {
-            r = tokio::time::timeout(KEEPALIVE, stream.read(&mut first)) => r,
-            _ = until_true_ref(&mut drained) => return,
-        };
-        let n = match read {
-            Ok(Ok(n)) if n > 0 => n,
-            _ => return, // closed by the client, an error, or the keep-alive timeout
-        };
-        let mut session = ServerSession::new_http1(stream);
-        let mut settings =
-            settings.unwrap_or_else(|| HttpPersistentSettings::for_session(&session));
-        // The bytes read while waiting start the next request.
-        settings.set_pipelined_prefix(bytes::BytesMut::from(&first[..n]));
-        settings.apply_to_session(&mut session);
-        result = http.process_new_http(session, drain).await;
-    }
-}
+/// Envoy sends a draining HTTP/2 connection its GOAWAY with a response, never before a
+/// request (`ConnectionManagerImpl` on `drainClose()`); Pingora sends it the moment the
+/// connection starts, which refuses the first request of a client that reads the server's
+/// frames before it writes. So an HTTP/2 connection accepted during a drain gets its GOAWAY
+/// this long after it starts.
+const NEW_CONNECTION_GOAWAY_DELAY: Duration = Duration::from_secs(1);
 
-/// How long an idle HTTP/1 keep-alive connection is kept (Pingora's default).
-const KEEPALIVE: Duration = Duration::from_secs(60);
+/// The drain watch for Pingora's HTTP/2 loop: `drain` itself, or for a connection accepted
+/// while draining, one that turns true after [`NEW_CONNECTION_GOAWAY_DELAY`].
+fn goaway_watch(drain: &watch::Receiver<bool>) -> watch::Receiver<bool> {
+    if !*drain.borrow() {
+        return drain.clone();
+    }
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        tokio::time::sleep(NEW_CONNECTION_GOAWAY_DELAY).await;
+        let _ = tx.send(true);
+    });
+    rx
+}
 
 async fn until_true_ref(rx: &mut watch::Receiver<bool>) {
     while !*rx.borrow_and_update() {
@@ -414,14 +549,14 @@ async fn until_true_ref(rx: &mut watch::Receiver<bool>) {
 
 /// Whether a plain connection opens with the HTTP/2 preface, reading (then un-reading) only
 /// as far as the first byte that differs from it. `None`: nothing usable in time.
-async fn h2c_preface(stream: &mut L4Stream) -> Option<bool> {
+async fn h2c_preface(stream: &mut L4Stream, wait: Duration) -> Option<bool> {
     use tokio::io::AsyncReadExt;
     const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     let mut seen = Vec::with_capacity(PREFACE.len());
     let mut buf = [0u8; PREFACE.len()];
     while seen.len() < PREFACE.len() && PREFACE.starts_with(&seen) {
         let want = PREFACE.len() - seen.len();
-        let read = tokio::time::timeout(FIRST_BYTES_TIMEOUT, stream.read(&mut buf[..want])).await;
+        let read = tokio::time::timeout(wait, stream.read(&mut buf[..want])).await;
         match read {
             Ok(Ok(0)) => break,
             Ok(Ok(n)) => seen.extend_from_slice(&buf[..n]),
@@ -434,10 +569,10 @@ async fn h2c_preface(stream: &mut L4Stream) -> Option<bool> {
 
 /// Peeks (without consuming) whether the client opened with a CONNECT request. `None`: the
 /// client sent nothing usable in time (a partial read cannot be replayed: drop it).
-async fn starts_with_connect(stream: &mut L4Stream) -> Option<bool> {
+async fn starts_with_connect(stream: &mut L4Stream, wait: Duration) -> Option<bool> {
     use pingora::protocols::Peek;
     let mut buf = [0u8; 8];
-    match tokio::time::timeout(FIRST_BYTES_TIMEOUT, stream.try_peek(&mut buf)).await {
+    match tokio::time::timeout(wait, stream.try_peek(&mut buf)).await {
         Ok(Ok(true)) => Some(&buf == b"CONNECT "),
         _ => None,
     }

@@ -83,13 +83,22 @@ pub fn finish(state: &State, session: &Session, e: Option<&Error>, ctx: &Request
         .map(|c| c.name.clone())
         .or_else(|| ctx.egress_refused.then(|| "BlackHoleCluster".to_string()));
     entry.downstream_local_address = session.server_addr().map(|a| a.to_string());
-    entry.downstream_remote_address = client.map(|a| a.to_string());
+    // The client as decided for the request (trusted XFF hop or PROXY source); the peer for a
+    // request that failed before it was read.
+    let remote = ctx.downstream.client.map(|a| a.to_string());
+    entry.downstream_remote_address = remote.or_else(|| client.map(|a| a.to_string()));
+    entry.downstream_direct_remote_address = client.map(|a| a.to_string());
+    entry.scheme = Some(ctx.downstream.scheme.to_string());
+    entry.attempts = (ctx.attempts > 0).then_some(ctx.attempts);
     entry.requested_server_name = ctx.downstream_tls().and_then(|t| t.sni.clone());
     entry.route_name = ctx
         .route()
         .map(|r| r.name.clone())
         .filter(|n| !n.is_empty());
-    state.access_log.log(&entry);
+    let response = session.response_written().map(|r| &r.headers);
+    state
+        .access_log
+        .log_http(&entry, Some(&req.headers), response);
 
     // Never label by the client's Host: it is attacker-controlled (cardinality).
     let destination = cluster.map_or("unknown", |c| c.host.as_str());

@@ -2,16 +2,20 @@
 //! phase is a short dispatch into compiled types; the phases run in this order:
 //!
 //! - `early_request_filter`: take the snapshot the request keeps for its whole life.
-//! - `request_filter`: read the downstream request, route it, run the route's local actions
+//! - `request_filter`: read the downstream request (edge hygiene: control headers removed, a
+//!   new request id; HTTP/1.0 refused unless accepted), route it, run the route's local actions
 //!   (fault, CORS preflight, redirect, direct response), choose the destination and pass its
-//!   circuit breaker; `Ok(true)` when the gateway answered itself.
-//! - `upstream_peer`: choose an endpoint and make the peer for this attempt (once per try).
+//!   circuit breaker, start the mirror copies; `Ok(true)` when the gateway answered itself.
+//! - `upstream_peer`: wait the retry back-off, choose an endpoint and make the peer for this
+//!   attempt (once per try).
+//! - `request_body_filter`: the body goes to the mirror copies too (first attempt only).
+//! - `upstream_response_filter`: a retriable status is retried before anything went downstream.
 //! - `connected_to_upstream`: upstream certificate names, connection reuse accounting.
 //! - `upstream_request_filter` / `response_filter`: shape the request and the response.
 //! - `fail_to_connect` / `error_while_proxy`: retry decisions; `fail_to_proxy`: the answer.
 //! - `logging`: once at the end: outlier detection, access log, metrics.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,7 +28,11 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::ErrorSource;
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
-use super::downstream::{request_id, Downstream};
+use super::destination::{self, destination_refused};
+use super::downstream::{body_limit_reached, Downstream};
+use super::edge;
+use super::mirror::feed_body;
+use super::outbound::{shape_request, shape_response};
 use super::request::{RequestCtx, Routed, Target};
 use super::rescue::{rescue, send};
 use super::routing::{decide, Decision};
@@ -34,6 +42,8 @@ use crate::compile::action::redirect::RedirectInput;
 use crate::compile::action::Action;
 use crate::compile::matcher::RequestView;
 use crate::compile::reply::{LocalReply, ResponseFlag};
+use crate::compile::security::{Connection, Edit};
+use crate::compile::Role;
 use crate::tls::upstream::SanCheck;
 use crate::upstream::outlier::Outcome;
 use crate::upstream::PickInput;
@@ -53,6 +63,13 @@ fn client_ip(session: &Session) -> Option<IpAddr> {
         .map(|a| a.ip())
 }
 
+/// The downstream connection's remote and local addresses (cookie affinity's made value).
+fn connection_addrs(session: &Session) -> Option<(SocketAddr, SocketAddr)> {
+    let remote = session.client_addr()?.as_inet()?;
+    let local = session.server_addr()?.as_inet()?;
+    Some((*remote, *local))
+}
+
 impl Edge {
     /// Sends a local reply (with the matched route's response headers) and remembers it for
     /// the log.
@@ -62,9 +79,78 @@ impl Edge {
         ctx: &mut RequestCtx,
         reply: LocalReply,
     ) -> Result<bool> {
-        send(&reply, session, ctx.route().map(|r| &r.response_headers)).await?;
+        if reply.status == 426 {
+            session.set_keepalive(None);
+        }
+        let ops = ctx.route().map(|r| &r.response_headers);
+        send(&reply, session, ops, self.server_name()).await?;
         ctx.reply = Some(reply);
         Ok(true)
+    }
+
+    /// AuthorizationPolicy and RequestAuthentication, before routing (Istio's gateway filter
+    /// chain puts ext_authz, jwt_authn and RBAC before the router).
+    async fn authorize(&self, session: &mut Session, ctx: &mut RequestCtx) -> Routing {
+        let Some(snapshot) = ctx.snapshot.clone() else {
+            return Ok(());
+        };
+        if snapshot.security.is_empty() {
+            return Ok(());
+        }
+        let tls = ctx.downstream_tls();
+        let conn = Connection {
+            peer: ctx.peer_ip,
+            client: ctx.client_ip(),
+            local: session.server_addr().and_then(|a| a.as_inet()).copied(),
+            sni: tls.and_then(|t| t.sni.as_deref()),
+            xfcc: tls.and_then(|t| t.xfcc.as_deref()),
+            scheme: ctx.downstream.scheme,
+            authority: &ctx.downstream.authority,
+        };
+        let req = session.req_header();
+        let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
+        let admitted = snapshot
+            .security
+            .enforce(req.method.as_str(), path, &req.headers, &conn)
+            .await?;
+        apply_edits(session.req_header_mut(), &admitted.request_edits);
+        ctx.claims = admitted.claims;
+        ctx.authz_response_headers = admitted.response_headers;
+        Ok(())
+    }
+
+    /// Whether the request body read so far can be sent again: Pingora kept it whole (its
+    /// retry buffer holds 64 KiB) and it is within `--retry-buffer-limit` (Envoy's
+    /// per-connection buffer limit, beyond which it abandons retries and shadows).
+    fn replayable(&self, session: &Session, ctx: &RequestCtx) -> bool {
+        !session.as_ref().retry_buffer_truncated()
+            && ctx.body_bytes <= self.state.options.retry_buffer_limit
+    }
+
+    /// The `server` header of every response (`None`: the upstream's passes through).
+    fn server_name(&self) -> Option<&http::HeaderValue> {
+        self.state.options.server_name.as_ref()
+    }
+
+    /// Starts the route's mirror copies with the request head the primary's upstream gets.
+    fn start_mirrors(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+        let req = session.req_header();
+        let upgrade = req.headers.contains_key(http::header::UPGRADE);
+        let Some(f) = ctx.forward().filter(|f| !f.mirrors.is_empty()) else {
+            return Ok(());
+        };
+        if upgrade || req.method == http::Method::CONNECT {
+            return Ok(());
+        }
+        let mut head = req.clone();
+        shape_request(&mut head, ctx)?;
+        let (mirrors, timeout) = (f.mirrors.clone(), f.timeout);
+        let body = !session.is_body_empty();
+        ctx.mirror_feeds =
+            self.state
+                .mirrors
+                .start(&mirrors, &head, body, timeout, &self.state.dns);
+        Ok(())
     }
 
     /// Routes the request to a target cluster and admits it through the cluster's circuit
@@ -81,7 +167,7 @@ impl Edge {
         let local = session.server_addr().and_then(|a| a.as_inet()).copied();
         let Some(listener) = local.and_then(|a| snapshot.listener(a)) else {
             // The listener was removed by a reload while this connection was open.
-            return Err(LocalReply::no_route(&down.host, ""));
+            return Err(LocalReply::no_route());
         };
         let req = session.req_header();
         let view = RequestView {
@@ -91,6 +177,7 @@ impl Edge {
             path: req.uri.path(),
             query: req.uri.query(),
             headers: &req.headers,
+            claims: ctx.claims.as_deref(),
         };
         let tls = ctx.downstream_tls();
         match decide(
@@ -136,10 +223,7 @@ impl Edge {
             return Ok(());
         };
         let cluster = &target.cluster;
-        let admission = cluster
-            .admit()
-            .await
-            .map_err(|_| LocalReply::overflow(&cluster.name))?;
+        let admission = cluster.admit().await.map_err(|_| LocalReply::overflow())?;
         ctx.admission = Some(admission);
         Ok(())
     }
@@ -182,7 +266,7 @@ impl Edge {
                 let i = f.choose();
                 let dest = &f.destinations[i];
                 if dest.refused {
-                    return Err(LocalReply::cluster_not_found(&dest.cluster.host));
+                    return Err(LocalReply::cluster_not_found());
                 }
                 ctx.deadline = f.timeout.map(|t| ctx.start + t);
                 ctx.target = Some(Target {
@@ -192,6 +276,20 @@ impl Edge {
                 Ok(())
             }
         }
+    }
+}
+
+/// Request header changes the security checks asked for.
+fn apply_edits(req: &mut RequestHeader, edits: &[Edit]) {
+    for e in edits {
+        let _ = match e {
+            Edit::Remove(n) => req.remove_header(n).map(|_| ()).ok_or(()),
+            Edit::Insert(n, v) => req.insert_header(n.clone(), v.clone()).map_err(|_| ()),
+            Edit::Append(n, v) => req
+                .append_header(n.clone(), v.clone())
+                .map(|_| ())
+                .map_err(|_| ()),
+        };
     }
 }
 
@@ -237,10 +335,33 @@ impl ProxyHttp for Edge {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.tls = session.digest().and_then(|d| d.ssl_digest.clone());
-        ctx.downstream = Downstream::read(session, ctx.tls.is_some());
-        ctx.request_id = request_id(session);
+        ctx.peer_ip = client_ip(session);
+        ctx.request_id = edge::new_request_id();
+        let role = ctx
+            .snapshot
+            .as_ref()
+            .map_or(Role::Ingress, |s| s.instance.role);
+        let topology = ctx.snapshot.as_ref().map(|s| &s.mesh.topology);
+        let limits = &self.state.options.limits;
+        ctx.downstream = match Downstream::read(session, ctx.tls.is_some(), role, topology, limits)
+        {
+            Ok(d) => d,
+            Err(reply) => return self.reply(session, ctx, reply).await,
+        };
+        edge::clean_internal_headers(session.req_header_mut());
+        if session.req_header().version == http::Version::HTTP_10
+            && !self.state.options.accept_http10
+        {
+            return self.reply(session, ctx, LocalReply::http10_refused()).await;
+        }
+        if let Err(reply) = self.authorize(session, ctx).await {
+            return self.reply(session, ctx, reply).await;
+        }
         match self.route(session, ctx).await {
-            Ok(()) => Ok(false),
+            Ok(()) => {
+                self.start_mirrors(session, ctx)?;
+                Ok(false)
+            }
             Err(reply) => self.reply(session, ctx, reply).await,
         }
     }
@@ -254,6 +375,12 @@ impl ProxyHttp for Edge {
             return Error::e_explain(InternalError, "no upstream target");
         };
         let cluster = target.cluster.clone();
+        if ctx.attempts > 0 {
+            // Envoy's jittered back-off before each retry, within the route timeout.
+            let wait = ctx.retry_policy().backoff(ctx.attempts);
+            let wait = ctx.remaining(Instant::now()).map_or(wait, |r| wait.min(r));
+            tokio::time::sleep(wait).await;
+        }
         ctx.attempts += 1;
         let now = Instant::now();
         let remaining = ctx.remaining(now);
@@ -264,25 +391,45 @@ impl ProxyHttp for Edge {
                 "route timeout elapsed before the upstream answered",
             );
         }
-        let budget = ctx.retry_policy().attempt_budget(remaining);
+        let policy = ctx.retry_policy();
+        let budget = policy.attempt_budget(remaining);
         let mut buf = [0u8; 48];
-        let client = client_ip(session);
+        let conn = connection_addrs(session);
+        let (hash_input, set_cookie) = match cluster.lb.hash_key() {
+            Some(k) => k.input_or_issue(session.req_header(), ctx.client_ip(), conn, &mut buf),
+            None => (None, None),
+        };
         let input = PickInput {
             request_host: &ctx.downstream.host,
             request_port: ctx.downstream.port,
-            hash_input: cluster
-                .lb
-                .hash_key()
-                .and_then(|k| k.input(session.req_header(), client, &mut buf)),
-            exclude: &ctx.tried,
+            hash_input,
+            exclude: if policy.previous_hosts {
+                &ctx.tried
+            } else {
+                &[]
+            },
         };
-        let picked = match cluster.pick(input, &self.state.dns).await {
+        let picked = cluster.pick(input, &self.state.dns).await;
+        ctx.set_cookie = set_cookie;
+        let picked = match picked {
             Ok(p) => p,
             Err(e) => {
-                ctx.reply = Some(LocalReply::no_healthy_upstream(&e));
+                tracing::debug!(cluster = %cluster.name, "no healthy upstream: {e}");
+                ctx.reply = Some(LocalReply::no_healthy_upstream());
                 return Error::e_explain(HTTPStatus(503), e.to_string());
             }
         };
+        if destination::request_derived(&cluster) {
+            let role = ctx
+                .snapshot
+                .as_ref()
+                .map_or(Role::Ingress, |s| s.instance.role);
+            let admin = self.state.options.admin;
+            if let Some(why) = destination::refused(picked.address, role, admin) {
+                ctx.reply = Some(destination_refused(why));
+                return Error::e_explain(HTTPStatus(403), why);
+            }
+        }
         if let Some(a) = ctx.admission.as_mut() {
             a.set_endpoint(picked.active.clone());
         }
@@ -306,7 +453,7 @@ impl ProxyHttp for Edge {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(reason) = SanCheck::failure(digest) {
-            ctx.reply = Some(LocalReply::connect_failure(&reason));
+            ctx.reply = Some(LocalReply::connect_failure(Some(&reason), ctx.retried()));
             ctx.upstream_failure = Some(reason.clone());
             return Error::e_explain(TLSHandshakeFailure, reason);
         }
@@ -318,20 +465,31 @@ impl ProxyHttp for Edge {
 
     async fn upstream_request_filter(
         &self,
-        session: &mut Session,
+        _session: &mut Session,
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        super::outbound::shape_request(upstream, ctx, client_ip(session))
+        shape_request(upstream, ctx)
     }
 
     async fn request_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if let Some(reply) = body_limit_reached(session, &self.state.options.limits) {
+            ctx.reply = Some(reply);
+            return Error::e_explain(HTTPStatus(413), "request body larger than the limit");
+        }
+        // Only the first attempt feeds the mirror copies; a retry abandons unfinished ones.
+        if ctx.attempts <= 1 {
+            ctx.body_bytes += body.as_ref().map_or(0, Bytes::len);
+            feed_body(&mut ctx.mirror_feeds, body.as_ref(), end_of_stream);
+        } else {
+            ctx.mirror_feeds.clear();
+        }
         // Pingora #935: an empty final DATA frame from an h2 client would be written to an h1
         // upstream as a second chunk terminator and poison the pooled connection.
         if end_of_stream && body.as_ref().is_some_and(Bytes::is_empty) {
@@ -361,12 +519,22 @@ impl ProxyHttp for Edge {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
-        _upstream: &mut ResponseHeader,
+        session: &mut Session,
+        upstream: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(start) = ctx.upstream_start {
             ctx.upstream_service_time = Some(start.elapsed().as_millis() as u64);
+        }
+        // Nothing went downstream yet: a retriable status is retried here, its response
+        // dropped with its upstream connection (Envoy resets the upstream stream too).
+        let replayable = self.replayable(session, ctx);
+        if ctx.retry_on_response(upstream, replayable) {
+            let status = upstream.status.as_u16();
+            if let (Some(t), Some(addr)) = (&ctx.target, ctx.upstream_addr) {
+                t.cluster.record_outcome(addr, Outcome::of_status(status));
+            }
+            return Error::e_explain(HTTPStatus(status), "retrying on the upstream's status");
         }
         Ok(())
     }
@@ -384,7 +552,7 @@ impl ProxyHttp for Edge {
         if local.is_some_and(|a| self.state.snapshot.load().listener(a).is_none()) {
             session.set_keepalive(None);
         }
-        super::outbound::shape_response(resp, ctx)
+        shape_response(resp, ctx, self.server_name())
     }
 
     fn fail_to_connect(
@@ -408,9 +576,7 @@ impl ProxyHttp for Edge {
                 t.cluster.record_outcome(addr, Outcome::GatewayError);
             }
         }
-        if ctx.retry_policy().on_connect_failure(ctx.attempted()) {
-            e.set_retry(true);
-        }
+        e.set_retry(ctx.retry_after_connect_failure());
         e
     }
 
@@ -422,17 +588,12 @@ impl ProxyHttp for Edge {
         ctx: &mut RequestCtx,
         client_reused: bool,
     ) -> Box<Error> {
+        let _ = client_reused;
         let mut e = e.more_context(format!("Peer: {peer}"));
-        let replayable = session.req_header().method.is_idempotent()
-            && !session.as_ref().retry_buffer_truncated();
+        let replayable = self.replayable(session, ctx);
         let started = session.response_written().is_some();
-        if !replayable {
-            e.set_retry(false);
-        } else if ctx.retry_policy().on_reset(ctx.attempted(), started) {
-            e.set_retry(true);
-        } else {
-            e.retry.decide_reuse(client_reused);
-        }
+        let retry = ctx.retry_after(&e, replayable, started);
+        e.set_retry(retry);
         e
     }
 
@@ -446,12 +607,12 @@ impl ProxyHttp for Edge {
             .reply
             .take()
             .filter(|r| r.status != 0)
-            .unwrap_or_else(|| rescue(e, ctx.upstream_failure.as_deref()));
+            .unwrap_or_else(|| rescue(e, ctx.upstream_failure.as_deref(), ctx.retried()));
         if reply.status != 0 && session.response_written().is_none() {
             // The connection is not reused after a failure: say so (`Connection: close`), or
             // a keep-alive client sends its next request on a connection about to close.
             session.set_keepalive(None);
-            let _ = send(&reply, session, None).await;
+            let _ = send(&reply, session, None, self.server_name()).await;
         }
         let code = reply.status;
         ctx.reply = Some(reply);

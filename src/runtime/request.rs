@@ -1,18 +1,21 @@
 //! Per-request state, carried through the Pingora phases. The snapshot taken at the start of
 //! the request is kept for its whole life, retries included.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
+use pingora::http::ResponseHeader;
 use pingora::protocols::tls::SslDigest;
+use pingora::{Error, ErrorSource, ErrorType};
 
 use super::downstream::Downstream;
-use crate::compile::action::retry::Attempted;
+use crate::compile::action::retry::{Attempted, Reset};
 use crate::compile::action::{Action, Forward, RetryPolicy, WeightedCluster};
 use crate::compile::reply::LocalReply;
 use crate::compile::route::Route;
+use crate::compile::security::claims::Claims;
 use crate::compile::vhost::RouteTable;
 use crate::compile::Snapshot;
 use crate::tls::server::DownstreamTls;
@@ -66,6 +69,21 @@ pub struct RequestCtx {
     pub cors_origin: Option<HeaderValue>,
     /// Close the upstream connection after this request (`maxRequestsPerConnection`).
     pub close_upstream: bool,
+    /// The TCP peer's address.
+    pub peer_ip: Option<IpAddr>,
+    /// The verified JWT claims (RequestAuthentication), for policies and route matches.
+    pub claims: Option<Arc<Claims>>,
+    /// Headers an ext_authz server asked to add to the client response.
+    pub authz_response_headers: Vec<(HeaderName, HeaderValue)>,
+    /// The last attempt's response status is being retried (decided before its headers went
+    /// downstream).
+    pub status_retry: bool,
+    /// `Set-Cookie` for a cookie made for this client (cookie affinity with a `ttl`).
+    pub set_cookie: Option<String>,
+    /// The request's mirror copies still taking its body.
+    pub mirror_feeds: Vec<super::mirror::MirrorFeed>,
+    /// Request body bytes read from the client (first attempt).
+    pub body_bytes: usize,
 }
 
 impl Default for RequestCtx {
@@ -91,6 +109,13 @@ impl Default for RequestCtx {
             deadline: None,
             cors_origin: None,
             close_upstream: false,
+            peer_ip: None,
+            claims: None,
+            authz_response_headers: Vec::new(),
+            status_retry: false,
+            set_cookie: None,
+            mirror_feeds: Vec::new(),
+            body_bytes: 0,
         }
     }
 }
@@ -101,6 +126,14 @@ static DEFAULT_RETRY: once_cell::sync::Lazy<RetryPolicy> =
 impl RequestCtx {
     pub fn downstream_tls(&self) -> Option<&DownstreamTls> {
         self.tls.as_ref()?.extension.get::<DownstreamTls>()
+    }
+
+    /// The client's address: what `x-envoy-external-address`, the access log's
+    /// `%DOWNSTREAM_REMOTE_ADDRESS%` and `remoteIpBlocks` use. The connection's peer (the PROXY
+    /// protocol source when the listener requires it), or, with `numTrustedProxies: N`, the
+    /// Nth address from the right of `x-forwarded-for` (Envoy `xff_num_trusted_hops`).
+    pub fn client_ip(&self) -> Option<IpAddr> {
+        self.downstream.client.map(|a| a.ip())
     }
 
     pub fn route(&self) -> Option<&Route> {
@@ -135,5 +168,62 @@ impl RequestCtx {
     /// What is left of the route timeout for the next attempt (`Some(0)`: nothing).
     pub fn remaining(&self, now: Instant) -> Option<Duration> {
         self.deadline.map(|d| d.saturating_duration_since(now))
+    }
+
+    /// The route's timeout, if one applies.
+    pub fn route_timeout(&self) -> Option<Duration> {
+        self.forward().and_then(|f| f.timeout)
+    }
+
+    /// Whether the upstream's response `resp` is retried instead of sent on (Envoy's router
+    /// `onUpstreamHeaders` → `shouldRetryHeaders`). `replayable`: the request body so far is
+    /// buffered in full. When retries are exhausted the response goes to the client as it came.
+    pub fn retry_on_response(&mut self, resp: &ResponseHeader, replayable: bool) -> bool {
+        self.status_retry = replayable
+            && self.retry_policy().on_response(
+                self.attempted(),
+                resp.status.as_u16(),
+                &resp.headers,
+            );
+        self.status_retry
+    }
+
+    /// Whether the attempt that failed with `e` gets another one (Envoy's router
+    /// `maybeRetryReset`): never once the response started, never when the client went away
+    /// (a downstream error), only with the whole body so far buffered (`replayable`).
+    pub fn retry_after(&mut self, e: &Error, replayable: bool, response_started: bool) -> bool {
+        if std::mem::take(&mut self.status_retry) {
+            return true;
+        }
+        if e.esource() == &ErrorSource::Downstream || response_started || !replayable {
+            return false;
+        }
+        // Pingora's own protocol fallback (h2 refused by the upstream, retried over h1).
+        if matches!(e.etype(), ErrorType::H2Downgrade | ErrorType::InvalidH2) {
+            return e.retry();
+        }
+        let deadline_passed = self.deadline.is_some_and(|d| Instant::now() >= d);
+        let Some((reset, started)) = super::rescue::reset_of(e, deadline_passed) else {
+            return false;
+        };
+        let retry = self
+            .retry_policy()
+            .on_reset(self.attempted(), reset, started);
+        if !retry && reset == Reset::RefusedStream {
+            // The last word is the refusal (Envoy: `remote refused stream reset`, `UR`).
+            self.reply = Some(LocalReply::remote_reset(true, self.retried()));
+        }
+        retry
+    }
+
+    /// Retry after a failed connection?
+    pub fn retry_after_connect_failure(&self) -> bool {
+        self.retry_policy()
+            .on_reset(self.attempted(), Reset::ConnectFailure, false)
+    }
+
+    /// Whether this is a retry (Envoy's "retried and the latest reset reason").
+    pub fn retried(&self) -> bool {
+        self.attempts > 1
     }
 }

@@ -63,7 +63,7 @@ pub fn decide(
         return match snapshot.unrouted(host, port, addressing) {
             Unrouted::Cluster(c) => Decision::Egress(c),
             Unrouted::Refused(r) => Decision::Refused(r),
-            Unrouted::NotFound => Decision::Reply(LocalReply::no_route(host, req.path)),
+            Unrouted::NotFound => Decision::Reply(LocalReply::no_route()),
         };
     };
     let vhost = &table.virtual_hosts[vhost_index];
@@ -84,6 +84,6 @@ pub fn decide(
             vhost: vhost_index,
             route,
         },
-        None => Decision::Reply(LocalReply::no_route(host, req.path)),
+        None => Decision::Reply(LocalReply::no_route()),
     }
 }

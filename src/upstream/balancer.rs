@@ -16,6 +16,7 @@ use pingora_load_balancing::selection::{
 use pingora_load_balancing::Backend;
 use serde::Serialize;
 
+use super::cookie::CookiePolicy;
 use super::endpoint::Endpoint;
 use crate::config::types::{ConsistentHash, LoadBalancerSettings, SimpleLb};
 
@@ -32,7 +33,7 @@ pub enum LbPolicy {
 #[serde(rename_all = "snake_case")]
 pub enum HashKey {
     Header(String),
-    Cookie(String),
+    Cookie(CookiePolicy),
     SourceIp,
     QueryParameter(String),
 }
@@ -73,7 +74,7 @@ impl HashKey {
             return Some(HashKey::Header(h.to_ascii_lowercase()));
         }
         if let Some(c) = &ch.http_cookie {
-            return Some(HashKey::Cookie(c.name.clone()));
+            return Some(HashKey::Cookie(CookiePolicy::compile(c)));
         }
         if ch.use_source_ip == Some(true) {
             return Some(HashKey::SourceIp);
@@ -81,6 +82,28 @@ impl HashKey {
         ch.http_query_parameter_name
             .clone()
             .map(HashKey::QueryParameter)
+    }
+
+    /// [`HashKey::input`], and for a cookie policy with a `ttl` and a client without the
+    /// cookie, the cookie made for it (its value hashed now, written into `buf`) and the
+    /// `Set-Cookie` to send back. `conn`: the connection's remote and local addresses.
+    pub fn input_or_issue<'a>(
+        &self,
+        req: &'a RequestHeader,
+        client: Option<IpAddr>,
+        conn: Option<(SocketAddr, SocketAddr)>,
+        buf: &'a mut HashBuf,
+    ) -> (Option<&'a [u8]>, Option<String>) {
+        if let (HashKey::Cookie(policy), Some((remote, local))) = (self, conn) {
+            if self.input(req, client, &mut [0u8; 48]).is_none() {
+                if let Some(issued) = policy.issue(remote, local) {
+                    let n = issued.value.len().min(buf.len());
+                    buf[..n].copy_from_slice(&issued.value.as_bytes()[..n]);
+                    return (Some(&buf[..n]), Some(issued.set_cookie));
+                }
+            }
+        }
+        (self.input(req, client, buf), None)
     }
 
     /// The request's hash input, borrowed from the request (or written into `buf`). The
@@ -93,10 +116,15 @@ impl HashKey {
     ) -> Option<&'a [u8]> {
         match self {
             HashKey::Header(h) => req.headers.get(h.as_str()).map(|v| v.as_bytes()),
-            HashKey::Cookie(name) => req.headers.get_all("cookie").iter().find_map(|v| {
+            HashKey::Cookie(c) => req.headers.get_all("cookie").iter().find_map(|v| {
                 v.to_str().ok()?.split(';').find_map(|kv| {
                     let (k, v) = kv.trim().split_once('=')?;
-                    (k == name).then_some(v.as_bytes())
+                    // Cookie values may be wrapped in double quotes (`parseCookieValue`).
+                    let v = v
+                        .strip_prefix('"')
+                        .and_then(|v| v.strip_suffix('"'))
+                        .unwrap_or(v);
+                    (k == c.name).then_some(v.as_bytes())
                 })
             }),
             HashKey::SourceIp => {
@@ -424,7 +452,15 @@ mod tests {
             Some(b"alice".to_vec())
         );
         assert_eq!(
-            get(HashKey::Cookie("session".into()), &mut buf),
+            get(
+                HashKey::Cookie(CookiePolicy {
+                    name: "session".into(),
+                    path: None,
+                    ttl: None,
+                    attributes: Vec::new(),
+                }),
+                &mut buf
+            ),
             Some(b"s3".to_vec())
         );
         assert_eq!(

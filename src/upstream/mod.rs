@@ -7,6 +7,7 @@
 pub mod balancer;
 pub mod breaker;
 pub mod cluster;
+pub mod cookie;
 pub mod endpoint;
 pub mod outlier;
 pub mod peer;

@@ -6,19 +6,28 @@
 //! [`Harness`]; what stays here is ingress-specific: that convention and the access-log parser.
 //! `binding`, about how a VirtualService names its Gateway, writes its own Gateway.
 //! Submodules, by concept: `binding` (which Gateway a VirtualService binds to), `matching`
-//! (which route a request takes), `actions` (what a route does), `failures` (what the gateway
-//! answers when it cannot proxy), `hygiene` (what the backend sees, upgrades, h2c),
-//! `access_log`, `lifecycle` (admin, SIGTERM drain), `httpbin` (Istio's own sample).
+//! (which route a request takes), `actions` (what a route does), `composition` (header
+//! operation order, delegation), `retries`, `mirroring`, `affinity` (cookie hashing),
+//! `failures` (what the gateway answers when it cannot proxy), `identity` (server name, local
+//! replies, HTTP/1.0, Envoy's headers), `hygiene` (what the backend sees, upgrades, h2c),
+//! `envoy` (side by side with Envoy), `access_log`, `lifecycle` (admin, SIGTERM drain),
+//! `httpbin` (Istio's own sample).
 
 mod access_log;
 mod actions;
+mod affinity;
 mod binding;
+mod composition;
+mod envoy;
 mod failures;
 mod header_keys;
 mod httpbin;
 mod hygiene;
+mod identity;
 mod lifecycle;
 mod matching;
+mod mirroring;
+mod retries;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -7,10 +7,16 @@ mod support;
 
 mod check;
 mod corpus;
+mod deploy;
 mod egress;
+mod fuzz_smoke;
+mod hardening;
 mod ingress;
 mod isolation;
 mod layout;
+mod mesh;
+mod ops;
 mod reload;
+mod security;
 mod support_selftest;
 mod tls;

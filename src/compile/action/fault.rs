@@ -77,7 +77,7 @@ impl Abort {
                 code,
                 Some(ResponseFlag::FI),
                 "fault_filter_abort",
-                "fault filter abort\n",
+                "fault filter abort",
             ),
             Abort::Grpc(code) => {
                 LocalReply::new(200, Some(ResponseFlag::FI), "fault_filter_abort", "")

@@ -74,29 +74,101 @@ impl HeaderOps {
     }
 
     pub fn apply_request(&self, req: &mut RequestHeader) {
-        for name in &self.remove {
-            req.remove_header(name);
-        }
-        for (k, v) in &self.set {
-            let _ = req.insert_header(k.clone(), v.clone());
-        }
-        for (k, v) in &self.add {
-            let _ = req.append_header(k.clone(), v.clone());
-        }
+        self.apply(req);
     }
 
     pub fn apply_response(&self, resp: &mut ResponseHeader) {
+        self.apply(resp);
+    }
+
+    fn apply(&self, h: &mut impl HeaderTarget) {
+        self.remove_from(h);
+        self.set_and_add(h);
+    }
+
+    fn remove_from(&self, h: &mut impl HeaderTarget) {
         for name in &self.remove {
-            resp.remove_header(name);
+            h.remove(name);
         }
+    }
+
+    fn set_and_add(&self, h: &mut impl HeaderTarget) {
         for (k, v) in &self.set {
-            let _ = resp.insert_header(k.clone(), v.clone());
+            h.set(k, v);
         }
         for (k, v) in &self.add {
-            let _ = resp.append_header(k.clone(), v.clone());
+            h.add(k, v);
         }
     }
 }
+
+/// The order Istio and Envoy give a route's and its destination's header operations
+/// (`route.go` `processDestination` / `processWeightedDestination`; Envoy
+/// `WeightedClusterEntry::finalizeRequestHeaders` / `finalizeResponseHeaders`):
+///
+/// - one destination: Istio appends the destination's operations to the route's lists, and
+///   Envoy's `HeaderParser` removes everything first, then sets and adds in list order, so the
+///   destination's `set` wins (request and response);
+/// - weighted destinations: the cluster's operations run first and the route's last, so the
+///   route wins.
+#[derive(Debug, Clone, Copy)]
+pub struct HeaderOrder<'a> {
+    pub route: &'a HeaderOps,
+    pub destination: Option<&'a HeaderOps>,
+    pub weighted: bool,
+}
+
+impl HeaderOrder<'_> {
+    pub fn apply_request(&self, req: &mut RequestHeader) {
+        self.apply(req);
+    }
+
+    pub fn apply_response(&self, resp: &mut ResponseHeader) {
+        self.apply(resp);
+    }
+
+    fn apply(&self, h: &mut impl HeaderTarget) {
+        let Some(dest) = self.destination else {
+            self.route.apply(h);
+            return;
+        };
+        if self.weighted {
+            dest.apply(h);
+            self.route.apply(h);
+        } else {
+            self.route.remove_from(h);
+            dest.remove_from(h);
+            self.route.set_and_add(h);
+            dest.set_and_add(h);
+        }
+    }
+}
+
+/// Request and response heads alike.
+trait HeaderTarget {
+    fn remove(&mut self, name: &HeaderName);
+    fn set(&mut self, name: &HeaderName, value: &HeaderValue);
+    fn add(&mut self, name: &HeaderName, value: &HeaderValue);
+}
+
+/// The same three operations on either head (Pingora gives both the same methods).
+macro_rules! header_target {
+    ($($t:ty),*) => {$(
+        impl HeaderTarget for $t {
+            fn remove(&mut self, name: &HeaderName) {
+                self.remove_header(name);
+            }
+            fn set(&mut self, name: &HeaderName, value: &HeaderValue) {
+                let _ = self.insert_header(name.clone(), value.clone());
+            }
+            fn add(&mut self, name: &HeaderName, value: &HeaderValue) {
+                let _ = self.append_header(name.clone(), value.clone());
+            }
+        }
+    )*};
+}
+
+header_target!(RequestHeader, ResponseHeader);
 
 #[cfg(test)]
 mod tests {
@@ -124,6 +196,51 @@ mod tests {
         let b: Vec<_> = req.headers.get_all("x-b").iter().collect();
         assert_eq!(b, ["1", "2"]);
         assert!(req.headers.get("x-gone").is_none());
+    }
+
+    fn ops(set: &[(&str, &str)], remove: &[&str]) -> HeaderOps {
+        let ops = HeaderOperations {
+            set: set
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            remove: remove.iter().map(|r| r.to_string()).collect(),
+            ..Default::default()
+        };
+        HeaderOps::compile(Some(&ops)).unwrap().0
+    }
+
+    #[test]
+    fn one_destination_wins_and_the_route_wins_over_weighted_destinations() {
+        let route = ops(&[("x-who", "route")], &[]);
+        let dest = ops(&[("x-who", "destination")], &["x-route-only"]);
+        let order = |weighted| HeaderOrder {
+            route: &route,
+            destination: Some(&dest),
+            weighted,
+        };
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        order(false).apply_request(&mut req);
+        assert_eq!(req.headers["x-who"], "destination");
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        order(false).apply_response(&mut resp);
+        assert_eq!(resp.headers["x-who"], "destination");
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        order(true).apply_request(&mut req);
+        assert_eq!(req.headers["x-who"], "route");
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        order(true).apply_response(&mut resp);
+        assert_eq!(resp.headers["x-who"], "route");
+        // One destination: every removal runs before any set, as one Envoy list.
+        let route = ops(&[("x-route-only", "1")], &[]);
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        HeaderOrder {
+            route: &route,
+            destination: Some(&dest),
+            weighted: false,
+        }
+        .apply_request(&mut req);
+        assert_eq!(req.headers["x-route-only"], "1");
     }
 
     #[test]

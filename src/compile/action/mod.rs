@@ -7,6 +7,7 @@ pub mod cors;
 pub mod direct;
 pub mod fault;
 pub mod headers;
+pub mod mirror;
 pub mod redirect;
 pub mod retry;
 pub mod rewrite;
@@ -19,7 +20,8 @@ use serde::{Serialize, Serializer};
 pub use cors::Cors;
 pub use direct::DirectResponse;
 pub use fault::Fault;
-pub use headers::HeaderOps;
+pub use headers::{HeaderOps, HeaderOrder};
+pub use mirror::Mirror;
 pub use redirect::Redirect;
 pub use retry::RetryPolicy;
 pub use rewrite::Rewrite;
@@ -49,6 +51,13 @@ pub struct Forward {
     )]
     pub timeout: Option<Duration>,
     pub retry: RetryPolicy,
+    /// More than one destination was written (Istio's weighted clusters): the route's header
+    /// operations apply after the destination's (see [`HeaderOrder`]).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub weighted: bool,
+    /// `mirror` / `mirrors`: fire-and-forget copies.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<Mirror>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -60,13 +69,17 @@ pub struct WeightedCluster {
     pub request_headers: HeaderOps,
     #[serde(skip_serializing_if = "HeaderOps::is_empty")]
     pub response_headers: HeaderOps,
+    /// `Host`/`:authority` in the destination's `headers.request.set` (or `add`): an authority
+    /// rewrite, unless the route rewrites the authority itself (`processDestination`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authority: Option<String>,
     /// An egress gateway under REGISTRY_ONLY and a destination no ServiceEntry lists: Istio has
     /// no cluster for it (503 `NC`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub refused: bool,
 }
 
-fn cluster_name<S: Serializer>(c: &Arc<Cluster>, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn cluster_name<S: Serializer>(c: &Arc<Cluster>, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&c.name)
 }
 
@@ -86,6 +99,7 @@ impl Forward {
         timeout: Option<Duration>,
         retry: RetryPolicy,
     ) -> Forward {
+        let weighted = destinations.len() > 1;
         if destinations.len() == 1 {
             destinations[0].weight = destinations[0].weight.max(1);
         } else {
@@ -98,11 +112,45 @@ impl Forward {
             rewrite,
             timeout,
             retry,
+            weighted,
+            mirrors: Vec::new(),
         }
     }
 
     /// The index of a destination chosen in proportion to its weight.
     pub fn choose(&self) -> usize {
         self.weights.choose()
+    }
+
+    /// The request and response header operations of destination `i` with the route's `route`
+    /// ops, in Istio's order.
+    pub fn header_order<'a>(
+        &'a self,
+        route: &'a HeaderOps,
+        destination: Option<usize>,
+        response: bool,
+    ) -> HeaderOrder<'a> {
+        let dest = destination.and_then(|i| self.destinations.get(i));
+        HeaderOrder {
+            route,
+            destination: dest.map(|d| {
+                if response {
+                    &d.response_headers
+                } else {
+                    &d.request_headers
+                }
+            }),
+            weighted: self.weighted,
+        }
+    }
+
+    /// The authority sent upstream instead of the client's: the route's rewrite (or `Host` in
+    /// its header operations), else the chosen destination's.
+    pub fn authority(&self, destination: Option<usize>) -> Option<&str> {
+        self.rewrite.authority.as_deref().or_else(|| {
+            destination
+                .and_then(|i| self.destinations.get(i))
+                .and_then(|d| d.authority.as_deref())
+        })
     }
 }

@@ -13,10 +13,11 @@ use serde_yaml::Value;
 use tracing::debug;
 
 use super::{Foreign, Meta, Resource, Resources, DEFAULT_NAMESPACE};
-use crate::config::diag::{Diagnostic, ObjectRef, Reporter, Scope, Severity};
-use crate::config::source::{DocSpan, Origin, SourceFile};
+use crate::config::diag::{Diagnostic, ObjectRef, Reporter, Scope};
+use crate::config::source::{check_document, DocSpan, DocumentError, Origin, SourceFile};
 use crate::config::types::{
-    DestinationRule, Envelope, Gateway, Kind, ServiceEntry, VirtualService, API_GROUP, API_VERSIONS,
+    AuthorizationPolicy, DestinationRule, Envelope, Gateway, Kind, RequestAuthentication,
+    ServiceEntry, VirtualService, API_GROUP,
 };
 
 /// At most this many type errors are taken out of one document before giving up on it.
@@ -38,6 +39,16 @@ impl Loader {
             doc: doc.clone(),
             item: None,
         };
+        // Size and nesting depth are checked before the parser runs (a hostile document costs
+        // time linear in its size); a document over them is treated as one that does not parse.
+        if let Err(e) = check_document(text) {
+            let line = match e {
+                DocumentError::TooDeep { line } => doc.first_line + line - 1,
+                DocumentError::TooLarge { .. } => doc.first_line,
+            };
+            self.unreadable(origin, line, format!("document not read: {e}"));
+            return;
+        }
         let value: Value = match serde_yaml::from_str(text) {
             Ok(v) => v,
             Err(e) => {
@@ -45,17 +56,8 @@ impl Loader {
                 let line = e
                     .location()
                     .map_or(doc.first_line, |l| doc.first_line + l.line() - 1);
-                self.diags.push(Diagnostic {
-                    severity: Severity::Error,
-                    code: None,
-                    scope: Scope::Resource,
-                    origin: Some(origin),
-                    object: None,
-                    path: String::new(),
-                    message: format!("invalid YAML: {}", yaml_error_message(&e)),
-                    line: Some(line),
-                });
-                self.syntax_error = true;
+                let message = format!("invalid YAML: {}", yaml_error_message(&e));
+                self.unreadable(origin, line, message);
                 return;
             }
         };
@@ -82,6 +84,18 @@ impl Loader {
         self.object(value, origin);
     }
 
+    /// A document that is not read (invalid YAML, too deep, too large): an error at `line`,
+    /// and the file keeps its last good contents (see `cache`).
+    fn unreadable(&mut self, origin: Origin, line: usize, message: String) {
+        self.diags.push(Diagnostic {
+            scope: Scope::Resource,
+            origin: Some(origin),
+            line: Some(line),
+            ..Diagnostic::config_error(message)
+        });
+        self.syntax_error = true;
+    }
+
     fn object(&mut self, value: Value, origin: Origin) {
         if !value.is_mapping() {
             Reporter::new(&mut self.diags, Some(origin), None).error(
@@ -97,7 +111,7 @@ impl Loader {
             .unwrap_or("");
         let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
         let kind = match Kind::parse(kind_name) {
-            Some(kind) if group == API_GROUP => kind,
+            Some(kind) if group == kind.api().0 => kind,
             _ if group.ends_with(".istio.io") => {
                 // Istio kinds Portcullis does not serve: `validate::unapplied` decides whether
                 // they apply to this gateway.
@@ -113,12 +127,13 @@ impl Loader {
                 return;
             }
         };
-        if !API_VERSIONS.contains(&version) {
+        let (api_group, api_versions) = kind.api();
+        if !api_versions.contains(&version) {
             Reporter::new(&mut self.diags, Some(origin), None).error(
                 "apiVersion",
                 format!(
-                    "unsupported version `{api_version}` for {kind} (expected {API_GROUP}/ one of {})",
-                    API_VERSIONS.join(", ")
+                    "unsupported version `{api_version}` for {kind} (expected {api_group}/ one of {})",
+                    api_versions.join(", ")
                 ),
             );
             return;
@@ -135,6 +150,16 @@ impl Loader {
             Kind::DestinationRule => {
                 self.typed::<DestinationRule>(kind, value, origin, |r, res| {
                     r.destination_rules.push(res)
+                })
+            }
+            Kind::AuthorizationPolicy => {
+                self.typed::<AuthorizationPolicy>(kind, value, origin, |r, res| {
+                    r.authorization_policies.push(res)
+                })
+            }
+            Kind::RequestAuthentication => {
+                self.typed::<RequestAuthentication>(kind, value, origin, |r, res| {
+                    r.request_authentications.push(res)
                 })
             }
         }
@@ -242,9 +267,15 @@ impl Loader {
             );
             return;
         }
-        let Some(spec) = envelope.spec else {
-            report.error("spec", "Required value (expected the resource's spec)");
-            return;
+        let spec = match envelope.spec {
+            Some(spec) => spec,
+            // An AuthorizationPolicy without spec is `spec: {}` (allow nothing), as Kubernetes
+            // stores it; the networking kinds need theirs.
+            None if kind.api().0 != API_GROUP => T::default(),
+            None => {
+                report.error("spec", "Required value (expected the resource's spec)");
+                return;
+            }
         };
         let meta = envelope.metadata.unwrap_or_default();
         let spec_hash = {
@@ -325,7 +356,7 @@ fn prune(root: &mut Value, path: &[Segment], remove_element: bool) -> bool {
 }
 
 /// serde_yaml's message without its own "at line N column M" (we print FILE:LINE ourselves).
-fn yaml_error_message(e: &serde_yaml::Error) -> String {
+pub(crate) fn yaml_error_message(e: &serde_yaml::Error) -> String {
     let text = e.to_string();
     match text.find(" at line ") {
         Some(i) => text[..i].to_string(),
@@ -334,7 +365,7 @@ fn yaml_error_message(e: &serde_yaml::Error) -> String {
 }
 
 /// Formats a serde_ignored path as `spec.http[0].match[0].prefx`.
-fn ignored_path(path: &serde_ignored::Path) -> String {
+pub(crate) fn ignored_path(path: &serde_ignored::Path) -> String {
     use serde_ignored::Path;
     match path {
         Path::Root => String::new(),

@@ -13,10 +13,14 @@ use std::sync::Arc;
 use serde_yaml::Value;
 
 use super::diag::{Diagnostic, Diagnostics, ObjectRef, Reporter};
-use super::source::{split_documents, Origin, SourceFile};
-use super::types::{DestinationRule, Gateway, Kind, ServiceEntry, VirtualService};
+use super::source::{split_documents, Origin, SourceFile, MAX_FILE_BYTES};
+use super::types::{
+    AuthorizationPolicy, DestinationRule, Gateway, Kind, RequestAuthentication, ServiceEntry,
+    VirtualService,
+};
 pub use cache::{ParseCache, StaleFile};
 use document::Loader;
+pub(crate) use document::{ignored_path, yaml_error_message};
 
 /// Kubernetes namespace used when `metadata.namespace` is not written.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -67,7 +71,9 @@ pub struct Resources {
     pub virtual_services: Vec<Arc<Resource<VirtualService>>>,
     pub service_entries: Vec<Arc<Resource<ServiceEntry>>>,
     pub destination_rules: Vec<Arc<Resource<DestinationRule>>>,
-    /// Istio kinds Portcullis does not serve (`AuthorizationPolicy`, `EnvoyFilter`, …), kept
+    pub authorization_policies: Vec<Arc<Resource<AuthorizationPolicy>>>,
+    pub request_authentications: Vec<Arc<Resource<RequestAuthentication>>>,
+    /// Istio kinds Portcullis does not serve (`PeerAuthentication`, `EnvoyFilter`, …), kept
     /// so `validate::unapplied` can say which of them this gateway does not apply.
     pub others: Vec<Arc<Foreign>>,
     pub files: Vec<Arc<SourceFile>>,
@@ -106,6 +112,8 @@ impl Resources {
             + self.virtual_services.len()
             + self.service_entries.len()
             + self.destination_rules.len()
+            + self.authorization_policies.len()
+            + self.request_authentications.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -161,7 +169,15 @@ pub fn list_dir(
     }
 }
 
-fn read_source(path: &Path) -> Result<SourceFile, String> {
+/// Reads one file (at most [`MAX_FILE_BYTES`]); the error is the message to report.
+pub(crate) fn read_source(path: &Path) -> Result<SourceFile, String> {
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    if size > MAX_FILE_BYTES {
+        return Err(format!(
+            "{}: not read: {size} bytes, over the {MAX_FILE_BYTES}-byte limit",
+            path.display()
+        ));
+    }
     std::fs::read_to_string(path)
         .map(|text| SourceFile {
             display: path.display().to_string(),
@@ -248,6 +264,8 @@ pub fn merge(parsed: &[Arc<ParsedFile>]) -> (Resources, Diagnostics) {
         m.add(&r.virtual_services, &mut out.virtual_services);
         m.add(&r.service_entries, &mut out.service_entries);
         m.add(&r.destination_rules, &mut out.destination_rules);
+        m.add(&r.authorization_policies, &mut out.authorization_policies);
+        m.add(&r.request_authentications, &mut out.request_authentications);
         out.others.extend(r.others.iter().cloned());
     }
     (out, Diagnostics(m.diags))
@@ -310,10 +328,12 @@ mod tests {
         let (res, diags) = load(
             "apiVersion: v1\nkind: Service\nmetadata: {name: s}\n---\napiVersion: v1\nkind: List\nitems:\n\
              - apiVersion: networking.istio.io/v1alpha3\n  kind: ServiceEntry\n  metadata: {name: se}\n  spec: {hosts: [a.com]}\n\
-             - apiVersion: security.istio.io/v1\n  kind: AuthorizationPolicy\n  metadata: {name: ap}\n",
+             - apiVersion: security.istio.io/v1\n  kind: PeerAuthentication\n  metadata: {name: pa}\n",
         );
         assert!(diags.0.is_empty(), "{diags}");
         assert_eq!(res.service_entries.len(), 1);
+        // An Istio kind Portcullis does not serve is kept for `validate::unapplied`.
+        assert_eq!(res.others.len(), 1);
     }
 
     #[test]

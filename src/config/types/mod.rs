@@ -4,6 +4,7 @@
 pub mod common;
 pub mod destination_rule;
 pub mod gateway;
+pub mod security;
 pub mod service_entry;
 pub mod virtual_service;
 
@@ -15,16 +16,20 @@ use serde::{Deserialize, Serialize};
 pub use common::*;
 pub use destination_rule::*;
 pub use gateway::*;
+pub use security::*;
 pub use service_entry::*;
 pub use virtual_service::*;
 
-/// The four kinds Portcullis serves.
+/// The kinds Portcullis serves: four `networking.istio.io` kinds and the two
+/// `security.istio.io` kinds a gateway enforces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub enum Kind {
     Gateway,
     VirtualService,
     ServiceEntry,
     DestinationRule,
+    AuthorizationPolicy,
+    RequestAuthentication,
 }
 
 impl Kind {
@@ -34,6 +39,8 @@ impl Kind {
             "VirtualService" => Kind::VirtualService,
             "ServiceEntry" => Kind::ServiceEntry,
             "DestinationRule" => Kind::DestinationRule,
+            "AuthorizationPolicy" => Kind::AuthorizationPolicy,
+            "RequestAuthentication" => Kind::RequestAuthentication,
             _ => return None,
         })
     }
@@ -44,6 +51,18 @@ impl Kind {
             Kind::VirtualService => "VirtualService",
             Kind::ServiceEntry => "ServiceEntry",
             Kind::DestinationRule => "DestinationRule",
+            Kind::AuthorizationPolicy => "AuthorizationPolicy",
+            Kind::RequestAuthentication => "RequestAuthentication",
+        }
+    }
+
+    /// The API group and the versions of it this kind is read in.
+    pub fn api(self) -> (&'static str, &'static [&'static str]) {
+        match self {
+            Kind::AuthorizationPolicy | Kind::RequestAuthentication => {
+                (SECURITY_API_GROUP, &SECURITY_API_VERSIONS)
+            }
+            _ => (API_GROUP, &API_VERSIONS),
         }
     }
 }
@@ -56,6 +75,8 @@ impl fmt::Display for Kind {
 
 pub const API_GROUP: &str = "networking.istio.io";
 pub const API_VERSIONS: [&str; 3] = ["v1alpha3", "v1beta1", "v1"];
+pub const SECURITY_API_GROUP: &str = "security.istio.io";
+pub const SECURITY_API_VERSIONS: [&str; 2] = ["v1beta1", "v1"];
 
 /// The parts of Kubernetes `metadata` that change behaviour; the rest is accepted silently.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]

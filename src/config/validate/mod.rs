@@ -14,6 +14,7 @@ mod destination_rule;
 mod gateway;
 mod references;
 pub(crate) mod rules;
+mod security;
 mod service_entry;
 mod support;
 pub mod unapplied;
@@ -64,6 +65,7 @@ pub fn webhook(resources: &Resources) -> Vec<Diagnostic> {
     for dr in &resources.destination_rules {
         destination_rule::check(dr, &mut out);
     }
+    security::check(resources, &mut out);
     out
 }
 
@@ -80,6 +82,7 @@ pub fn analyze(resources: &Resources, target: Target<'_>) -> Vec<Diagnostic> {
 fn istio_analyzers(resources: &Resources) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     gateway::check_conflicts(&resources.gateways, &mut out);
+    security::analyze(resources, &mut out);
     let index = Index::new(resources);
     references::check(resources, &index, &mut out);
     out
@@ -117,6 +120,8 @@ pub fn admitted(resources: &Resources, diags: &[Diagnostic]) -> Resources {
         virtual_services: keep(&resources.virtual_services, &rejected),
         service_entries: keep(&resources.service_entries, &rejected),
         destination_rules: keep(&resources.destination_rules, &rejected),
+        authorization_policies: keep(&resources.authorization_policies, &rejected),
+        request_authentications: keep(&resources.request_authentications, &rejected),
         others: resources.others.clone(),
         files: resources.files.clone(),
     }

@@ -5,53 +5,7 @@ use super::super::diag::Diagnostic;
 use super::super::load::Resources;
 use super::super::types::{ConnectionPoolSettings, LoadBalancerSettings, TrafficPolicy};
 
-/// `retryOn` tokens that need the response status: Pingora cannot replay a request once the
-/// upstream's response headers have arrived.
-const STATUS_RETRY_TOKENS: [&str; 6] = [
-    "5xx",
-    "gateway-error",
-    "retriable-4xx",
-    "retriable-headers",
-    "envoy-ratelimited",
-    "internal",
-];
-
 pub fn check(resources: &Resources, out: &mut Vec<Diagnostic>) {
-    for vs in &resources.virtual_services {
-        if vs.spec.gateways.is_empty() {
-            continue; // mesh-only: never served, already reported
-        }
-        for (i, rule) in vs.spec.http.iter().enumerate() {
-            let path = format!("spec.http[{i}]");
-            if rule.mirror.is_some() || !rule.mirrors.is_empty() {
-                let field = if rule.mirror.is_some() {
-                    "mirror"
-                } else {
-                    "mirrors"
-                };
-                vs.reporter(out).note(
-                    format!("{path}.{field}"),
-                    "traffic mirroring is not implemented by Portcullis; requests are not copied (the route itself works)",
-                );
-            }
-            if let Some(on) = rule.retries.as_ref().and_then(|r| r.retry_on.as_deref()) {
-                let unsupported: Vec<&str> = on
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|t| STATUS_RETRY_TOKENS.contains(t) || t.parse::<u16>().is_ok())
-                    .collect();
-                if !unsupported.is_empty() {
-                    vs.reporter(out).note(
-                        format!("{path}.retries.retryOn"),
-                        format!(
-                            "retries on a response status ({}) are not supported: only connect-failure, refused-stream and reset are retried",
-                            unsupported.join(", ")
-                        ),
-                    );
-                }
-            }
-        }
-    }
     for dr in &resources.destination_rules {
         let mut policies: Vec<(String, &TrafficPolicy)> = Vec::new();
         if let Some(tp) = &dr.spec.traffic_policy {
@@ -131,17 +85,6 @@ fn lb_warnings(lb: Option<&LoadBalancerSettings>, warn: &mut impl FnMut(&str, &s
             "slow-start warm-up is not supported; ignored",
         );
     }
-    if lb
-        .consistent_hash
-        .as_ref()
-        .and_then(|c| c.http_cookie.as_ref())
-        .is_some_and(|c| c.ttl.is_some())
-    {
-        warn(
-            &format!("{path}.consistentHash.httpCookie.ttl"),
-            "Portcullis hashes on the cookie when the client sends it but does not generate it",
-        );
-    }
 }
 
 fn pool_warnings(
@@ -189,19 +132,13 @@ mod tests {
     }
 
     #[test]
-    fn unsupported_fields_are_named_with_their_line() {
+    fn mirrors_and_status_retries_are_served_without_a_warning() {
         let vs = doc(
             "VirtualService",
             "vs",
             "hosts: [a.com]\ngateways: [gw]\nhttp:\n- route: [{destination: {host: b}}]\n  mirror: {host: c}\n  retries: {attempts: 2, retryOn: '5xx,connect-failure'}\n",
         );
-        assert_eq!(
-            support_warnings(&vs),
-            [
-                "t.yaml:9: Warning VirtualService default/vs: spec.http[0].mirror: traffic mirroring is not implemented by Portcullis; requests are not copied (the route itself works)",
-                "t.yaml:10: Warning VirtualService default/vs: spec.http[0].retries.retryOn: retries on a response status (5xx) are not supported: only connect-failure, refused-stream and reset are retried",
-            ]
-        );
+        assert!(support_warnings(&vs).is_empty());
     }
 
     #[test]
@@ -218,15 +155,5 @@ mod tests {
             w[0].contains("spec.trafficPolicy.tunnel: tunnelling"),
             "{w:?}"
         );
-    }
-
-    #[test]
-    fn mesh_only_virtual_services_are_not_reported_twice() {
-        let vs = doc(
-            "VirtualService",
-            "vs",
-            "hosts: [a.com]\nhttp:\n- route: [{destination: {host: b}}]\n  mirror: {host: c}\n",
-        );
-        assert!(support_warnings(&vs).is_empty());
     }
 }

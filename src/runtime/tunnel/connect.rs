@@ -3,29 +3,29 @@
 //! upstream; the tunnelled ClientHello must name the CONNECT host.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pingora::protocols::Stream;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
-use super::{open, ConnInfo};
+use super::{open, ConnInfo, TunnelError};
 use crate::compile::reply::ResponseFlag;
-use crate::config::host::{normalize_request_host, split_authority};
+use crate::config::diag::shorten;
+use crate::config::host::{normalize_request_host, parse_authority};
+use crate::runtime::http1::{linger, write_reply};
+use crate::runtime::limits::DownstreamLimits;
 use crate::runtime::State;
 use crate::tls::client_hello::{peek_client_hello, Parse, MAX_CLIENT_HELLO};
 
-/// How long a CONNECT client may take to send its request head, and then its ClientHello.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the client may take to send its ClientHello once the tunnel is open.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-/// The largest CONNECT request head accepted.
-const MAX_HEAD: usize = 16 * 1024;
 
 /// What is wrong with a CONNECT request head.
 #[derive(Debug, thiserror::Error)]
 enum HeadError {
-    #[error("request head too large")]
-    TooLarge,
-    #[error("timed out reading the request")]
+    #[error("request head larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("request head not complete in time")]
     Timeout,
     #[error("connection closed")]
     Closed,
@@ -37,37 +37,60 @@ pub async fn connect_tunnel(state: Arc<State>, mut client: Stream, info: ConnInf
     let mut entry = info.entry();
     entry.method = Some("CONNECT".into());
     entry.protocol = Some("HTTP/1.1".into());
-    let (head, leftover) = match read_head(&mut client).await {
+    let limits = &state.options.limits;
+    let (head, leftover) = match read_head(&mut client, limits).await {
         Ok(v) => v,
         Err(e) => {
             tracing::debug!("CONNECT from {}: {e}", info.client);
+            let status = match e {
+                HeadError::TooLarge(_) => 431,
+                HeadError::Timeout => 408,
+                HeadError::Closed | HeadError::Io(_) => return,
+            };
+            let _ = write_reply(&mut client, status, &format!("{e}\n")).await;
+            linger(&mut client).await;
+            entry.response_code = status;
+            entry.response_flags = Some(ResponseFlag::DPE.as_str().into());
+            state.access_log.log(&entry);
             return;
         }
     };
-    let Some(target) = parse_connect(&head) else {
-        let line = head.lines().next().unwrap_or("");
-        let _ = respond(
-            &mut client,
-            400,
-            &format!("malformed CONNECT request line `{line}`\n"),
-        )
-        .await;
-        entry.response_code = 400;
-        entry.response_flags = Some(ResponseFlag::DPE.as_str().into());
-        state.access_log.log(&entry);
-        return;
+    // RFC 9110 §9.3.6: the target is `host:port`; without a valid port there is no
+    // destination (never a default one).
+    let target = parse_connect(&head);
+    let (host, port) = match target.map(parse_authority) {
+        Some(Ok((h, Some(p)))) if !h.is_empty() => (normalize_request_host(h).into_owned(), p),
+        _ => {
+            let line = head.lines().next().unwrap_or("");
+            let why = match target.map(parse_authority) {
+                Some(Err(e)) => format!("{e}"),
+                Some(Ok(_)) => "the target is not host:port".to_string(),
+                None => "malformed request line".to_string(),
+            };
+            let body = format!("bad CONNECT `{}`: {why}\n", shorten(line, 200));
+            let _ = write_reply(&mut client, 400, &body).await;
+            entry.authority = target.map(|t| shorten(t, 200).into_owned());
+            entry.response_code = 400;
+            entry.response_flags = Some(ResponseFlag::DPE.as_str().into());
+            entry.response_code_details = Some("http.invalid_authority".into());
+            state.access_log.log(&entry);
+            return;
+        }
     };
-    entry.authority = Some(target.to_string());
-    entry.path = Some(target.to_string());
-    let (host, port) = match split_authority(target) {
-        (h, Some(p)) => (normalize_request_host(h).into_owned(), p),
-        _ => (normalize_request_host(target).into_owned(), 443),
+    // The destination used, as the log shows it.
+    let target = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
     };
+    entry.authority = Some(target.clone());
+    entry.path = Some(target);
     let snapshot = state.snapshot.load_full();
     let cluster = match snapshot.connect_target(&host, port) {
         Ok(c) => c,
         Err(refusal) => {
-            let _ = respond(&mut client, 403, &String::from_utf8_lossy(&refusal.body)).await;
+            let body = String::from_utf8_lossy(&refusal.body);
+            let _ = write_reply(&mut client, 403, &body).await;
             state
                 .metrics
                 .egress_denied
@@ -85,13 +108,16 @@ pub async fn connect_tunnel(state: Arc<State>, mut client: Stream, info: ConnInf
     entry.upstream_cluster = Some(cluster.name.clone());
     let (mut upstream, addr) = match open(&state, &cluster, &host, port, false).await {
         Ok(v) => v,
+        Err(reason @ TunnelError::Refused(_)) => {
+            let _ = write_reply(&mut client, 403, &format!("{reason}\n")).await;
+            entry.response_code = 403;
+            entry.response_code_details = Some("destination_not_allowed".into());
+            state.access_log.log(&entry);
+            return;
+        }
         Err(reason) => {
-            let _ = respond(
-                &mut client,
-                503,
-                &format!("upstream connect error: {reason}\n"),
-            )
-            .await;
+            let body = format!("upstream connect error: {reason}\n");
+            let _ = write_reply(&mut client, 503, &body).await;
             entry.response_code = 503;
             entry.response_flags = Some(ResponseFlag::UF.as_str().into());
             entry.upstream_transport_failure_reason = Some(reason.to_string());
@@ -146,19 +172,31 @@ pub async fn connect_tunnel(state: Arc<State>, mut client: Stream, info: ConnInf
     state.access_log.log(&entry);
 }
 
-/// Reads a request head (up to [`MAX_HEAD`]); returns it and any bytes after it.
-async fn read_head<S: AsyncRead + Unpin>(s: &mut S) -> Result<(String, Vec<u8>), HeadError> {
+/// Reads a request head within the request-head limits (size, and one deadline for the whole
+/// head); returns it and any bytes after it.
+async fn read_head<S: AsyncRead + Unpin>(
+    s: &mut S,
+    limits: &DownstreamLimits,
+) -> Result<(String, Vec<u8>), HeadError> {
+    let max = limits.max_request_headers_bytes;
+    let deadline = limits.request_headers_timeout.map(|t| Instant::now() + t);
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 2048];
     loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            if end + 4 > max {
+                return Err(HeadError::TooLarge(max));
+            }
             let head = String::from_utf8_lossy(&buf[..end]).into_owned();
             return Ok((head, buf[end + 4..].to_vec()));
         }
-        if buf.len() > MAX_HEAD {
-            return Err(HeadError::TooLarge);
+        if buf.len() > max {
+            return Err(HeadError::TooLarge(max));
         }
-        let n = tokio::time::timeout(HEAD_TIMEOUT, s.read(&mut chunk))
+        let wait = deadline.map_or(Duration::MAX, |d| {
+            d.saturating_duration_since(Instant::now())
+        });
+        let n = tokio::time::timeout(wait, s.read(&mut chunk))
             .await
             .map_err(|_| HeadError::Timeout)??;
         if n == 0 {
@@ -182,21 +220,6 @@ fn parse_connect(head: &str) -> Option<&str> {
     }
 }
 
-async fn respond<S: AsyncWrite + Unpin>(s: &mut S, status: u16, body: &str) -> std::io::Result<()> {
-    let reason = match status {
-        400 => "Bad Request",
-        403 => "Forbidden",
-        503 => "Service Unavailable",
-        _ => "Error",
-    };
-    let msg = format!(
-        "HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\nserver: portcullis\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(msg.as_bytes()).await?;
-    s.flush().await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,5 +232,7 @@ mod tests {
         );
         assert!(parse_connect("GET / HTTP/1.1").is_none());
         assert!(parse_connect("CONNECT http://x/ HTTP/1.1").is_none());
+        // The port is checked by `parse_authority`: `x` and `x:65616` are refused with 400.
+        assert_eq!(parse_connect("CONNECT x HTTP/1.1"), Some("x"));
     }
 }

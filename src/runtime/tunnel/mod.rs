@@ -26,6 +26,9 @@ pub enum TunnelError {
     /// The upstream certificate does not carry a name the DestinationRule accepts.
     #[error("{0}")]
     Certificate(String),
+    /// A destination the request chose that this gateway does not connect to.
+    #[error("the requested host resolves to {0}, which this gateway does not connect to")]
+    Refused(&'static str),
 }
 
 /// Who is on the other end of a proxied connection, for the log.
@@ -73,6 +76,12 @@ async fn open(
         ..Default::default()
     };
     let address = cluster.pick(input, &state.dns).await?.address;
+    if super::destination::request_derived(cluster) {
+        let role = state.snapshot.load().instance.role;
+        if let Some(why) = super::destination::refused(address, role, state.options.admin) {
+            return Err(TunnelError::Refused(why));
+        }
+    }
     let mut peer = cluster.peer(address, host, None);
     if !originate_tls {
         peer.scheme = pingora::upstreams::peer::Scheme::HTTP;

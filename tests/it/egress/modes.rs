@@ -9,21 +9,26 @@ async fn host_header_absolute_form_and_connect_share_one_egress_port() {
     let upstream = https_upstream("api", &pki).await;
     // Port 80 (HTTP) is originated to TLS; port 443 (TLS) is for CONNECT tunnels. Both reach
     // the same HTTPS server.
-    let eg = egress(&[
-        &service_entry(
-            "api",
-            API,
-            &[
-                (80, "http", "HTTP", upstream.port()),
-                (443, "tls", "TLS", upstream.port()),
-            ],
-        ),
-        &destination_rule(
-            "api",
-            API,
-            TrafficPolicy::new().port_level(80, originate(&pki)),
-        ),
-    ])
+    // HTTP/1.0 is refused (426) unless accepted, as Istio's PILOT_HTTP10; this client needs it.
+    let eg = egress_with(
+        &[
+            &egress_gateway(),
+            &service_entry(
+                "api",
+                API,
+                &[
+                    (80, "http", "HTTP", upstream.port()),
+                    (443, "tls", "TLS", upstream.port()),
+                ],
+            ),
+            &destination_rule(
+                "api",
+                API,
+                TrafficPolicy::new().port_level(80, originate(&pki)),
+            ),
+        ],
+        &["--accept-http10", "true"],
+    )
     .await;
 
     // 1. Host-addressed (DNS points the name at the gateway).

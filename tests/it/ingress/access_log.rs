@@ -28,8 +28,8 @@ async fn assert_logged_fields(ing: &Harness) {
     let id = request_id();
     let r = send(
         ing.request(Method::POST, "log.example.com", "/log/p?q=1")
-            .header("x-request-id", &id)
-            .header("user-agent", "it-agent/1.0")
+            .header("x-request-id", "client-chosen")
+            .header("user-agent", format!("it-agent/{id}"))
             .header("x-forwarded-for", "203.0.113.9")
             .body("hello"),
     )
@@ -59,8 +59,12 @@ async fn assert_logged_fields(ing: &Harness) {
         xff_list(line.get("x_forwarded_for")),
         ["203.0.113.9", "127.0.0.1"]
     );
-    assert_eq!(line.get("user_agent"), "it-agent/1.0");
-    assert_eq!(line.get("request_id"), id);
+    assert_eq!(line.get("user_agent"), format!("it-agent/{id}"));
+    // An edge request gets a new id (Envoy: `preserve_external_request_id` off), the one
+    // the backend saw.
+    let seen = be.last_request().unwrap();
+    assert_eq!(line.get("request_id"), seen.header("x-request-id").unwrap());
+    assert_ne!(line.get("request_id"), "client-chosen");
     assert_eq!(line.get("authority"), "log.example.com");
     assert_eq!(line.get("upstream_host"), be.addr().to_string());
     assert_eq!(
@@ -80,7 +84,7 @@ async fn assert_logged_fields(ing: &Harness) {
     let id = request_id();
     let r = send(
         ing.request(Method::GET, "log.example.com", "/teapot")
-            .header("x-request-id", &id),
+            .header("user-agent", &id),
     )
     .await;
     assert_eq!(r.status(), 418);
@@ -96,7 +100,7 @@ async fn assert_logged_fields(ing: &Harness) {
     let id = request_id();
     let r = send(
         ing.request(Method::GET, "log.example.com", "/old/x")
-            .header("x-request-id", &id),
+            .header("user-agent", &id),
     )
     .await;
     assert_eq!(echo(r).await["path"], "/new/x");
@@ -119,7 +123,7 @@ async fn access_log_json_has_the_same_fields_as_snake_case_keys() {
     let id = request_id();
     send(
         ing.request(Method::GET, "log.example.com", "/")
-            .header("x-request-id", &id),
+            .header("user-agent", &id),
     )
     .await;
     let raw = ing.gw.wait_for_log(&id, LOG_WAIT).await;

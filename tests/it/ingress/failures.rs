@@ -11,7 +11,7 @@ async fn fetch(ing: &Harness, host: &str, path: &str) -> (u16, String, AccessLin
     let id = request_id();
     let r = send(
         ing.request(Method::GET, host, path)
-            .header("x-request-id", &id),
+            .header("user-agent", &id),
     )
     .await;
     let status = r.status().as_u16();
@@ -74,7 +74,7 @@ async fn unregistered_destinations_resolve_as_dns_names_or_ip_literals() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unknown_destination_gets_503_with_the_resolution_failure() {
+async fn unknown_destination_gets_503_no_healthy_upstream() {
     let ing = IngressBuilder::new()
         .routes(vec![
             HttpRoute::new().route(Destination::host("no-such-host.invalid").port(80))
@@ -83,8 +83,10 @@ async fn unknown_destination_gets_503_with_the_resolution_failure() {
         .await;
     let (status, body, line) = fetch(&ing, "a.example.com", "/").await;
     assert_eq!(status, 503);
-    assert!(body.contains("no-such-host.invalid"), "{body}");
+    // Envoy's body (`sendNoHealthyUpstreamResponse`).
+    assert_eq!(body, "no healthy upstream");
     assert_eq!(line.get("response_flags"), "UH");
+    assert_eq!(line.get("response_code_details"), "no_healthy_upstream");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,7 +153,7 @@ async fn route_timeout_covers_the_whole_streamed_response() {
     let id = request_id();
     let r = send(
         ing.request(Method::GET, "a.example.com", "/stream/10")
-            .header("x-request-id", &id),
+            .header("user-agent", &id),
     )
     .await;
     assert_eq!(

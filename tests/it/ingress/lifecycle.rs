@@ -53,7 +53,7 @@ async fn sigterm_drains_an_in_flight_request_then_exits_zero() {
     let id = request_id();
     let in_flight = tokio::spawn(send(
         ing.request(reqwest::Method::GET, "d.example.com", "/delay/1500")
-            .header("x-request-id", &id),
+            .header("user-agent", &id),
     ));
     ing.backend("be")
         .wait_for_requests(1, Duration::from_secs(10))

@@ -12,10 +12,12 @@
 //! - `/delay/<ms>`: sleeps, then echoes;
 //! - `/bytes/<n>`: `n` bytes (`abc…z` repeated), `content-type: application/octet-stream`;
 //! - `/stream/<n>`: `n` chunks of 1 KiB, 50 ms apart (a long in-flight response);
+//! - `/reset`: the connection is closed without a response (an upstream reset);
 //! - `Upgrade: websocket`: `101` with a correct `Sec-WebSocket-Accept`, then every byte
 //!   received on the upgraded connection is written back unchanged (see [`super::ws`]);
 //! - each request header `x-set-response-header: <name>: <value>` adds that response header;
-//! - [`BackendBuilder::fail_first`] makes the first N requests answer a given status.
+//! - [`BackendBuilder::fail_first`] makes the first N requests answer a given status;
+//! - [`BackendBuilder::delay`] makes every request wait before it is answered.
 //!
 //! # Echo body
 //! `{"backend", "method", "path" (path+query), "version" ("HTTP/1.1"|"HTTP/2.0"),
@@ -106,6 +108,7 @@ struct Shared {
     recorded: Mutex<Vec<RecordedRequest>>,
     fail_remaining: AtomicU64,
     fail_status: u16,
+    delay: Duration,
 }
 
 /// Per-connection facts shared by all requests on it.
@@ -145,6 +148,7 @@ pub struct BackendBuilder {
     mode: Mode,
     bind: SocketAddr,
     fail_first: (u64, u16),
+    delay: Duration,
 }
 
 impl BackendBuilder {
@@ -202,6 +206,12 @@ impl BackendBuilder {
         self
     }
 
+    /// Every HTTP request waits `delay` (after it is recorded) before it is answered.
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+
     /// Instead of HTTP, echo raw bytes back (TCP, or TLS if `.tls()` was set).
     pub fn raw_echo(mut self) -> Self {
         self.mode = Mode::Echo;
@@ -227,6 +237,7 @@ impl BackendBuilder {
             recorded: Mutex::new(Vec::new()),
             fail_remaining: AtomicU64::new(self.fail_first.0),
             fail_status: self.fail_first.1,
+            delay: self.delay,
         });
         let acceptor = self.tls.as_ref().map(|ck| {
             Arc::new(build_acceptor(
@@ -480,11 +491,23 @@ fn num_after<T: std::str::FromStr>(path: &str, prefix: &str) -> Option<T> {
     path.strip_prefix(prefix).and_then(|r| r.parse().ok())
 }
 
+/// A handler error: hyper closes the connection without answering (`/reset`).
+#[derive(Debug)]
+struct Reset;
+
+impl std::fmt::Display for Reset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("reset by the test backend")
+    }
+}
+
+impl std::error::Error for Reset {}
+
 async fn handle_request(
     mut req: Request<Incoming>,
     sh: Arc<Shared>,
     info: Arc<ConnInfo>,
-) -> Result<Response<Body>, Infallible> {
+) -> Result<Response<Body>, Reset> {
     sh.requests.fetch_add(1, Ordering::SeqCst);
     let method = req.method().to_string();
     let path = req
@@ -540,6 +563,12 @@ async fn handle_request(
         peer: info.peer,
     };
     sh.recorded.lock().unwrap().push(rec.clone());
+    if !sh.delay.is_zero() {
+        tokio::time::sleep(sh.delay).await;
+    }
+    if bare_path == "/reset" {
+        return Err(Reset);
+    }
 
     let mut resp = if let Some(on_upgrade) = on_upgrade {
         let key = rec.header("sec-websocket-key").unwrap_or("").to_string();
@@ -682,6 +711,7 @@ impl Backend {
             mode: Mode::Http,
             bind: "127.0.0.1:0".parse().unwrap(),
             fail_first: (0, 503),
+            delay: Duration::ZERO,
         }
     }
 

@@ -1,7 +1,10 @@
 //! The real `portcullis` binary as a child process.
 //!
 //! [`GatewayProcess::start`] spawns `portcullis run --config <dir> [--certs <dir>] --admin
-//! 127.0.0.1:<free port> [--labels ..] [--port-map ..] <extra_args>`, captures stdout+stderr
+//! 127.0.0.1:<free port> --status-addr, --prometheus-addr, --merged-prometheus-addr
+//! 127.0.0.1:<free port> --drain-duration 0 [--labels ..] [--port-map ..] <extra_args>` (a
+//! later flag overrides an earlier one, so `extra_args` may set `--drain-duration` and the
+//! addresses), captures stdout+stderr
 //! line by line (echoed to the test's stderr as `[gw <pid>] ...`, shown by the test harness on
 //! failure) and waits until `GET /healthz/ready` on the admin port answers 200.
 //!
@@ -41,6 +44,8 @@ pub struct GatewayOpts {
     /// Wait for `/healthz/ready` == 200 (default true). With `false`, `start` returns right
     /// after spawning (for tests expecting a startup failure: use `wait_exit`).
     pub wait_ready: bool,
+    /// Run with this open-file limit (soft and hard), to make `accept` fail with EMFILE.
+    pub open_files: Option<u64>,
 }
 
 impl Default for GatewayOpts {
@@ -53,6 +58,7 @@ impl Default for GatewayOpts {
             extra_args: Vec::new(),
             env: Vec::new(),
             wait_ready: true,
+            open_files: None,
         }
     }
 }
@@ -83,6 +89,8 @@ pub struct GatewayProcess {
     child: Child,
     pid: u32,
     admin: SocketAddr,
+    /// `--status-addr`, `--prometheus-addr`, `--merged-prometheus-addr` (as passed first).
+    probes: [SocketAddr; 3],
     logs: Arc<Mutex<Vec<String>>>,
     readers: Vec<std::thread::JoinHandle<()>>,
     exit: Option<ExitStatus>,
@@ -138,6 +146,22 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, Str
     Ok((resp.status, resp.body))
 }
 
+/// `method path` on `addr` (a new connection, `Connection: close`, no body); returns
+/// `(status, body)`.
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+) -> std::io::Result<(u16, String)> {
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    let raw = try_raw_http(addr, request).await?;
+    let resp = Resp::try_parse(&raw)
+        .ok_or_else(|| std::io::Error::other(format!("bad response: {raw:?}")))?;
+    Ok((resp.status, resp.body))
+}
+
 impl GatewayProcess {
     /// Spawns the gateway and (unless `wait_ready == false`) waits up to 30 s for
     /// `/healthz/ready` == 200. Panics with the captured logs if the process exits first or the
@@ -158,6 +182,19 @@ impl GatewayProcess {
             cmd.arg("--certs").arg(c);
         }
         cmd.arg("--admin").arg(admin.to_string());
+        let probes = [0; 3].map(|_| SocketAddr::from(([127, 0, 0, 1], free_port())));
+        for (flag, addr) in [
+            "--status-addr",
+            "--prometheus-addr",
+            "--merged-prometheus-addr",
+        ]
+        .iter()
+        .zip(probes)
+        {
+            cmd.arg(flag).arg(addr.to_string());
+        }
+        // SIGTERM stops accepting at once unless a test asks for a drain duration.
+        cmd.arg("--drain-duration").arg("0");
         if let Some(l) = &opts.labels {
             cmd.arg("--labels").arg(l);
         }
@@ -171,6 +208,22 @@ impl GatewayProcess {
         cmd.env("NO_COLOR", "1");
         for (k, v) in &opts.env {
             cmd.env(k, v);
+        }
+        if let Some(n) = opts.open_files {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let limit = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
         }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -189,6 +242,7 @@ impl GatewayProcess {
             child,
             pid,
             admin,
+            probes,
             logs,
             readers,
             exit: None,
@@ -250,6 +304,21 @@ impl GatewayProcess {
         self.admin
     }
 
+    /// The `--status-addr` listener (Istio's 15021).
+    pub fn status_addr(&self) -> SocketAddr {
+        self.probes[0]
+    }
+
+    /// The `--prometheus-addr` listener (Envoy's 15090).
+    pub fn prometheus_addr(&self) -> SocketAddr {
+        self.probes[1]
+    }
+
+    /// The `--merged-prometheus-addr` listener (istio-agent's 15020).
+    pub fn merged_prometheus_addr(&self) -> SocketAddr {
+        self.probes[2]
+    }
+
     /// `http://127.0.0.1:<admin><path>`.
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{}", self.admin, path)
@@ -263,6 +332,13 @@ impl GatewayProcess {
                 self.logs().join("\n")
             )
         })
+    }
+
+    /// POST on the admin port (no body); returns `(status, body)`; panics if unreachable.
+    pub async fn admin_post(&self, path: &str) -> (u16, String) {
+        http_request(self.admin, "POST", path)
+            .await
+            .unwrap_or_else(|e| panic!("admin POST {path}: {e}"))
     }
 
     /// All captured output lines so far (stdout and stderr interleaved in arrival order,

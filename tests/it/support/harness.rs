@@ -1,6 +1,6 @@
 //! The one test harness: a config directory, a certs directory, Gateway ports mapped to free
 //! local ports, the real `portcullis run` process, backends kept alive for its lifetime, and
-//! typed readers for the admin endpoints (`/reload`, `/stats`, `/metrics`, `/config_dump`).
+//! typed readers for the admin endpoints (`/reload`, `/stats/clusters`, `/metrics`, `/config_dump`).
 //!
 //! ```ignore
 //! let h = Harness::builder()
@@ -68,6 +68,7 @@ pub struct HarnessBuilder {
     labels: Option<String>,
     args: Vec<String>,
     expect_exit: bool,
+    open_files: Option<u64>,
 }
 
 impl HarnessBuilder {
@@ -146,6 +147,12 @@ impl HarnessBuilder {
         self
     }
 
+    /// Runs the gateway with this open-file limit (see [`GatewayOpts::open_files`]).
+    pub fn open_files(mut self, n: u64) -> Self {
+        self.open_files = Some(n);
+        self
+    }
+
     /// Start without waiting for readiness: the test expects the process to exit
     /// ([`GatewayProcess::wait_exit`]).
     pub fn expect_exit(mut self) -> Self {
@@ -173,6 +180,7 @@ impl HarnessBuilder {
             port_map: (!self.ports.is_empty()).then(|| port_map(&self.ports)),
             extra_args,
             wait_ready: !self.expect_exit,
+            open_files: self.open_files,
             ..GatewayOpts::new(config_path)
         })
         .await;
@@ -253,7 +261,7 @@ pub struct Changes {
     pub modified: Vec<String>,
 }
 
-/// One cluster's entry in `/stats`.
+/// One cluster's entry in `/stats/clusters`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct ClusterStats {
     pub cluster: String,
@@ -394,11 +402,11 @@ impl Harness {
         last.expect("polled at least once")
     }
 
-    /// Every cluster's `/stats` entry.
+    /// Every cluster's `/stats/clusters` entry.
     pub async fn stats(&self) -> Vec<ClusterStats> {
-        let v = self.admin_json("/stats").await;
+        let v = self.admin_json("/stats/clusters").await;
         serde_json::from_value(v["clusters"].clone())
-            .unwrap_or_else(|e| panic!("/stats ({e}): {v}"))
+            .unwrap_or_else(|e| panic!("/stats/clusters ({e}): {v}"))
     }
 
     /// The `/stats` entry of `cluster`.

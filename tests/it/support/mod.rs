@@ -10,9 +10,11 @@
 //! - [`backend`]: upstream HTTP(S)/h2c/WebSocket/TCP/TLS echo servers with counters.
 //! - [`ws`]: raw WebSocket handshake and frames.
 //! - [`cli`]: one-shot `portcullis check` / `routes`.
+//! - [`envoy`]: a real Envoy set up as Istio's gateways run it, the reference for edge attacks.
 //! - [`client`]: reqwest clients, TLS handshake probe, raw HTTP exchanges and their parsing.
 //! - [`config`]: temp config directories with atomic writes.
 //! - [`ports`]: free ports.
+//! - [`security`]: JWT signers and JWKS, a JWKS server, an ext_authz server.
 //!
 //! Everything that waits is async (`tokio::time::sleep` polling); sync tests only compute.
 #![allow(dead_code, unused_imports)]
@@ -22,10 +24,12 @@ pub mod certs;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod envoy;
 pub mod gateway;
 pub mod harness;
 pub mod k8s;
 pub mod ports;
+pub mod security;
 pub mod ws;
 pub mod yaml;
 

@@ -160,8 +160,12 @@ macro_rules! resources {
 
         impl Resource for $name {
             fn to_value(&self) -> Value {
+                let api = match stringify!($name) {
+                    "AuthorizationPolicy" | "RequestAuthentication" => "security.istio.io/v1",
+                    _ => "networking.istio.io/v1",
+                };
                 json!({
-                    "apiVersion": "networking.istio.io/v1",
+                    "apiVersion": api,
                     "kind": stringify!($name),
                     "metadata": self.metadata,
                     "spec": self.spec,
@@ -188,6 +192,16 @@ macro_rules! resources {
                 self
             }
 
+            /// `metadata.annotations[key] = value`.
+            pub fn annotation(mut self, key: &str, value: &str) -> Self {
+                let annotations = self
+                    .metadata
+                    .entry("annotations".to_string())
+                    .or_insert_with(|| json!({}));
+                annotations[key] = json!(value);
+                self
+            }
+
             /// This resource alone as YAML text.
             pub fn yaml(&self) -> String {
                 render(&[self])
@@ -196,7 +210,29 @@ macro_rules! resources {
     )*};
 }
 
-resources!(Gateway, VirtualService, ServiceEntry, DestinationRule);
+resources!(
+    Gateway,
+    VirtualService,
+    ServiceEntry,
+    DestinationRule,
+    /// `security.istio.io/v1` AuthorizationPolicy (namespace `istio-system` by default, the
+    /// root namespace): fields with `.with(key, json!(..))`.
+    AuthorizationPolicy,
+    /// `security.istio.io/v1` RequestAuthentication (namespace `istio-system` by default).
+    RequestAuthentication,
+);
+
+impl AuthorizationPolicy {
+    pub fn new(name: &str) -> Self {
+        Self::named(name).namespace("istio-system")
+    }
+}
+
+impl RequestAuthentication {
+    pub fn new(name: &str) -> Self {
+        Self::named(name).namespace("istio-system")
+    }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Gateway

@@ -7,7 +7,7 @@ use super::super::rules::{
     check_gateway_name, check_header_name_or_jwt_claim, check_port, check_string_match,
     is_dns1123_label, routing_claim, MatchUse,
 };
-use crate::config::diag::{code, Reporter, Severity};
+use crate::config::diag::Reporter;
 use crate::config::types::HttpMatchRequest;
 
 pub(super) fn check_match(r: &mut Reporter, base: &str, m: &HttpMatchRequest, to_gateway: bool) {
@@ -31,23 +31,10 @@ pub(super) fn check_match(r: &mut Reporter, base: &str, m: &HttpMatchRequest, to
                 r.error(p.clone(), msg);
             }
             if routing_claim(name).is_some() {
-                if to_gateway {
-                    // istioctl's JwtClaimBasedRoutingWithoutRequestAuthN: claims exist only
-                    // once a RequestAuthentication has verified a token.
-                    let effect = if without {
-                        "this condition always holds"
-                    } else {
-                        "this match never matches"
-                    };
-                    r.finding(
-                        Severity::Warning,
-                        code::JWT_CLAIM_ROUTING_WITHOUT_REQUEST_AUTHN,
-                        p.clone(),
-                        format!(
-                            "the virtual service uses JWT claim based routing (key: {name}) but no request authentication verifies tokens on this gateway (Portcullis does not enforce RequestAuthentication yet): requests carry no claims, so {effect}"
-                        ),
-                    );
-                } else {
+                // On a gateway the claims of the token RequestAuthentication verified are
+                // matched (compile/matcher.rs `ClaimMatch`); without one, IST0149
+                // (`validate::security`).
+                if !to_gateway {
                     // Istio `ValidateVirtualService`: claims exist only on gateways.
                     r.error(
                         p.clone(),
@@ -179,7 +166,7 @@ mod tests {
             ),
             (
                 &m("headers: {\"@request.auth.claims.group\": {exact: admin}}"),
-                &["t.yaml:9: Warning [IST0149] VirtualService default/vs: spec.http[0].match[0].headers.@request.auth.claims.group: the virtual service uses JWT claim based routing (key: @request.auth.claims.group) but no request authentication verifies tokens on this gateway (Portcullis does not enforce RequestAuthentication yet): requests carry no claims, so this match never matches"],
+                &["t.yaml:7: Warning [IST0149] VirtualService default/vs: spec.http: The virtual service uses the JWT claim based routing (key: @request.auth.claims.group) but found no request authentication for the gateway (default/gw) pods. The request authentication must first be applied for the gateway pods to validate the JWT token and make the claims available for routing (expected a RequestAuthentication selecting the gateway)"],
             ),
         ]);
     }
