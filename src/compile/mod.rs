@@ -419,9 +419,11 @@ mod tests {
             text: yaml,
         }]);
         assert!(!diags.has_errors(), "{diags}");
-        let Err(err) = compile(&res, &Instance::default(), &StatsRegistry::default()) else {
-            panic!("refused")
-        };
+        // Compile comes back with the error; its scope refuses the configuration (fail closed).
+        let (_, diags) = compile(&res, &Instance::default(), &StatsRegistry::default())
+            .expect("a snapshot, with the error");
+        let err = diags.errors().next().expect("an error");
+        assert_eq!(err.scope, crate::config::diag::Scope::Config, "{diags}");
         assert!(
             err.to_string().contains("AuthorizationPolicies istio-system/deny apply to this gateway, which also serves TCP or TLS streams"),
             "{err}"

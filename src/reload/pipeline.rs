@@ -265,16 +265,18 @@ impl Pipeline {
             .as_ref()
             .map(|p| p.display().to_string())
             .unwrap_or_default();
+        // The mesh file's errors refuse the configuration (Scope::Config) unless the last good
+        // settings keep serving: then they leave out only the file's new contents.
         let Some(last) = self.mesh.clone() else {
-            for d in &mut diags.0 {
-                d.scope = Scope::Config;
-            }
             return MeshLoad {
                 good: None,
                 diags,
                 stale: None,
             };
         };
+        for d in diags.0.iter_mut().filter(|d| d.is_error()) {
+            d.scope = Scope::Resource;
+        }
         diags.0.push(Diagnostic {
             severity: Severity::Warning,
             ..Diagnostic::config_error(format!(
@@ -415,7 +417,7 @@ fn left_out(diags: &Diagnostics, restored: &HashSet<Key>, stale_files: Vec<Stale
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compile::Instance;
+    use crate::compile::{Instance, OutboundPolicy};
 
     const GW: &str = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw}\nspec:\n  selector: {istio: ingressgateway}\n  servers: [{port: {number: 8080, name: http, protocol: HTTP}, hosts: ['*']}]\n";
 
@@ -469,20 +471,96 @@ mod tests {
         assert_eq!(refused.error_count(), 1, "{refused}");
     }
 
+    const DENY_ADMIN: &str = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny, namespace: istio-system}\nspec:\n  action: DENY\n  rules: [{to: [{operation: {paths: [/admin]}}]}]\n";
+
+    /// An AuthorizationPolicy is enforced (`compile::security`), so a valid one loads with the
+    /// rest of the configuration.
     #[test]
-    fn a_policy_that_would_restrict_traffic_refuses_the_configuration() {
+    fn an_enforced_policy_is_served_with_the_configuration() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("gw.yaml"), GW).unwrap();
+        std::fs::write(dir.path().join("ap.yaml"), DENY_ADMIN).unwrap();
+        let loaded = Pipeline::default()
+            .load(&source(dir.path(), false), &StatsRegistry::default())
+            .unwrap();
+        assert!(loaded.left_out.is_empty(), "{:?}", loaded.left_out);
+        assert_eq!(
+            loaded.snapshot.summary.applied_policies,
+            ["istio-system/deny"]
+        );
+    }
+
+    /// A security policy with an error is not left out (serving without it would expose what
+    /// it protects): it refuses the configuration, and a reload keeps the generation served.
+    #[test]
+    fn a_policy_with_an_error_refuses_the_configuration() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("gw.yaml"), GW).unwrap();
+        std::fs::write(dir.path().join("ap.yaml"), DENY_ADMIN).unwrap();
+        let stats = StatsRegistry::default();
+        let mut p = Pipeline::default();
+        p.load(&source(dir.path(), false), &stats).unwrap();
+        // Istio's webhook: "DENY action without `rules` is meaningless".
         std::fs::write(
             dir.path().join("ap.yaml"),
-            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny, namespace: istio-system}\nspec:\n  action: DENY\n  rules: [{to: [{operation: {paths: [/admin]}}]}]\n",
+            DENY_ADMIN.replace("  rules: [{to: [{operation: {paths: [/admin]}}]}]\n", ""),
         )
         .unwrap();
-        let Err(refused) =
-            Pipeline::default().load(&source(dir.path(), false), &StatsRegistry::default())
-        else {
-            panic!("a policy that would restrict traffic must refuse the configuration");
+        let Err(refused) = p.load(&source(dir.path(), false), &stats) else {
+            panic!("a policy with an error must refuse the configuration");
         };
-        assert!(refused.to_string().contains("fail closed"), "{refused}");
+        assert!(
+            refused.to_string().contains("DENY action without `rules`"),
+            "{refused}"
+        );
+    }
+
+    /// A mesh file that stops being valid keeps the last good mesh settings, as a config file
+    /// that stops parsing keeps its last good contents; at start-up there are none to keep.
+    #[test]
+    fn a_broken_mesh_file_keeps_the_last_good_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config");
+        std::fs::create_dir(&config).unwrap();
+        std::fs::write(config.join("gw.yaml"), GW).unwrap();
+        let mesh = dir.path().join("mesh.yaml");
+        let source = ConfigSource {
+            mesh_file: Some(mesh.clone()),
+            ..source(&config, false)
+        };
+        let stats = StatsRegistry::default();
+        std::fs::write(&mesh, "outboundTrafficPolicy: {mode: SOMETIMES}\n").unwrap();
+        assert!(Pipeline::default().load(&source, &stats).is_err());
+
+        let mut p = Pipeline::default();
+        std::fs::write(&mesh, "outboundTrafficPolicy: {mode: ALLOW_ANY}\n").unwrap();
+        let loaded = p.load(&source, &stats).unwrap();
+        assert_eq!(
+            loaded.snapshot.instance.outbound_policy,
+            OutboundPolicy::AllowAny
+        );
+        std::fs::write(&mesh, "outboundTrafficPolicy: {mode: SOMETIMES}\n").unwrap();
+        std::fs::write(config.join("b.yaml"), vs("b", "200")).unwrap();
+        let loaded = p.load(&source, &stats).unwrap();
+        assert_eq!(
+            loaded.snapshot.instance.outbound_policy,
+            OutboundPolicy::AllowAny
+        );
+        assert_eq!(
+            served(&loaded),
+            1,
+            "the config directory's change is applied"
+        );
+        assert_eq!(
+            loaded.left_out.stale_files[0].file,
+            mesh.display().to_string()
+        );
+        assert!(loaded.diagnostics.to_string().contains("SOMETIMES"));
+        // --strict: all or nothing.
+        let strict = ConfigSource {
+            strict: true,
+            ..source.clone()
+        };
+        assert!(p.load(&strict, &stats).is_err());
     }
 }

@@ -1,8 +1,8 @@
 //! Isolation instead of all-or-nothing at start-up: what Istio's admission webhook would reject
 //! (`pkg/config/validation`) is left out with an error and everything else is served, as in a
 //! cluster where `kubectl apply` of that one resource failed; `run --strict` keeps the old
-//! all-or-nothing; and an Istio security policy Portcullis cannot enforce yet refuses the
-//! configuration (fail closed) while kinds it does not apply are named in a warning.
+//! all-or-nothing; a security policy with an error refuses the configuration (fail closed)
+//! while kinds Portcullis does not apply are named in a warning.
 
 use std::time::Duration;
 
@@ -176,10 +176,11 @@ fn authorization_policy(selector: &str, rules: serde_json::Value) -> String {
     )
 }
 
-/// A DENY policy selecting this gateway would restrict traffic Portcullis cannot restrict yet:
-/// the configuration is refused (fail closed) rather than served without it.
+/// An AuthorizationPolicy selecting this gateway is enforced (`compile::security`, as Istio's
+/// Envoy RBAC filter at the gateway: `pilot/pkg/security/authz/builder`), so it is not refused:
+/// the configuration starts with it and the policy denies what it names.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_authorization_policy_selecting_the_gateway_refuses_to_start() {
+async fn an_authorization_policy_selecting_the_gateway_is_enforced() {
     let policy = authorization_policy(
         "ingressgateway",
         serde_json::json!([{"to": [{"operation": {"paths": ["/admin"]}}]}]),
@@ -187,13 +188,34 @@ async fn an_authorization_policy_selecting_the_gateway_refuses_to_start() {
     let mut f = files();
     f.truncate(1);
     f.push(("policy.yaml", policy));
+    let h = builder(&f).start().await;
+    assert_eq!(h.get("good.example.com", "/").await.status().as_u16(), 200);
+    assert_eq!(
+        h.get("good.example.com", "/admin").await.status().as_u16(),
+        403
+    );
+    let status = h.reload_status().await;
+    assert_eq!(status.last_result, "ok", "{:#?}", h.gw.logs());
+}
+
+/// A security policy with an error is not left out (serving without it would expose what it
+/// protects): the configuration is refused (fail closed). Istio's webhook
+/// (`pkg/config/validation/validation.go` `ValidateAuthorizationPolicy`): "DENY action without
+/// `rules` is meaningless".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_authorization_policy_with_an_error_refuses_to_start() {
+    let policy = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: edge-policy, namespace: istio-system}\nspec:\n  selector: {matchLabels: {istio: ingressgateway}}\n  action: DENY\n";
+    let mut f = files();
+    f.truncate(1);
+    f.push(("policy.yaml", policy.to_string()));
     let mut h = builder(&f).expect_exit().start().await;
     let status = h.gw.wait_exit(EXIT).await;
-    assert!(!status.success(), "a restricting policy must stop start-up");
     assert!(
-        h.gw.logs_contain(
-            "Error AuthorizationPolicy istio-system/edge-policy: spec: AuthorizationPolicy (in the root namespace, its selector matches the gateway's labels) would restrict traffic"
-        ),
+        !status.success(),
+        "a policy with an error must stop start-up"
+    );
+    assert!(
+        h.gw.logs_contain("AuthorizationPolicy istio-system/edge-policy: spec.rules: DENY action without `rules` is meaningless"),
         "{:#?}",
         h.gw.logs()
     );

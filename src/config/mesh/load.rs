@@ -71,7 +71,7 @@ pub fn parse_mesh(file: SourceFile) -> (Option<MeshFile>, Diagnostics) {
                 ..origin.clone()
             };
             Reporter::new(&mut diags, Some(at), None)
-                .error("", format!("not valid YAML: {}", yaml_error_message(&e)));
+                .error_config("", format!("not valid YAML: {}", yaml_error_message(&e)));
             return (None, Diagnostics(diags));
         }
     };
@@ -98,7 +98,7 @@ pub fn parse_mesh(file: SourceFile) -> (Option<MeshFile>, Diagnostics) {
         Err(e) => {
             let path = e.path().to_string();
             let path = if path == "." { String::new() } else { path };
-            report.error(path, e.inner().to_string());
+            report.error_config(path, e.inner().to_string());
             (None, Diagnostics(diags))
         }
     }
@@ -174,17 +174,19 @@ mod tests {
         assert!(mesh.is_some());
         let text = diags.to_string();
         assert!(
-            text.contains("mesh.yaml:1: warning: enableAutoMtls: `enableAutoMtls` is not supported by Portcullis"),
+            text.contains("mesh.yaml:1: Warning enableAutoMtls: `enableAutoMtls` is not supported by Portcullis"),
             "{text}"
         );
         assert!(
             text.contains(
-                "mesh.yaml:4: warning: defaultConfig.concurrency: `concurrency` is not supported"
+                "mesh.yaml:4: Warning defaultConfig.concurrency: `concurrency` is not supported"
             ),
             "{text}"
         );
         assert!(
-            text.contains("mesh.yaml:5: warning: defaultConfig.drainDurationn: unknown field `drainDurationn`"),
+            text.contains(
+                "mesh.yaml:5: Warning defaultConfig.drainDurationn: unknown field `drainDurationn`"
+            ),
             "{text}"
         );
     }
@@ -196,7 +198,7 @@ mod tests {
         let text = diags.to_string();
         assert!(
             text.starts_with(
-                "mesh.yaml:3: outboundTrafficPolicy.mode: unknown variant `SOMETIMES`"
+                "mesh.yaml:3: Error outboundTrafficPolicy.mode: unknown variant `SOMETIMES`"
             ),
             "{text}"
         );

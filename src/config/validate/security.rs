@@ -560,8 +560,8 @@ mod tests {
     #[test]
     fn authorization_policy_rules_follow_istios_webhook() {
         let cases: &[(&str, &str)] = &[
-            ("action: DENY", "t.yaml:4: AuthorizationPolicy istio-system/p: spec.rules: DENY action without `rules` is meaningless"),
-            ("rules:\n- from: []", "t.yaml:6: AuthorizationPolicy istio-system/p: spec.rules[0].from: `from` must not be empty, found at rule 0"),
+            ("action: DENY", "t.yaml:4: Error [IST0106] AuthorizationPolicy istio-system/p: spec.rules: DENY action without `rules` is meaningless"),
+            ("rules:\n- from: []", "t.yaml:6: Error [IST0106] AuthorizationPolicy istio-system/p: spec.rules[0].from: `from` must not be empty, found at rule 0"),
             ("rules:\n- from:\n  - source: {ipBlocks: [300.0.0.1]}", "spec.rules[0].from[0].source.ipBlocks: bad IP address or CIDR range (300.0.0.1)"),
             ("rules:\n- to:\n  - operation: {ports: ['70000']}", "spec.rules[0].to[0].operation.ports: bad port (70000)"),
             ("rules:\n- when:\n  - {key: request.foo, values: [a]}", "spec.rules[0].when[0].values: invalid `value` for `key` request.foo: unknown attribute: request.foo"),
