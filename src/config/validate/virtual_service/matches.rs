@@ -32,7 +32,7 @@ pub(super) fn check_match(r: &mut Reporter, base: &str, m: &HttpMatchRequest, to
             }
             if routing_claim(name).is_some() {
                 // On a gateway the claims of the token RequestAuthentication verified are
-                // matched (compile/matcher.rs `ClaimMatch`); without one, IST0149
+                // matched (compile/matcher.rs `HeaderKey::Claim`); without one, IST0149
                 // (`validate::security`).
                 if !to_gateway {
                     // Istio `ValidateVirtualService`: claims exist only on gateways.
