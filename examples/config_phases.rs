@@ -9,10 +9,11 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use portcullis::compile::{compile, Instance};
-use portcullis::config::load::ParseCache;
 use portcullis::config::load::{load_files, read_dir};
 use portcullis::config::validate::validate;
-use portcullis::reload::{files_hash, load_and_compile, load_and_compile_cached, ConfigSource};
+use portcullis::reload::{
+    files_hash, load_and_compile, load_and_compile_cached, ConfigSource, Pipeline,
+};
 use portcullis::upstream::StatsRegistry;
 
 fn main() {
@@ -31,7 +32,7 @@ fn main() {
     };
     let stats = StatsRegistry::default();
     let source = ConfigSource::new(dir.clone(), instance.clone());
-    let mut cache = ParseCache::default();
+    let mut cache = Pipeline::default();
     for round in 1..=rounds {
         let t = Instant::now();
         let files = read_dir(&dir).unwrap_or_else(|e| panic!("read {}: {e:?}", dir.display()));

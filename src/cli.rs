@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::compile::security::ext_authz::ExtAuthzHttp;
 use crate::compile::security::SecuritySettings;
 use crate::compile::{Instance, OutboundPolicy, Role};
+use crate::config::diag::Severity;
 use crate::observe::access_log::LogFormat;
 use crate::reload::watch::WatchMode;
 use crate::runtime::limits::DownstreamLimits;
@@ -34,7 +35,8 @@ pub enum Command {
     /// Serve traffic by the config directory, reloading when it changes.
     #[command(args_override_self = true)]
     Run(Box<RunArgs>),
-    /// Validate the config directory and print every problem (exit 0 valid, 1 errors, 2 usage).
+    /// Validate the config directory (or files, or standard input) and print every problem as
+    /// `istioctl analyze` would (exit 0 below the failure threshold, 1 at or above it, 2 usage).
     Check(CheckArgs),
     /// Print the compiled routing: listeners, virtual hosts, routes and clusters.
     Routes(RoutesArgs),
@@ -110,6 +112,7 @@ impl InstanceArgs {
             role,
             outbound_policy: self.outbound_policy.unwrap_or(OutboundPolicy::RegistryOnly),
             upstream_idle_cap: self.upstream_idle_cap,
+            credentials: Default::default(),
             security: SecuritySettings {
                 root_namespace: self
                     .root_namespace
@@ -177,6 +180,11 @@ pub struct RunArgs {
     /// Egress CONNECT: require the tunnelled ClientHello's SNI to equal the CONNECT host.
     #[arg(long, default_value = "true", action = clap::ArgAction::Set, value_name = "BOOL")]
     pub connect_sni_check: bool,
+    /// All or nothing: refuse the whole configuration on any error (start-up fails, a reload
+    /// keeps the generation being served) instead of leaving out what is wrong and serving the
+    /// rest.
+    #[arg(long)]
+    pub strict: bool,
     #[command(flatten)]
     pub limits: LimitArgs,
     /// The `server` header of every response, upstream ones overwritten (Istio's
@@ -273,9 +281,38 @@ impl RunArgs {
 pub struct CheckArgs {
     #[command(flatten)]
     pub config: ConfigArgs,
+    /// Files and directories to check instead of --config; `-` reads standard input.
+    #[arg(value_name = "FILE|DIR|-")]
+    pub inputs: Vec<PathBuf>,
+    /// Output format, as istioctl analyze's: log (one line per message), json or yaml.
+    #[arg(short = 'o', long = "output", value_enum, default_value = "log")]
+    pub output: OutputFormat,
+    /// Do not report CODE for a resource: `CODE=Kind name.namespace` or `CODE=Kind
+    /// namespace/name`, `*` matching any text (istioctl's --suppress); repeatable.
+    #[arg(short = 'S', long = "suppress", value_name = "CODE=Kind name")]
+    pub suppress: Vec<String>,
+    /// The level at which check exits 1: Error, Warning or Info (istioctl's default: Error).
+    #[arg(long, default_value = "Error", value_parser = parse_level, value_name = "LEVEL")]
+    pub failure_threshold: Severity,
+    /// Messages below this level are not printed: Error, Warning or Info (default Info).
+    #[arg(long, default_value = "Info", value_parser = parse_level, value_name = "LEVEL")]
+    pub output_threshold: Severity,
     /// Also validate this mesh config file (Istio's MeshConfig YAML).
     #[arg(long, value_name = "FILE")]
     pub mesh: Option<PathBuf>,
+}
+
+/// `check --output`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Log,
+    Json,
+    Yaml,
+}
+
+fn parse_level(s: &str) -> Result<Severity, String> {
+    Severity::parse(s)
+        .ok_or_else(|| format!("`{s}` is not a level (expected Error, Warning or Info)"))
 }
 
 #[derive(Debug, Clone, Args)]

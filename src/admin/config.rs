@@ -1,7 +1,8 @@
 //! What is being served: `/config_dump` (Portcullis' snapshot: listeners, clusters, registry,
-//! and the reload status), `/reload` (generation, files hash, last error, counters) and
-//! `/certs` (Envoy `source/server/admin/server_info_handler.cc` `handlerCerts`: every served
-//! certificate chain with its path, serial, SANs, validity and days until expiration).
+//! and the reload status), `/reload` (generation, files hash, last error, what the served
+//! configuration leaves out as `left_out`, counters) and `/certs` (Envoy
+//! `source/server/admin/server_info_handler.cc` `handlerCerts`: every served certificate chain
+//! with its path, serial, SANs, validity and days until expiration).
 
 use std::collections::BTreeMap;
 

@@ -192,7 +192,7 @@ const ENDPOINTS: &[Endpoint] = &[
     get("/metrics", "Prometheus: the proxy's stats and the configuration metrics (as 15020)", stats::merged_prometheus),
     post("/quitquitquit", "exit the server", server::quit),
     get("/ready", "print server state, return 200 if LIVE, otherwise return 503", server::ready),
-    get("/reload", "configuration generation, files hash, last error, reload counters", config::reload),
+    get("/reload", "configuration generation, files hash, last error, what is left out, reload counters", config::reload),
     get("/server_info", "print server version/status information", server::server_info),
     get("/stats", "print server stats (?format=json|prometheus, ?filter=REGEX, ?usedonly, ?type=)", stats::stats),
     get("/stats/clusters", "per-cluster upstream counters as JSON: requests, connections, TLS handshakes, reuse", stats::clusters_json),

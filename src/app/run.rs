@@ -11,11 +11,12 @@ use super::ports::bind_ports;
 use crate::cli::RunArgs;
 use crate::compile::mesh::MeshOverrides;
 use crate::compile::mesh::MeshSettings;
-use crate::config::load::ParseCache;
 use crate::observe::access_log::AccessLog;
 use crate::observe::logging::LogControl;
 use crate::reload::watch::watch;
-use crate::reload::{load_and_compile_cached, ConfigSource, Loaded, ReloadStatus};
+use crate::reload::{
+    load_and_compile_cached, Applied, ConfigSource, Loaded, Pipeline, ReloadStatus,
+};
 use crate::runtime::server::Gateway;
 use crate::runtime::{DrainSettings, RuntimeOptions, State};
 use crate::upstream::StatsRegistry;
@@ -38,10 +39,11 @@ pub fn run(args: RunArgs) -> i32 {
             outbound_policy: args.instance.outbound_policy,
             root_namespace: args.instance.root_namespace.clone(),
         },
+        strict: args.strict,
     };
     let stats = Arc::new(StatsRegistry::default());
     let started = Instant::now();
-    let mut cache = ParseCache::default();
+    let mut cache = Pipeline::default();
     let loaded = match load_and_compile_cached(&source, &stats, &mut cache) {
         Ok(l) => l,
         Err(diags) => {
@@ -54,9 +56,7 @@ pub fn run(args: RunArgs) -> i32 {
             return 1;
         }
     };
-    for w in loaded.warnings.warnings() {
-        warn!("{w}");
-    }
+    loaded.log();
     let s = &loaded.snapshot.summary;
     info!(
         "loaded {} in {} ms: {} Gateways, {} VirtualServices, {} ServiceEntries, {} DestinationRules from {} files; {} listeners, {} virtual hosts, {} routes ({:?}, labels {:?})",
@@ -117,7 +117,7 @@ async fn serve(
     args: RunArgs,
     source: ConfigSource,
     loaded: Loaded,
-    cache: ParseCache,
+    cache: Pipeline,
     stats: Arc<StatsRegistry>,
     logs: Arc<LogControl>,
 ) -> i32 {
@@ -135,6 +135,7 @@ async fn serve(
         retry_buffer_limit: args.retry_buffer_limit,
     };
     let status = Arc::new(Mutex::new(ReloadStatus::initial(&loaded)));
+    let loaded_counts = loaded.left_out.counts();
     let access_log = AccessLog::start(loaded.snapshot.mesh.access_log.clone());
     let state = match State::new(loaded.snapshot, access_log, stats, options) {
         Ok(s) => Arc::new(s),
@@ -144,6 +145,8 @@ async fn serve(
         }
     };
     state.metrics.config_generation.set(1);
+    let (kinds, parts, stale) = &loaded_counts;
+    state.metrics.left_out(kinds, *parts, *stale);
     // jwksUri keys: fetched and refreshed in the background, never on the request path.
     source.instance.security.jwks.spawn();
 
@@ -224,8 +227,9 @@ struct Reloader {
     /// `--drain-duration`, `--termination-drain-duration`: they win over the mesh file.
     drain_flags: (Option<Duration>, Option<Duration>),
     status: Arc<Mutex<ReloadStatus>>,
-    /// The parse of every file as of the last load, so a reload re-parses changed files only.
-    cache: Arc<Mutex<ParseCache>>,
+    /// What the last load keeps for the next: the parse of every file (a reload re-parses
+    /// changed files only), last good file contents, last accepted resources.
+    cache: Arc<Mutex<Pipeline>>,
 }
 
 impl Reloader {
@@ -239,16 +243,10 @@ impl Reloader {
         })
         .await;
         let result = match built {
-            Ok(Ok(loaded)) => {
-                for w in loaded.warnings.warnings() {
-                    warn!("{w}");
-                }
-                let Loaded {
-                    snapshot,
-                    files_hash,
-                    fingerprints,
-                    ..
-                } = loaded;
+            Ok(Ok(mut loaded)) => {
+                loaded.log();
+                let applied = Applied::of(&mut loaded);
+                let snapshot = loaded.snapshot;
                 let access_log = snapshot.mesh.access_log.clone();
                 let drain = drain_settings(&snapshot.mesh, self.drain_flags);
                 self.gateway
@@ -256,7 +254,7 @@ impl Reloader {
                     .map(|()| {
                         state.access_log.configure(access_log);
                         state.drain.set_settings(drain);
-                        (files_hash, fingerprints)
+                        applied
                     })
                     .map_err(|e| e.to_string())
             }
@@ -266,17 +264,22 @@ impl Reloader {
         let elapsed = start.elapsed();
         let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
         match result {
-            Ok((files_hash, fingerprints)) => {
-                let changes = status
-                    .succeeded(files_hash, fingerprints, elapsed)
-                    .summary();
+            Ok(applied) => {
+                let counts = applied.left_out.counts();
+                let changes = status.succeeded(applied, elapsed).summary();
+                state.metrics.left_out(&counts.0, counts.1, counts.2);
                 info!(
-                    "reload ok ({reason}): generation {} in {} ms, files {}: {changes}",
+                    "reload {} ({reason}): generation {} in {} ms, files {}: {changes}",
+                    status.last_result,
                     status.generation,
                     elapsed.as_millis(),
                     status.files_hash,
                 );
-                state.metrics.reloads.with_label_values(&["ok"]).inc();
+                state
+                    .metrics
+                    .reloads
+                    .with_label_values(&[status.last_result.as_str()])
+                    .inc();
                 state
                     .metrics
                     .config_generation

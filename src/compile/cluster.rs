@@ -192,6 +192,46 @@ impl<'a> ClusterBuilder<'a> {
         )
     }
 
+    /// The stand-in for a route destination whose cluster does not exist (a subset no
+    /// DestinationRule defines, origination TLS that cannot be loaded): no endpoints, never
+    /// kept among the snapshot's clusters. An HTTP route marks it refused and answers 503 `NC`,
+    /// as Envoy answers a route whose cluster is not found (`router.cc`, `cluster_not_found`;
+    /// RDS routes are not checked against CDS, `validate_clusters` defaults to false there);
+    /// a TCP route to it closes the connection, as Envoy's `tcp_proxy` does.
+    pub fn missing(
+        &self,
+        dest: &Destination,
+        listener_port: u16,
+    ) -> Result<Arc<Cluster>, CompileError> {
+        let port = dest
+            .port
+            .map(|p| p.number)
+            .filter(|p| *p != 0)
+            .and_then(|p| u16::try_from(p).ok())
+            .unwrap_or(listener_port);
+        let key = ClusterKey {
+            host: dest.host.clone(),
+            port,
+            subset: dest.subset.clone(),
+        };
+        let name = key.name();
+        let upstream = self.upstream(&name, &EffectivePolicy::default(), None, None, &key)?;
+        let spec = ClusterSpec {
+            name: name.clone(),
+            host: key.host.clone(),
+            port,
+            subset: key.subset.clone(),
+            service_entry: None,
+            destination_rule: None,
+            endpoints: Endpoints::Static(Vec::new()),
+            lb: LbPolicy::compile(None),
+            outlier: None,
+            circuit_breaker: CircuitBreaker::default(),
+            upstream,
+        };
+        Ok(Arc::new(Cluster::new(spec, self.stats.cluster(&name))))
+    }
+
     /// The longest any upstream connection may stay idle (see [`DEFAULT_IDLE_CAP`]).
     pub fn with_idle_cap(mut self, cap: Duration) -> Self {
         self.idle_cap = cap;

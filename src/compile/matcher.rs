@@ -1,5 +1,16 @@
 //! Compiled `HTTPMatchRequest`: everything decided at compile time (regexes built and anchored,
-//! header names lower-cased), so matching a request is only comparisons.
+//! header names lower-cased, what each header key reads), so matching a request is only
+//! comparisons.
+//!
+//! Header keys are matched as Envoy matches Istio's translation of them (istio/istio
+//! `pilot/pkg/networking/core/route/route.go`, `TranslateRouteMatch`): a pseudo-header
+//! (`:method`, `:scheme`, `:authority`, `:path`) reads the request's own value, as Envoy's
+//! header map holds it (`:path` with its query string); any other name reads the header; a JWT
+//! claim (`@request.auth.claims.a.b`) becomes a dynamic-metadata matcher on the verified
+//! token's payload (`translateMetadataMatch`): the claims RequestAuthentication verified
+//! ([`RequestView::claims`], none without a valid token).
+
+use std::borrow::Cow;
 
 use http::HeaderMap;
 use regex::Regex;
@@ -8,6 +19,7 @@ use super::action::headers::HeaderError;
 use super::error::CompileError;
 use super::security::claims::Claims;
 use crate::config::types::{HttpMatchRequest, StringMatch};
+use crate::config::validate::rules::routing_claim;
 
 /// What a route matcher looks at; borrowed from the request, built once per request.
 #[derive(Debug, Clone, Copy)]
@@ -21,8 +33,28 @@ pub struct RequestView<'a> {
     pub path: &'a str,
     pub query: Option<&'a str>,
     pub headers: &'a HeaderMap,
-    /// The request's verified JWT claims (`@request.auth.claims.*` matches), if any.
+    /// The request's verified JWT claims (the payload Envoy's `jwt_authn` filter puts in
+    /// dynamic metadata, `compile::security`), read by `@request.auth.claims.*` keys. None
+    /// without a verified token: a claim match never matches then, and a `withoutHeaders`
+    /// claim condition always holds, as Envoy's inverted metadata matcher does.
     pub claims: Option<&'a Claims>,
+}
+
+impl<'a> RequestView<'a> {
+    /// A pseudo-header's value as Envoy's request header map holds it; None for `:status` and
+    /// any other name, which a request does not have.
+    fn pseudo(&self, name: Pseudo) -> Option<Cow<'a, str>> {
+        Some(match name {
+            Pseudo::Method => Cow::Borrowed(self.method),
+            Pseudo::Scheme => Cow::Borrowed(self.scheme),
+            Pseudo::Authority => Cow::Borrowed(self.authority),
+            Pseudo::Path => match self.query {
+                Some(q) => Cow::Owned(format!("{}?{q}", self.path)),
+                None => Cow::Borrowed(self.path),
+            },
+            Pseudo::Status => return None,
+        })
+    }
 }
 
 /// A compiled `StringMatch`.
@@ -99,46 +131,87 @@ impl UriMatch {
     }
 }
 
+/// A pseudo-header a match may name (Istio `pseudoHeaders`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pseudo {
+    Method,
+    Scheme,
+    Authority,
+    Path,
+    /// Valid in a match, but a request never has it.
+    Status,
+}
+
+/// What a header key reads.
+#[derive(Debug, Clone)]
+pub enum HeaderKey {
+    Header(http::HeaderName),
+    Pseudo(Pseudo),
+    /// The claim path inside the verified JWT payload.
+    Claim(Vec<String>),
+}
+
+impl HeaderKey {
+    fn compile(name: &str) -> Result<HeaderKey, HeaderError> {
+        if let Some(path) = routing_claim(name) {
+            return Ok(HeaderKey::Claim(path));
+        }
+        Ok(match name {
+            ":method" => HeaderKey::Pseudo(Pseudo::Method),
+            ":scheme" => HeaderKey::Pseudo(Pseudo::Scheme),
+            ":authority" => HeaderKey::Pseudo(Pseudo::Authority),
+            ":path" => HeaderKey::Pseudo(Pseudo::Path),
+            ":status" => HeaderKey::Pseudo(Pseudo::Status),
+            _ => HeaderKey::Header(
+                http::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
+                    .map_err(|_| HeaderError::Name(name.to_string()))?,
+            ),
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct HeaderMatch {
-    pub name: http::HeaderName,
+    pub key: HeaderKey,
     pub value: StrMatch,
 }
 
-/// `@request.auth.claims.NAME` (or `.a.b`, or `[a][b]`) in `headers`: Envoy's dynamic metadata
-/// matcher on the jwt_authn payload (istio route.go `translateMetadataMatch`): a string claim
-/// matches the value, a list claim when one of its strings does.
-#[derive(Debug, Clone)]
-pub struct ClaimMatch {
-    pub path: Vec<String>,
-    pub value: StrMatch,
+impl HeaderMatch {
+    /// A `headers` condition: the value is present and matches. A claim matches a string
+    /// claim, or a list claim with a matching element (Istio `MetadataMatcherForJWTClaims`).
+    fn holds(&self, req: &RequestView<'_>) -> bool {
+        match &self.key {
+            HeaderKey::Claim(path) => claim_matches(req.claims, path, &self.value),
+            key => read(req, key).is_some_and(|v| self.value.matches(&v)),
+        }
+    }
+
+    /// A `withoutHeaders` condition: the inverted match. Istio sets `invert_match`, and
+    /// `treat_missing_header_as_empty` unless the match is a presence match; a claim matcher
+    /// is inverted as Envoy's `MetadataMatcher` inverts it (`match ^ invert`).
+    fn absent(&self, req: &RequestView<'_>) -> bool {
+        let hit = match (&self.key, &self.value) {
+            (HeaderKey::Claim(path), v) => claim_matches(req.claims, path, v),
+            (key, StrMatch::Present) => read(req, key).is_some(),
+            (key, m) => m.matches(read(req, key).as_deref().unwrap_or("")),
+        };
+        !hit
+    }
 }
 
-impl ClaimMatch {
-    /// The claim path of a header name, if it names one (istio pkg/jwt `ToRoutingClaim`).
-    pub fn path_of(name: &str) -> Option<Vec<String>> {
-        const PREFIX: &str = "@request.auth.claims";
-        if !name.to_ascii_lowercase().starts_with(PREFIX) {
-            return None;
-        }
-        let rest = &name[PREFIX.len()..];
-        if let Some(dotted) = rest.strip_prefix('.').filter(|r| !r.is_empty()) {
-            Some(dotted.split('.').map(str::to_string).collect())
-        } else if rest.len() > 2 && rest.starts_with('[') && rest.ends_with(']') {
-            Some(
-                rest[1..rest.len() - 1]
-                    .split("][")
-                    .map(str::to_string)
-                    .collect(),
-            )
-        } else {
-            None
-        }
+fn read<'a>(req: &RequestView<'a>, key: &HeaderKey) -> Option<Cow<'a, str>> {
+    match key {
+        HeaderKey::Header(name) => header_value(req.headers, name),
+        HeaderKey::Pseudo(p) => req.pseudo(*p),
+        HeaderKey::Claim(_) => None,
     }
+}
 
-    fn matches(&self, claims: Option<&Claims>) -> bool {
-        claims.is_some_and(|c| c.any_string_at(&self.path, |v| self.value.matches(v)))
-    }
+/// Envoy's JWT claim metadata match (istio route.go `translateMetadataMatch`): the value at
+/// `path` in the payload is a string that matches, or a list with a string element that
+/// matches.
+fn claim_matches(claims: Option<&Claims>, path: &[String], m: &StrMatch) -> bool {
+    claims.is_some_and(|c| c.any_string_at(path, |v| m.matches(v)))
 }
 
 #[derive(Debug, Clone)]
@@ -157,8 +230,6 @@ pub struct RequestMatch {
     pub authority: Option<StrMatch>,
     pub headers: Vec<HeaderMatch>,
     pub without_headers: Vec<HeaderMatch>,
-    pub claims: Vec<ClaimMatch>,
-    pub without_claims: Vec<ClaimMatch>,
     pub query_params: Vec<QueryMatch>,
 }
 
@@ -170,26 +241,11 @@ impl RequestMatch {
                 .map(|m| StrMatch::compile(m).map_err(regex(what.to_string())))
                 .transpose()
         };
-        let claims = |map: &std::collections::BTreeMap<String, StringMatch>| -> Result<Vec<ClaimMatch>, CompileError> {
-            map.iter()
-                .filter_map(|(k, v)| Some((ClaimMatch::path_of(k)?, k, v)))
-                .map(|(path, k, v)| {
-                    Ok(ClaimMatch {
-                        path,
-                        value: StrMatch::compile(v).map_err(regex(format!("claim {k}")))?,
-                    })
-                })
-                .collect()
-        };
         let headers = |map: &std::collections::BTreeMap<String, StringMatch>| -> Result<Vec<HeaderMatch>, CompileError> {
             map.iter()
-                // Istio ignores these pseudo-header names in `headers`; claims are not headers.
-                .filter(|(k, _)| !matches!(k.as_str(), "uri" | "scheme" | "method" | "authority"))
-                .filter(|(k, _)| !k.starts_with('@'))
                 .map(|(k, v)| {
                     Ok(HeaderMatch {
-                        name: http::HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes())
-                            .map_err(|_| HeaderError::Name(k.clone()))?,
+                        key: HeaderKey::compile(k)?,
                         value: StrMatch::compile(v).map_err(regex(format!("header {k}")))?,
                     })
                 })
@@ -205,8 +261,6 @@ impl RequestMatch {
             authority: sm(&m.authority, "authority")?,
             headers: headers(&m.headers)?,
             without_headers: headers(&m.without_headers)?,
-            claims: claims(&m.headers)?,
-            without_claims: claims(&m.without_headers)?,
             query_params: m
                 .query_params
                 .iter()
@@ -227,8 +281,6 @@ impl RequestMatch {
             && self.authority.is_none()
             && self.headers.is_empty()
             && self.without_headers.is_empty()
-            && self.claims.is_empty()
-            && self.without_claims.is_empty()
             && self.query_params.is_empty()
             && self.uri.as_ref().is_none_or(|u| u.kind.is_match_all_uri())
     }
@@ -254,31 +306,10 @@ impl RequestMatch {
                 return false;
             }
         }
-        for h in &self.headers {
-            match header_value(req.headers, &h.name) {
-                Some(v) => {
-                    if !h.value.matches(&v) {
-                        return false;
-                    }
-                }
-                None => return false,
-            }
-        }
-        for h in &self.without_headers {
-            let value = header_value(req.headers, &h.name);
-            let hit = match (&h.value, value) {
-                (StrMatch::Present, v) => v.is_some(),
-                // A missing header counts as empty.
-                (m, v) => m.matches(v.as_deref().unwrap_or("")),
-            };
-            if hit {
-                return false;
-            }
-        }
-        if !self.claims.iter().all(|c| c.matches(req.claims)) {
+        if !self.headers.iter().all(|h| h.holds(req)) {
             return false;
         }
-        if self.without_claims.iter().any(|c| c.matches(req.claims)) {
+        if !self.without_headers.iter().all(|h| h.absent(req)) {
             return false;
         }
         if !self.query_params.is_empty() {
@@ -385,6 +416,89 @@ mod tests {
         assert!(!block("withoutHeaders: {x-user: {exact: jason}}").matches(&view("/", None, &h)));
         assert!(block("withoutHeaders: {x-other: {exact: y}}").matches(&view("/", None, &h)));
         assert!(!block("withoutHeaders: {x-user: {}}").matches(&view("/", None, &h)));
+    }
+
+    /// Istio `TranslateRouteMatch`: a pseudo-header key becomes an Envoy header matcher on the
+    /// pseudo-header, which Envoy's header map holds for every request (`:path` with the query).
+    #[test]
+    fn pseudo_header_keys_read_the_request() {
+        let h = HeaderMap::new();
+        let v = view("/api/x", Some("debug=1"), &h);
+        assert!(block("headers: {':method': {exact: GET}}").matches(&v));
+        assert!(!block("headers: {':method': {exact: POST}}").matches(&v));
+        assert!(block("headers: {':scheme': {exact: http}}").matches(&v));
+        assert!(block("headers: {':authority': {prefix: a.com}}").matches(&v));
+        assert!(block("headers: {':path': {exact: /api/x?debug=1}}").matches(&v));
+        assert!(block("withoutHeaders: {':path': {regex: '.*debug.*'}}")
+            .matches(&view("/api", None, &h)));
+        // A request has no :status: the match never holds, its inversion always does.
+        assert!(!block("headers: {':status': {}}").matches(&v));
+        assert!(block("withoutHeaders: {':status': {exact: '200'}}").matches(&v));
+    }
+
+    /// `withoutHeaders: {name: {regex: "*"}}` is a presence match (Istio
+    /// `canBeConvertedToPresentMatch`), inverted: the route matches when the header is absent.
+    #[test]
+    fn without_headers_regex_star_means_present() {
+        let mut h = HeaderMap::new();
+        let m = block("withoutHeaders: {x-debug: {regex: '*'}}");
+        assert!(m.matches(&view("/", None, &h)));
+        h.insert("x-debug", "".parse().unwrap());
+        assert!(!m.matches(&view("/", None, &h)));
+    }
+
+    #[test]
+    fn token_header_names_match_lower_cased() {
+        let mut h = HeaderMap::new();
+        h.insert("x.foo", "1".parse().unwrap());
+        h.insert("x~y", "2".parse().unwrap());
+        assert!(block("headers: {x.foo: {exact: '1'}, X~Y: {exact: '2'}}")
+            .matches(&view("/", None, &h)));
+    }
+
+    /// Claims are Envoy dynamic metadata: without a verified token there are none, so a claim
+    /// match never holds and its `withoutHeaders` inversion always does (`MetadataMatcher`
+    /// `match ^ invert`).
+    #[test]
+    fn claim_keys_need_verified_claims() {
+        let h = HeaderMap::new();
+        let v = view("/", None, &h);
+        assert!(!block("headers: {'@request.auth.claims.group': {exact: admin}}").matches(&v));
+        assert!(
+            block("withoutHeaders: {'@request.auth.claims.group': {exact: admin}}").matches(&v)
+        );
+        // What RequestAuthentication supplies: strings, lists, nested claims.
+        let Ok(serde_json::Value::Object(payload)) =
+            serde_json::from_str(r#"{"group": ["dev", "admin"], "org": {"team": "edge"}, "n": 1}"#)
+        else {
+            panic!()
+        };
+        let claims = Claims::normalized(payload, &[]);
+        let exact = |s: &str| StrMatch::Exact(s.into());
+        assert!(claim_matches(
+            Some(&claims),
+            &["group".into()],
+            &exact("admin")
+        ));
+        assert!(claim_matches(
+            Some(&claims),
+            &["org".into(), "team".into()],
+            &exact("edge")
+        ));
+        assert!(!claim_matches(Some(&claims), &["n".into()], &exact("1")));
+        assert!(!claim_matches(
+            Some(&claims),
+            &["missing".into()],
+            &StrMatch::Present
+        ));
+        assert!(!claim_matches(None, &["group".into()], &StrMatch::Present));
+    }
+
+    #[test]
+    fn a_match_type_left_out_matches_everything_present() {
+        let h = HeaderMap::new();
+        // Istio: `uri: {}` keeps Envoy's prefix "/", `method: {}` is a presence match.
+        assert!(block("{uri: {}, method: {}}").matches(&view("/any", None, &h)));
     }
 
     #[test]

@@ -144,12 +144,12 @@ impl MeshSettings {
             (None, false) => AccessFormat::istio_text(),
             (None, true) => AccessFormat::istio_json(),
             (Some(f), false) => AccessFormat::text(f).unwrap_or_else(|e| {
-                report.error("accessLogFormat", e.to_string());
+                report.error_config("accessLogFormat", e.to_string());
                 AccessFormat::istio_text()
             }),
             // Istio: "error parsing provided json log format, default log format will be used".
             (Some(f), true) => AccessFormat::json(f).unwrap_or_else(|e| {
-                report.warn(
+                report.note(
                     "accessLogFormat",
                     format!("{e}; Istio's default JSON format is used"),
                 );
@@ -387,7 +387,10 @@ mod tests {
     fn a_bad_text_format_is_an_error_and_a_bad_json_one_a_warning() {
         let (_, d) = compile("accessLogFile: /dev/stdout\naccessLogFormat: '%NOPE%'\n");
         assert!(
-            d[0].is_error() && d[0].to_string().starts_with("mesh.yaml:2: accessLogFormat"),
+            d[0].is_error()
+                && d[0]
+                    .to_string()
+                    .starts_with("mesh.yaml:2: Error accessLogFormat"),
             "{:?}",
             d
         );

@@ -65,6 +65,9 @@ pub struct Instance {
     /// Upper bound on how long idle upstream connections are kept.
     #[serde(with = "humantime_ms")]
     pub upstream_idle_cap: std::time::Duration,
+    /// The last good certificates, shared by the compiles of one running gateway.
+    #[serde(skip)]
+    pub credentials: listener::CredentialMemory,
     /// Root namespace, own namespace, ext_authz providers, the JWKS cache.
     pub security: security::SecuritySettings,
 }
@@ -88,6 +91,7 @@ impl Default for Instance {
             role: Role::Ingress,
             outbound_policy: OutboundPolicy::RegistryOnly,
             upstream_idle_cap: crate::upstream::peer::DEFAULT_IDLE_CAP,
+            credentials: listener::CredentialMemory::default(),
             security: security::SecuritySettings::default(),
         }
     }
@@ -147,8 +151,9 @@ impl Snapshot {
     }
 }
 
-/// Compiles a snapshot. Errors (a certificate that does not load, a destination that cannot be
-/// built) mean no snapshot; warnings come back either way.
+/// Compiles a snapshot. An error (a certificate that does not load, a destination that cannot
+/// be built) leaves out the part it is about and comes back with the snapshot, as the warnings
+/// do; `Err` only when no snapshot can be built at all.
 pub fn compile(
     resources: &Resources,
     instance: &Instance,
@@ -159,9 +164,15 @@ pub fn compile(
     let mut clusters = ClusterBuilder::new(resources, &registry, &instance.certs_dir, stats)
         .with_idle_cap(instance.upstream_idle_cap);
     let listeners = listener::build_listeners(resources, instance, &mut clusters, &mut diags);
+    let first_security = diags.len();
     let security =
         security::Security::compile(resources, &instance.security, &instance.labels, &mut diags);
     unenforced_on_tcp(&security, &listeners, &mut diags);
+    // A security policy that cannot be compiled as written is not left out: that would serve
+    // what it protects. Its errors refuse the configuration (fail closed).
+    for d in diags[first_security..].iter_mut().filter(|d| d.is_error()) {
+        d.scope = crate::config::diag::Scope::Config;
+    }
 
     let mut egress_clusters = HashMap::new();
     if instance.role == Role::Egress {
@@ -177,10 +188,11 @@ pub fn compile(
                     Ok(c) => {
                         egress_clusters.insert((reg.host.clone(), port.number), c);
                     }
-                    Err(e) => reg
-                        .entry
-                        .reporter(&mut diags)
-                        .error("spec.ports", e.to_string()),
+                    Err(e) => reg.entry.reporter(&mut diags).error_part(
+                        None,
+                        "spec.ports",
+                        format!("{e}; egress to this host and port answers 503"),
+                    ),
                 }
             }
         }
@@ -188,13 +200,9 @@ pub fn compile(
     let passthrough = match clusters.destination("*", Some(0), None, "default", 0) {
         Ok(c) => Some(c),
         Err(e) => {
-            diags.push(Diagnostic {
-                severity: crate::config::Severity::Error,
-                origin: None,
-                object: None,
-                path: String::new(),
-                message: format!("passthrough cluster: {e}"),
-            });
+            diags.push(Diagnostic::config_error(format!(
+                "passthrough cluster: {e}"
+            )));
             None
         }
     };
@@ -206,7 +214,9 @@ pub fn compile(
 
     let mut diags = Diagnostics(diags);
     diags.sort();
-    let Some(passthrough) = passthrough.filter(|_| !diags.has_errors()) else {
+    // Errors in a part (a server, a route, a destination) left that part out; only a snapshot
+    // that cannot be built at all is refused.
+    let Some(passthrough) = passthrough else {
         return Err(diags);
     };
     let (mut virtual_hosts, mut routes) = (0, 0);
@@ -286,17 +296,11 @@ fn unenforced_on_tcp(
     if tcp.is_empty() {
         return;
     }
-    diags.push(Diagnostic {
-        severity: crate::config::Severity::Error,
-        origin: None,
-        object: None,
-        path: String::new(),
-        message: format!(
-            "AuthorizationPolicies {} apply to this gateway, which also serves TCP or TLS streams ({}): Portcullis enforces authorization on HTTP requests only, and would let those streams through (expected the policies' selector to exclude this gateway, or HTTP servers only)",
-            security.applied.join(", "),
-            tcp.join(", ")
-        ),
-    });
+    diags.push(Diagnostic::config_error(format!(
+        "AuthorizationPolicies {} apply to this gateway, which also serves TCP or TLS streams ({}): Portcullis enforces authorization on HTTP requests only, and would let those streams through (expected the policies' selector to exclude this gateway, or HTTP servers only)",
+        security.applied.join(", "),
+        tcp.join(", ")
+    )));
 }
 
 #[cfg(test)]
@@ -415,9 +419,11 @@ mod tests {
             text: yaml,
         }]);
         assert!(!diags.has_errors(), "{diags}");
-        let Err(err) = compile(&res, &Instance::default(), &StatsRegistry::default()) else {
-            panic!("refused")
-        };
+        // Compile comes back with the error; its scope refuses the configuration (fail closed).
+        let (_, diags) = compile(&res, &Instance::default(), &StatsRegistry::default())
+            .expect("a snapshot, with the error");
+        let err = diags.errors().next().expect("an error");
+        assert_eq!(err.scope, crate::config::diag::Scope::Config, "{diags}");
         assert!(
             err.to_string().contains("AuthorizationPolicies istio-system/deny apply to this gateway, which also serves TCP or TLS streams"),
             "{err}"

@@ -110,16 +110,21 @@ pub fn compile_http_routes(
                 .namespace
                 .clone()
                 .unwrap_or_else(|| vs.meta.namespace.clone());
-            match delegates(&ns, &d.name) {
-                Some(child) => {
-                    if compile_delegate(vs, rule, &child, server, clusters, errors, &mut out) {
-                        return out;
-                    }
+            // Istio (`virtualservice_controller.go`) also skips a delegate that is not exported
+            // to the root's namespace.
+            let visible = |child: &Resource<VirtualService>| {
+                crate::config::validate::exported_to(
+                    &child.spec.export_to,
+                    &child.meta.namespace,
+                    &vs.meta.namespace,
+                )
+            };
+            // A missing delegate: Istio ignores the rule (`virtualservice_controller.go`:
+            // "delegate not found, ignore only the current HTTP route"); validation warns.
+            if let Some(child) = delegates(&ns, &d.name).filter(|c| visible(c)) {
+                if compile_delegate(vs, rule, &child, server, clusters, errors, &mut out) {
+                    return out;
                 }
-                None => errors.push(format!(
-                    "{source}: delegate VirtualService {ns}/{} does not exist",
-                    d.name
-                )),
             }
             continue;
         }
@@ -132,7 +137,15 @@ pub fn compile_http_routes(
             if !block_applies(block, vs, server) {
                 continue;
             }
-            match compile_route(rule, block, &source, &vs.meta.namespace, server, clusters) {
+            match compile_route(
+                rule,
+                block,
+                &source,
+                &vs.meta.namespace,
+                server,
+                clusters,
+                errors,
+            ) {
                 Ok(route) => {
                     let catch_all = route.is_catch_all();
                     out.push(route);
@@ -185,6 +198,7 @@ fn compile_delegate(
                 &child.meta.namespace,
                 server,
                 clusters,
+                errors,
             ) {
                 Ok(route) => {
                     let catch_all = route.is_catch_all();
@@ -248,6 +262,7 @@ fn compile_route(
     namespace: &str,
     server: &ServerContext<'_>,
     clusters: &mut ClusterBuilder<'_>,
+    errors: &mut Vec<String>,
 ) -> Result<Route, CompileError> {
     let matcher = match block {
         Some(b) => RequestMatch::compile(b)?,
@@ -313,12 +328,25 @@ fn compile_route(
         let mut destinations = Vec::new();
         for d in &rule.route {
             let Some(dest) = &d.destination else { continue };
-            let cluster = clusters.route_destination(dest, namespace, server.gateway_port)?;
+            let (cluster, missing) =
+                match clusters.route_destination(dest, namespace, server.gateway_port) {
+                    Ok(c) => (c, false),
+                    Err(e) => {
+                        // An undefined subset is the analyzer's warning (IST0101); other
+                        // reasons are this route's error.
+                        if !matches!(e, CompileError::UndefinedSubset { .. }) {
+                            errors.push(format!(
+                                "{source}: {e}; requests routed to this destination get 503 NC"
+                            ));
+                        }
+                        (clusters.missing(dest, server.gateway_port)?, true)
+                    }
+                };
             let dh = d.headers.as_ref();
             let (req_ops, authority) = HeaderOps::compile(dh.and_then(|h| h.request.as_ref()))?;
             let (resp_ops, _) = HeaderOps::compile(dh.and_then(|h| h.response.as_ref()))?;
             destinations.push(WeightedCluster {
-                refused: server.registry_only && !cluster.registered(),
+                refused: missing || (server.registry_only && !cluster.registered()),
                 cluster,
                 weight: d.weight.max(0) as u32,
                 request_headers: req_ops,

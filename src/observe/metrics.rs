@@ -1,17 +1,18 @@
 //! Prometheus metrics named as Istio's standard metrics where one exists
 //! (`istio_requests_total`, `istio_request_duration_milliseconds`, `istio_tcp_*`), Envoy's
 //! cluster stats (`envoy_cluster_*`, from the per-cluster counters), plus Portcullis' own
-//! (`portcullis_*`) for egress refusals, reloads and upstream connection reuse.
+//! (`portcullis_*`) for egress refusals, reloads, what the configuration being served leaves
+//! out, and upstream connection reuse.
 //!
 //! Two sets, as in an istio-ingressgateway pod: the proxy's ([`Metrics::proxy_families`], what
-//! Envoy serves on 15090) and the agent's ([`Metrics::agent_families`], configuration reloads:
-//! what istio-agent adds on 15020 about the config it feeds the proxy).
+//! Envoy serves on 15090) and the agent's ([`Metrics::agent_families`], configuration reloads
+//! and what they left out: what istio-agent adds on 15020 about the config it feeds the proxy).
 
 use prometheus::proto::{MetricFamily, MetricType};
 use prometheus::{
     exponential_buckets, register_histogram_vec_with_registry,
-    register_int_counter_vec_with_registry, register_int_gauge_with_registry, HistogramVec,
-    IntCounterVec, IntGauge, Registry,
+    register_int_counter_vec_with_registry, register_int_gauge_vec_with_registry,
+    register_int_gauge_with_registry, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Registry,
 };
 
 use super::stats::family;
@@ -31,7 +32,20 @@ pub struct Metrics {
     pub egress_denied: IntCounterVec,
     pub reloads: IntCounterVec,
     pub config_generation: IntGauge,
+    resources_rejected: IntGaugeVec,
+    parts_rejected: IntGauge,
+    files_stale: IntGauge,
 }
+
+/// The kinds `portcullis_config_resources_rejected` always reports, 0 included.
+const SERVED_KINDS: [&str; 6] = [
+    "Gateway",
+    "VirtualService",
+    "ServiceEntry",
+    "DestinationRule",
+    "AuthorizationPolicy",
+    "RequestAuthentication",
+];
 
 const REQUEST_LABELS: [&str; 6] = [
     "reporter",
@@ -111,9 +125,49 @@ impl Metrics {
                 &agent
             )
             .expect("metric names are unique"),
+            resources_rejected: register_int_gauge_vec_with_registry!(
+                "portcullis_config_resources_rejected",
+                "Resources the configuration being served leaves out because Istio's webhook would reject them (or they repeat a name, or are not valid YAML: kind Document), by kind",
+                &["kind"],
+                &agent
+            )
+            .expect("metric names are unique"),
+            parts_rejected: register_int_gauge_with_registry!(
+                "portcullis_config_parts_rejected",
+                "Parts of resources the configuration being served leaves out: Gateway servers whose certificate does not load, routes and destinations that cannot be built",
+                &agent
+            )
+            .expect("metric names are unique"),
+            files_stale: register_int_gauge_with_registry!(
+                "portcullis_config_files_stale",
+                "Config files (and the mesh file) served from their last good contents because the current file does not parse or cannot be read",
+                &agent
+            )
+            .expect("metric names are unique"),
             registry,
             agent,
         }
+    }
+
+    /// Publishes what the configuration being served leaves out: rejected resources by kind,
+    /// parts, stale files.
+    pub fn left_out(
+        &self,
+        resources_by_kind: &std::collections::BTreeMap<String, usize>,
+        parts: usize,
+        stale_files: usize,
+    ) {
+        self.resources_rejected.reset();
+        for kind in SERVED_KINDS {
+            self.resources_rejected.with_label_values(&[kind]).set(0);
+        }
+        for (kind, n) in resources_by_kind {
+            self.resources_rejected
+                .with_label_values(&[kind.as_str()])
+                .set(*n as i64);
+        }
+        self.parts_rejected.set(parts as i64);
+        self.files_stale.set(stale_files as i64);
     }
 
     /// The proxy's metric families, Envoy's per-cluster stats computed from `stats` first.

@@ -1,8 +1,10 @@
-//! Reload: the pipeline from files on disk to a complete compiled snapshot (load, validate,
-//! compile: exactly what `check` does, plus the compile for this instance), what changed, and
-//! the status the admin endpoint reports. `watch` says when to run it. Nothing here touches the
-//! running gateway: the composition root (`app`) hands a built snapshot to the runtime.
+//! Reload: the pipeline from files on disk to a compiled snapshot (mesh settings, load,
+//! validate, isolate, compile: what `check` does, plus the compile for this instance), what
+//! changed, and the status the admin endpoint reports. `watch` says when to run it. Nothing
+//! here touches the running gateway: the composition root (`app`) hands a built snapshot to the
+//! runtime.
 
+pub mod pipeline;
 pub mod watch;
 
 use std::collections::BTreeMap;
@@ -12,13 +14,13 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use crate::compile::mesh::{MeshOverrides, MeshSettings};
-use crate::compile::{compile, Instance, Snapshot};
+use crate::compile::Instance;
 use crate::config::diag::Diagnostics;
-use crate::config::load::{ParseCache, Resources};
+use crate::config::load::Resources;
 use crate::config::mesh::validate::validate_mesh;
 use crate::config::mesh::{load_mesh, MeshFile};
-use crate::config::validate::validate;
 use crate::upstream::StatsRegistry;
+pub use pipeline::{LeftOut, Loaded, Pipeline, Rejected};
 
 /// Where the config comes from and who it is compiled for.
 #[derive(Debug, Clone)]
@@ -29,16 +31,20 @@ pub struct ConfigSource {
     pub mesh_file: Option<PathBuf>,
     /// Flags that win over the mesh file.
     pub overrides: MeshOverrides,
+    /// `run --strict`: refuse the whole configuration on any error (start-up fails, a reload
+    /// keeps the generation being served) instead of leaving out what is wrong.
+    pub strict: bool,
 }
 
 impl ConfigSource {
-    /// A source without a mesh file.
+    /// A source without a mesh file, not strict.
     pub fn new(config_dir: PathBuf, instance: Instance) -> ConfigSource {
         ConfigSource {
             config_dir,
             instance,
             mesh_file: None,
             overrides: MeshOverrides::default(),
+            strict: false,
         }
     }
 }
@@ -63,64 +69,27 @@ pub fn load_mesh_settings(
     (ok.then_some(settings), Some(mesh), diags)
 }
 
-/// A complete, valid, compiled configuration.
-pub struct Loaded {
-    pub snapshot: Snapshot,
-    pub warnings: Diagnostics,
-    pub files_hash: String,
-    pub fingerprints: BTreeMap<String, u64>,
-}
-
-/// Load, validate and compile: exactly what `check` does, plus the compile for this instance.
+/// Load, validate and compile once (see [`Pipeline`]).
 pub fn load_and_compile(
     source: &ConfigSource,
     stats: &StatsRegistry,
 ) -> Result<Loaded, Diagnostics> {
-    load_and_compile_cached(source, stats, &mut ParseCache::default())
+    Pipeline::default().load(source, stats)
 }
 
-/// [`load_and_compile`] parsing only the files that changed since `cache` last saw them.
+/// [`load_and_compile`] re-using what `pipeline` kept from its last load: the parse of unchanged
+/// files, the last good contents of files that stopped parsing, the last accepted version of
+/// every resource.
 pub fn load_and_compile_cached(
     source: &ConfigSource,
     stats: &StatsRegistry,
-    cache: &mut ParseCache,
+    pipeline: &mut Pipeline,
 ) -> Result<Loaded, Diagnostics> {
-    let (settings, mesh, mesh_diags) = load_mesh_settings(source);
-    let (resources, mut diags) = cache.load_dir(&source.config_dir);
-    diags.0.extend(mesh_diags.0);
-    diags.0.extend(validate(&resources));
-    diags.sort();
-    let Some(settings) = settings.filter(|_| !diags.has_errors()) else {
-        return Err(diags);
-    };
-    let mut instance = source.instance.clone();
-    if source.overrides.outbound_policy.is_none() {
-        if let Some(policy) = settings.outbound_policy {
-            instance.outbound_policy = policy;
-        }
-    }
-    instance.security.apply_mesh(&settings);
-    let (mut snapshot, compile_diags) = compile(&resources, &instance, stats)?;
-    snapshot.mesh = std::sync::Arc::new(settings);
-    let mut warnings = diags;
-    warnings.0.extend(compile_diags.0);
-    let mesh_text = mesh.as_ref().map(|m| m.origin.file.text.as_str());
-    let mut fingerprints = fingerprints(&resources);
-    if let Some(text) = mesh_text {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        text.hash(&mut h);
-        fingerprints.insert("MeshConfig mesh".into(), h.finish());
-    }
-    Ok(Loaded {
-        snapshot,
-        warnings,
-        files_hash: files_hash(&resources, mesh_text),
-        fingerprints,
-    })
+    pipeline.load(source, stats)
 }
 
-/// A short hash of every loaded file's path and content (and the mesh file's).
+/// A short hash of every loaded file's path and content (the last good contents of a file that
+/// does not parse), and the mesh file's.
 pub fn files_hash(resources: &Resources, mesh: Option<&str>) -> String {
     let mut h = openssl::sha::Sha256::new();
     if let Some(text) = mesh {
@@ -138,7 +107,7 @@ pub fn files_hash(resources: &Resources, mesh: Option<&str>) -> String {
 }
 
 /// `Kind namespace/name` → hash of its spec, to report what a reload changed.
-fn fingerprints(resources: &Resources) -> BTreeMap<String, u64> {
+pub(crate) fn fingerprints(resources: &Resources) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
     let mut add = |kind: &str, key: String, hash: u64| {
         out.insert(format!("{kind} {key}"), hash);
@@ -154,6 +123,12 @@ fn fingerprints(resources: &Resources) -> BTreeMap<String, u64> {
     }
     for r in &resources.destination_rules {
         add("DestinationRule", r.key(), r.spec_hash);
+    }
+    for r in &resources.authorization_policies {
+        add("AuthorizationPolicy", r.key(), r.spec_hash);
+    }
+    for r in &resources.request_authentications {
+        add("RequestAuthentication", r.key(), r.spec_hash);
     }
     out
 }
@@ -221,8 +196,13 @@ impl ChangeSet {
 pub struct ReloadStatus {
     pub generation: u64,
     pub files_hash: String,
+    /// `ok`; `partial`: applied, with something left out (see `left_out`); `error`: refused,
+    /// the previous generation keeps serving.
     pub last_result: String,
+    /// Every error of the last load or reload (what was left out, or why it was refused).
     pub last_error: Option<String>,
+    /// What the generation being served leaves out.
+    pub left_out: LeftOut,
     pub last_reload_unix_ms: u64,
     pub last_duration_ms: u64,
     pub last_changes: ChangeSet,
@@ -237,7 +217,9 @@ impl ReloadStatus {
         ReloadStatus {
             generation: 1,
             files_hash: loaded.files_hash.clone(),
-            last_result: "ok".into(),
+            last_result: result_of(&loaded.left_out).into(),
+            last_error: loaded.error_summary(),
+            left_out: loaded.left_out.clone(),
             last_reload_unix_ms: unix_ms(),
             fingerprints: loaded.fingerprints.clone(),
             ..Default::default()
@@ -245,19 +227,15 @@ impl ReloadStatus {
     }
 
     /// A new generation is served; returns what changed.
-    pub fn succeeded(
-        &mut self,
-        files_hash: String,
-        fingerprints: BTreeMap<String, u64>,
-        took: Duration,
-    ) -> &ChangeSet {
+    pub fn succeeded(&mut self, applied: Applied, took: Duration) -> &ChangeSet {
         self.stamp(took);
-        self.last_changes = ChangeSet::between(&self.fingerprints, &fingerprints);
+        self.last_changes = ChangeSet::between(&self.fingerprints, &applied.fingerprints);
         self.generation += 1;
-        self.files_hash = files_hash;
-        self.fingerprints = fingerprints;
-        self.last_result = "ok".into();
-        self.last_error = None;
+        self.files_hash = applied.files_hash;
+        self.fingerprints = applied.fingerprints;
+        self.last_result = result_of(&applied.left_out).into();
+        self.last_error = applied.errors;
+        self.left_out = applied.left_out;
         self.reloads_ok += 1;
         &self.last_changes
     }
@@ -273,6 +251,34 @@ impl ReloadStatus {
     fn stamp(&mut self, took: Duration) {
         self.last_reload_unix_ms = unix_ms();
         self.last_duration_ms = took.as_millis() as u64;
+    }
+}
+
+/// What [`ReloadStatus::succeeded`] records of a generation that was applied.
+pub struct Applied {
+    pub files_hash: String,
+    pub fingerprints: BTreeMap<String, u64>,
+    pub left_out: LeftOut,
+    pub errors: Option<String>,
+}
+
+impl Applied {
+    /// Takes the status part of `loaded`, leaving its snapshot to be applied.
+    pub fn of(loaded: &mut Loaded) -> Applied {
+        Applied {
+            errors: loaded.error_summary(),
+            files_hash: std::mem::take(&mut loaded.files_hash),
+            fingerprints: std::mem::take(&mut loaded.fingerprints),
+            left_out: std::mem::take(&mut loaded.left_out),
+        }
+    }
+}
+
+fn result_of(left_out: &LeftOut) -> &'static str {
+    if left_out.is_empty() {
+        "ok"
+    } else {
+        "partial"
     }
 }
 

@@ -20,6 +20,7 @@ mod binding;
 mod composition;
 mod envoy;
 mod failures;
+mod header_keys;
 mod httpbin;
 mod hygiene;
 mod identity;

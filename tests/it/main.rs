@@ -5,12 +5,14 @@
 
 mod support;
 
+mod check;
 mod corpus;
 mod deploy;
 mod egress;
 mod fuzz_smoke;
 mod hardening;
 mod ingress;
+mod isolation;
 mod layout;
 mod mesh;
 mod ops;

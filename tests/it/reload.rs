@@ -1,6 +1,7 @@
 //! Live reload: a changed config directory takes effect without a restart and without dropping
-//! a request; a broken change is reported (file, line, field) and the last good config keeps
-//! serving; listeners follow the Gateways; SIGHUP forces a reload.
+//! a request; a broken change is reported (file, line, field) and only what is wrong is left
+//! out (a file that no longer parses keeps its last good contents, a rejected resource its last
+//! accepted version); listeners follow the Gateways; SIGHUP forces a reload.
 //!
 //! Every test starts the real binary on a temp config directory (the shared [`Harness`], its
 //! Gateway ports real port numbers so a test can rewrite the Gateway) and proves the change by
@@ -200,7 +201,7 @@ async fn check_errors(h: &Harness) -> Vec<String> {
     assert_eq!(code, 1, "check must reject the config\n{stdout}\n{stderr}");
     let lines: Vec<String> = stdout
         .lines()
-        .filter(|l| !l.contains(" warning: ") && !l.contains(" error(s), "))
+        .filter(|l| l.contains(": Error ") && !l.contains(" error(s), "))
         .map(str::to_string)
         .collect();
     assert!(!lines.is_empty(), "check printed no error: {stdout}");
@@ -422,64 +423,102 @@ async fn new_subdirectory_is_loaded_and_watched() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Broken changes: all or nothing
+// Broken changes: isolation (what is wrong is left out, the rest is served)
+
+/// `portcullis_config_files_stale` and `portcullis_config_resources_rejected{kind}` from
+/// `/metrics`.
+async fn metric_left_out(h: &Harness, name: &str) -> u64 {
+    h.metric(name).await as u64
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invalid_yaml_keeps_the_last_good_config_until_fixed() {
-    let env = start(&[("vs.yaml", direct_yaml("site", "*", "v1"))]).await;
+async fn invalid_yaml_file_keeps_its_last_good_contents_until_fixed() {
+    let env = start(&[
+        ("vs.yaml", direct_yaml("site", "*", "v1")),
+        (
+            "other.yaml",
+            direct_yaml("other", "other.example.com", "o1"),
+        ),
+    ])
+    .await;
     let before = env.reload_status().await;
-    let g = before.generation;
-    let failed = before.reloads_failed;
     let mark = env.gw.log_mark();
 
-    // Line 17 dedented out of its block: a YAML syntax error.
+    // Line 17 dedented out of its block: a YAML syntax error. In the same reload another file
+    // changes: that change is applied.
     let broken = direct_vs_text("v2").replace("    directResponse:", " directResponse:");
     assert_eq!(broken.lines().nth(16), Some(" directResponse:"));
     let path = env.config.write("vs.yaml", &broken);
+    env.config.write(
+        "other.yaml",
+        &direct_yaml("other", "other.example.com", "o2"),
+    );
 
-    let status = env.wait_failed_after(failed, APPLY).await;
-    assert_eq!(status.last_result, "error", "{status:?}");
-    assert_eq!(status.generation, g, "generation unchanged");
-    assert_eq!(status.files_hash, before.files_hash, "{status:?}");
+    let status = env.wait_generation_after(before.generation, APPLY).await;
+    assert_eq!(status.last_result, "partial", "{status:?}");
+    let stale = &status.left_out.stale_files;
+    assert_eq!(stale.len(), 1, "{status:?}");
+    assert_eq!(
+        (stale[0].file.as_str(), stale[0].resources),
+        (path.to_str().unwrap(), 1)
+    );
+    assert!(
+        status.left_out.resources.is_empty(),
+        "nothing is left out: the file's last good contents serve: {status:?}"
+    );
     let last_error = status.last_error.as_deref().unwrap_or_default().to_string();
 
-    // Logged (and in /reload) exactly as `check` prints it: FILE:LINE: invalid YAML: ...
+    // Logged (and in /reload) exactly as `check` prints it: FILE:LINE: Error invalid YAML: ...
     let errors = check_errors(&env).await;
     for e in &errors {
         assert!(
-            e.starts_with(&format!("{}:17: invalid YAML: ", path.display())),
+            e.starts_with(&format!("{}:17: Error invalid YAML: ", path.display())),
             "file and the broken line are named: {e}"
         );
         env.gw.wait_for_log_after(mark, e, WAIT).await;
         assert!(last_error.contains(e.as_str()), "{last_error}");
     }
-    env.gw.wait_for_log_after(mark, "reload failed", WAIT).await;
-    assert_eq!(metric_reloads(&env, "error").await, status.reloads_failed);
+    env.gw
+        .wait_for_log_after(
+            mark,
+            "its last good contents (1 resource(s)) keep serving",
+            WAIT,
+        )
+        .await;
+    assert_eq!(
+        metric_left_out(&env, "portcullis_config_files_stale").await,
+        1
+    );
 
-    // The old config keeps serving.
+    // The file's last good contents keep serving; the other file's change is served.
     let r = get(env.port(), "example.com", "/").await;
     assert_eq!((r.status, r.body.as_str()), (200, "v1"), "{}", r.raw);
+    assert!(serves(env.port(), "other.example.com", "o2").await);
 
-    // Fixing the file applies the new config and clears the error.
+    // Fixing the file applies it and clears the error.
     env.config.write("vs.yaml", &direct_yaml("site", "*", "v2"));
     eventually(APPLY, "the fixed config served", async || {
         serves(env.port(), "example.com", "v2").await
     })
     .await;
     let status = env.reload_status().await;
-    assert_eq!(status.generation, g + 1, "{status:?}");
     assert_eq!(status.last_result, "ok");
     assert!(status.last_error.is_none(), "{status:?}");
+    assert!(status.left_out.stale_files.is_empty(), "{status:?}");
+    assert_eq!(
+        metric_left_out(&env, "portcullis_config_files_stale").await,
+        0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn duplicate_name_in_another_file_is_rejected_until_removed() {
+async fn duplicate_name_in_another_file_is_left_out_until_renamed() {
     let env = start(&[("a.yaml", direct_yaml("site", "*", "v1"))]).await;
     let before = env.reload_status().await;
     // The same VirtualService name in a new file (the first file is unchanged).
     let dup = env.config.write("b.yaml", &direct_yaml("site", "*", "v2"));
-    let status = env.wait_failed_after(before.reloads_failed, APPLY).await;
-    assert_eq!(status.generation, before.generation);
+    let status = env.wait_generation_after(before.generation, APPLY).await;
+    assert_eq!(status.last_result, "partial", "{status:?}");
     let err = status.last_error.as_deref().unwrap_or_default();
     let first = env.config.file("a.yaml");
     // Both files put `name: site` on the same line.
@@ -489,11 +528,21 @@ async fn duplicate_name_in_another_file_is_rejected_until_removed() {
         .unwrap();
     assert!(
         err.contains(&format!(
-            "{}:{line}: VirtualService default/site: metadata.name: duplicate VirtualService default/site (first defined at {}:{line})",
+            "{}:{line}: Error [IST0106] VirtualService default/site: metadata.name: duplicate VirtualService default/site (first defined at {}:{line})",
             dup.display(),
             first.display()
         )),
         "{status:?}"
+    );
+    let left = &status.left_out.resources;
+    assert_eq!(left.len(), 1, "{status:?}");
+    assert_eq!(
+        (
+            left[0].kind.as_str(),
+            left[0].name.as_str(),
+            left[0].file.as_deref()
+        ),
+        ("VirtualService", "site", dup.to_str())
     );
     assert!(serves(env.port(), "example.com", "v1").await);
 
@@ -502,47 +551,11 @@ async fn duplicate_name_in_another_file_is_rejected_until_removed() {
         "b.yaml",
         &direct_yaml("other", "other.example.com", "other"),
     );
-    let status = env.wait_generation_after(before.generation, APPLY).await;
+    let status = env.wait_generation_after(status.generation, APPLY).await;
     assert!(status.last_error.is_none(), "{status:?}");
+    assert!(status.left_out.resources.is_empty(), "{status:?}");
     assert!(serves(env.port(), "other.example.com", "other").await);
     assert!(serves(env.port(), "example.com", "v1").await);
-}
-
-/// Writes `bad` (a file with a valid change to VirtualService `site` and an invalid `broken`
-/// VirtualService) and proves nothing of it is applied, the error is reported as `check`
-/// reports it, and fixing `broken` applies everything.
-async fn semantic_error_is_all_or_nothing(env: &Harness, bad: &str, marker: &str, field: &str) {
-    let before = env.reload_status().await;
-    let g = before.generation;
-    let failed = before.reloads_failed;
-    let mark = env.gw.log_mark();
-
-    let path = env.config.write("routes.yaml", bad);
-    let status = env.wait_failed_after(failed, APPLY).await;
-    assert_eq!(status.generation, g, "generation unchanged");
-    let last_error = status.last_error.as_deref().unwrap_or_default().to_string();
-    let errors = check_errors(env).await;
-    let line = 1 + bad.lines().position(|l| l.contains(marker)).unwrap();
-    let located = format!(
-        "{}:{line}: VirtualService default/broken: {field}: ",
-        path.display()
-    );
-    assert!(
-        errors.iter().any(|e| e.starts_with(&located)),
-        "check names file, line and field ({located}): {errors:?}"
-    );
-    for e in &errors {
-        env.gw.wait_for_log_after(mark, e, WAIT).await;
-        assert!(last_error.contains(e.as_str()), "{last_error}");
-    }
-    // Nothing of the change is applied: not even the valid VirtualService in the same write.
-    let r = get(env.port(), "example.com", "/").await;
-    assert_eq!((r.status, r.body.as_str()), (200, "v1"), "{}", r.raw);
-    assert_eq!(
-        get(env.port(), "broken.example.com", "/").await.status,
-        204,
-        "the last good version of `broken` still serves"
-    );
 }
 
 fn two_vs(site_version: &str, broken_rule: HttpRoute) -> String {
@@ -553,8 +566,104 @@ fn two_vs(site_version: &str, broken_rule: HttpRoute) -> String {
     render(&[&direct_vs("site", "*", site_version), &broken])
 }
 
+/// A change with a valid VirtualService and one Istio's webhook rejects: the valid one is
+/// applied, the rejected one keeps its last accepted version (a failed `kubectl apply` keeps the
+/// object in place), and `/reload`, the log, the metric and `check` name it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn semantically_invalid_change_is_rejected_as_a_whole() {
+async fn a_rejected_change_keeps_the_previous_version_and_the_rest_applies() {
+    let no_content = || DirectResponse::status(204);
+    let env = start(&[(
+        "routes.yaml",
+        two_vs("v1", HttpRoute::new().direct_response(no_content())),
+    )])
+    .await;
+    assert!(serves(env.port(), "example.com", "v1").await);
+    let before = env.reload_status().await;
+    let mark = env.gw.log_mark();
+
+    // A regex that does not compile.
+    let bad = two_vs(
+        "v2",
+        HttpRoute::new()
+            .when(Match::new().uri(regex("/api/(v1|v2")))
+            .direct_response(no_content()),
+    );
+    let path = env.config.write("routes.yaml", &bad);
+    let status = env.wait_generation_after(before.generation, APPLY).await;
+    assert_eq!(status.last_result, "partial", "{status:?}");
+    // The valid VirtualService of the same write is served.
+    assert!(serves(env.port(), "example.com", "v2").await);
+    // The rejected one keeps its previous version.
+    assert_eq!(get(env.port(), "broken.example.com", "/").await.status, 204);
+    let left = &status.left_out.resources;
+    assert_eq!(left.len(), 1, "{status:?}");
+    assert_eq!(
+        (
+            left[0].name.as_str(),
+            left[0].field.as_str(),
+            left[0].code.as_deref(),
+            left[0].serving.as_str()
+        ),
+        (
+            "broken",
+            "spec.http[0].match[0].uri.regex",
+            Some("IST0106"),
+            "previous"
+        ),
+        "{status:?}"
+    );
+    let line = 1 + bad.lines().position(|l| l.contains("regex:")).unwrap();
+    let located = format!(
+        "{}:{line}: Error [IST0106] VirtualService default/broken: spec.http[0].match[0].uri.regex: ",
+        path.display()
+    );
+    let errors = check_errors(&env).await;
+    assert!(
+        errors.iter().any(|e| e.starts_with(&located)),
+        "check names file, line and field ({located}): {errors:?}"
+    );
+    let last_error = status.last_error.clone().unwrap_or_default();
+    for e in &errors {
+        env.gw.wait_for_log_after(mark, e, WAIT).await;
+        assert!(last_error.contains(e.as_str()), "{last_error}");
+    }
+    assert_eq!(
+        metric_left_out(
+            &env,
+            "portcullis_config_resources_rejected{kind=\"VirtualService\"}"
+        )
+        .await,
+        1
+    );
+
+    // Fixed: applied, nothing left out.
+    let g = status.generation;
+    env.config.write(
+        "routes.yaml",
+        &two_vs(
+            "v3",
+            HttpRoute::new().direct_response(DirectResponse::status(202)),
+        ),
+    );
+    let status = env.wait_generation_after(g, APPLY).await;
+    assert_eq!(status.last_result, "ok", "{status:?}");
+    assert!(status.left_out.resources.is_empty(), "{status:?}");
+    assert_eq!(get(env.port(), "broken.example.com", "/").await.status, 202);
+    assert_eq!(
+        metric_left_out(
+            &env,
+            "portcullis_config_resources_rejected{kind=\"VirtualService\"}"
+        )
+        .await,
+        0
+    );
+}
+
+/// A route to a subset no DestinationRule defines passes Istio's webhook (`istioctl analyze`
+/// warns, IST0101) and answers 503 `NC` at request time, as Envoy answers a route whose
+/// cluster does not exist (`router.cc`, `cluster_not_found`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_to_an_undefined_subset_is_served_and_answers_503_nc() {
     let b = Backend::http("subsetted").await;
     let host = svc(b.name());
     let dr =
@@ -569,46 +678,39 @@ async fn semantically_invalid_change_is_rejected_as_a_whole() {
                 .port("http", b.port())
                 .label("version", "v1"),
         );
-    let no_content = || DirectResponse::status(204);
     let env = start(&[
         ("backend.yaml", render(&[&se, &dr])),
         (
             "routes.yaml",
-            two_vs("v1", HttpRoute::new().direct_response(no_content())),
+            two_vs(
+                "v1",
+                HttpRoute::new().route(Destination::host(&host).subset("v9")),
+            ),
         ),
     ])
     .await;
+    let status = env.reload_status().await;
+    assert_eq!(status.last_result, "ok", "warnings only: {status:?}");
+    let r = get(env.port(), "broken.example.com", "/x").await;
+    assert_eq!(r.status, 503, "{}", r.raw);
     assert!(serves(env.port(), "example.com", "v1").await);
+    let (code, stdout, _) = run_check(env.config.path(), Some(env.certs.path())).await;
+    assert_eq!(code, 0, "{stdout}");
+    assert!(
+        stdout.contains("Warning [IST0101] VirtualService default/broken: spec.http[0].route[0].destination.subset: subset `v9`"),
+        "{stdout}"
+    );
 
-    // A route to a subset no DestinationRule defines.
-    let undefined_subset = HttpRoute::new().route(Destination::host(&host).subset("v9"));
-    semantic_error_is_all_or_nothing(
-        &env,
-        &two_vs("v2", undefined_subset),
-        "subset: v9",
-        "spec.http[0].route[0].destination.subset",
-    )
-    .await;
-
-    // A regex that does not compile.
-    let bad_regex = HttpRoute::new()
-        .when(Match::new().uri(regex("/api/(v1|v2")))
-        .direct_response(no_content());
-    semantic_error_is_all_or_nothing(
-        &env,
-        &two_vs("v2", bad_regex),
-        "regex:",
-        "spec.http[0].match[0].uri.regex",
-    )
-    .await;
-
-    // Fixed: everything in the file applies at once.
-    let g = env.generation().await;
-    let good = HttpRoute::new().route(Destination::host(&host).subset("v1"));
-    env.config.write("routes.yaml", &two_vs("v2", good));
-    let status = env.wait_generation_after(g, APPLY).await;
-    assert!(status.last_error.is_none(), "{status:?}");
-    assert!(serves(env.port(), "example.com", "v2").await);
+    // Defined: the same route now reaches the backend.
+    let g = status.generation;
+    env.config.write(
+        "routes.yaml",
+        &two_vs(
+            "v1",
+            HttpRoute::new().route(Destination::host(&host).subset("v1")),
+        ),
+    );
+    env.wait_generation_after(g, APPLY).await;
     let r = get(env.port(), "broken.example.com", "/x").await;
     assert_eq!(
         (r.status, r.header("x-backend")),

@@ -46,11 +46,12 @@ pub(super) fn http_route_table(
     // domain → (routes per VirtualService, https redirect)
     let mut hosts: BTreeMap<HostPattern, HostRoutes> = BTreeMap::new();
     let mut seen: HashMap<(String, String, u16), Vec<Route>> = HashMap::new();
+    // Only a VirtualService without hosts is a delegate (Istio `delegateVirtualServices`).
     let delegates = |ns: &str, name: &str| -> Option<Arc<Resource<VirtualService>>> {
         resources
             .virtual_services
             .iter()
-            .find(|v| v.meta.namespace == ns && v.meta.name == name)
+            .find(|v| v.meta.namespace == ns && v.meta.name == name && v.spec.hosts.is_empty())
             .cloned()
     };
     for s in servers {
@@ -77,7 +78,7 @@ pub(super) fn http_route_table(
                         &mut errors,
                     );
                     for e in errors {
-                        vs.reporter(diags).error("spec.http", e);
+                        vs.reporter(diags).error_part(None, "spec.http", e);
                     }
                     routes
                 });

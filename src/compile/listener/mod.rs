@@ -28,6 +28,7 @@ use http::{http_route_table, https_ports};
 use select::{class_of, select_servers, Class, SelectedServer};
 use tcp::tcp_route;
 use tls::tls_chains;
+pub use tls::CredentialMemory;
 
 /// A listening socket and what it serves.
 #[derive(Debug, Serialize)]
@@ -59,8 +60,13 @@ pub struct TlsChains {
 }
 
 impl TlsChains {
+    /// The index of the names of a server left out (its certificate could not be loaded): no
+    /// chain, so the handshake fails as Envoy's does while SDS has no secret for the chain.
+    pub const UNAVAILABLE: usize = usize::MAX;
+
     /// Exact SNI, then the longest wildcard, then the `*` chain (also used without SNI); the
-    /// chain's index is what the connection remembers.
+    /// chain's index is what the connection remembers. None for an unknown name and for the
+    /// names of a left-out server.
     pub fn select(&self, sni: Option<&str>) -> Option<(usize, &FilterChain)> {
         let i = *match sni {
             Some(s) => self.index.lookup(s),
@@ -191,7 +197,7 @@ pub fn build_listeners(
         let group = by_address.entry(s.address).or_default();
         if let Some(first) = group.first() {
             if class_of(first.protocol) != class_of(s.protocol) {
-                s.gateway.reporter(diags).warn(
+                s.gateway.reporter(diags).note(
                     format!("{}.port.protocol", s.path()),
                     format!(
                         "{} conflicts with {} on {}; this server is skipped (servers on one port must all be HTTP, all HTTPS/TLS, or all TCP)",

@@ -116,7 +116,7 @@ pub(super) fn select_servers<'a>(
             let ip = match server.bind.as_deref() {
                 None | Some("") => instance.bind,
                 Some(b) if b.starts_with("unix://") => {
-                    gw.reporter(diags).warn(
+                    gw.reporter(diags).note(
                         format!("spec.servers[{index}].bind"),
                         "unix socket binds are not supported; server skipped",
                     );

@@ -14,16 +14,29 @@ use crate::config::host::{intersection, HostPattern};
 use crate::config::load::{Resource, Resources};
 use crate::config::types::{RouteDestination, VirtualService};
 
+/// The weighted destinations of a `tls` or `tcp` rule. A destination whose cluster cannot be
+/// built gets a stand-in without endpoints ([`ClusterBuilder::missing`]): connections sent to
+/// it are closed, as Envoy's `tcp_proxy` closes them for a cluster it does not have. An
+/// undefined subset is the analyzer's warning (IST0101); other reasons come back as errors.
 fn tcp_destinations(
     route: &[RouteDestination],
     vs: &Resource<VirtualService>,
     s: &SelectedServer<'_>,
     clusters: &mut ClusterBuilder<'_>,
+    errors: &mut Vec<String>,
 ) -> Result<Vec<TcpDestination>, CompileError> {
     let mut out = Vec::new();
     for d in route {
         let Some(dest) = &d.destination else { continue };
-        let cluster = clusters.route_destination(dest, &vs.meta.namespace, s.gateway_port)?;
+        let cluster = match clusters.route_destination(dest, &vs.meta.namespace, s.gateway_port) {
+            Ok(c) => c,
+            Err(e) => {
+                if !matches!(e, CompileError::UndefinedSubset { .. }) {
+                    errors.push(format!("{e}; connections to this destination are closed"));
+                }
+                clusters.missing(dest, s.gateway_port)?
+            }
+        };
         out.push(TcpDestination {
             cluster,
             weight: d.weight.max(0) as u32,
@@ -67,7 +80,13 @@ pub(super) fn passthrough_routes(
                 if names.is_empty() {
                     continue;
                 }
-                match tcp_destinations(&rule.route, vs, s, clusters) {
+                let mut errors = Vec::new();
+                let built = tcp_destinations(&rule.route, vs, s, clusters, &mut errors);
+                for e in errors {
+                    vs.reporter(diags)
+                        .error_part(None, format!("spec.tls[{i}].route"), e);
+                }
+                match built {
                     Ok(destinations) => out.push((
                         names,
                         Arc::new(TcpRoute::new(
@@ -75,9 +94,11 @@ pub(super) fn passthrough_routes(
                             destinations,
                         )),
                     )),
-                    Err(e) => vs
-                        .reporter(diags)
-                        .error(format!("spec.tls[{i}].route"), e.to_string()),
+                    Err(e) => vs.reporter(diags).error_part(
+                        None,
+                        format!("spec.tls[{i}].route"),
+                        e.to_string(),
+                    ),
                 }
             }
         }
@@ -112,14 +133,23 @@ pub(super) fn tcp_route(
             if !applies {
                 continue;
             }
-            return match tcp_destinations(&rule.route, vs, s, clusters) {
+            let mut errors = Vec::new();
+            let built = tcp_destinations(&rule.route, vs, s, clusters, &mut errors);
+            for e in errors {
+                vs.reporter(diags)
+                    .error_part(None, format!("spec.tcp[{i}].route"), e);
+            }
+            return match built {
                 Ok(destinations) => Some(Arc::new(TcpRoute::new(
                     format!("VirtualService {} tcp[{i}]", vs.key()),
                     destinations,
                 ))),
                 Err(e) => {
-                    vs.reporter(diags)
-                        .error(format!("spec.tcp[{i}].route"), e.to_string());
+                    vs.reporter(diags).error_part(
+                        None,
+                        format!("spec.tcp[{i}].route"),
+                        e.to_string(),
+                    );
                     None
                 }
             };

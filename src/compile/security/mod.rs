@@ -305,7 +305,7 @@ impl Security {
                         policies: Vec::new(),
                     });
                     if entry.server.is_none() {
-                        ap.reporter(diags).warn(
+                        ap.reporter(diags).note(
                             "spec.provider.name",
                             format!("extension provider `{name}` is not configured: requests this policy matches are denied, as Istio does (expected a provider declared with --ext-authz-provider)"),
                         );
@@ -503,7 +503,7 @@ fn policies_of(ap: &Resource<AuthorizationPolicy>, diags: &mut Vec<Diagnostic>) 
     for (i, rule) in rules.iter().enumerate() {
         match rbac::compile_rule(name(i), rule, ap.spec.action, &ap.meta.namespace) {
             Ok(p) => out.push(p),
-            Err(e) => ap.reporter(diags).warn(
+            Err(e) => ap.reporter(diags).note(
                 format!("spec.rules[{i}]"),
                 format!("rule skipped, as Istio skips it: {e}"),
             ),

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::{MeshConfig, UNSUPPORTED_MESH_FIELDS, UNSUPPORTED_PROXY_FIELDS};
-use crate::config::diag::{Diagnostic, Diagnostics, Reporter, Severity};
+use crate::config::diag::{Diagnostic, Diagnostics, Reporter};
 use crate::config::load::{ignored_path, yaml_error_message};
 use crate::config::source::{DocSpan, Origin, SourceFile};
 
@@ -35,13 +35,10 @@ pub fn load_mesh(path: &Path) -> (Option<MeshFile>, Diagnostics) {
         }),
         Err(e) => (
             None,
-            Diagnostics(vec![Diagnostic {
-                severity: Severity::Error,
-                origin: None,
-                object: None,
-                path: String::new(),
-                message: format!("cannot read the mesh file {}: {e}", path.display()),
-            }]),
+            Diagnostics(vec![Diagnostic::config_error(format!(
+                "cannot read the mesh file {}: {e}",
+                path.display()
+            ))]),
         ),
     }
 }
@@ -74,7 +71,7 @@ pub fn parse_mesh(file: SourceFile) -> (Option<MeshFile>, Diagnostics) {
                 ..origin.clone()
             };
             Reporter::new(&mut diags, Some(at), None)
-                .error("", format!("not valid YAML: {}", yaml_error_message(&e)));
+                .error_config("", format!("not valid YAML: {}", yaml_error_message(&e)));
             return (None, Diagnostics(diags));
         }
     };
@@ -94,14 +91,14 @@ pub fn parse_mesh(file: SourceFile) -> (Option<MeshFile>, Diagnostics) {
         serde_path_to_error::deserialize(de)
     };
     for path in ignored {
-        report.warn(path.clone(), ignored_message(&path));
+        report.note(path.clone(), ignored_message(&path));
     }
     match parsed {
         Ok(config) => (Some(MeshFile { config, origin }), Diagnostics(diags)),
         Err(e) => {
             let path = e.path().to_string();
             let path = if path == "." { String::new() } else { path };
-            report.error(path, e.inner().to_string());
+            report.error_config(path, e.inner().to_string());
             (None, Diagnostics(diags))
         }
     }
@@ -177,17 +174,19 @@ mod tests {
         assert!(mesh.is_some());
         let text = diags.to_string();
         assert!(
-            text.contains("mesh.yaml:1: warning: enableAutoMtls: `enableAutoMtls` is not supported by Portcullis"),
+            text.contains("mesh.yaml:1: Warning enableAutoMtls: `enableAutoMtls` is not supported by Portcullis"),
             "{text}"
         );
         assert!(
             text.contains(
-                "mesh.yaml:4: warning: defaultConfig.concurrency: `concurrency` is not supported"
+                "mesh.yaml:4: Warning defaultConfig.concurrency: `concurrency` is not supported"
             ),
             "{text}"
         );
         assert!(
-            text.contains("mesh.yaml:5: warning: defaultConfig.drainDurationn: unknown field `drainDurationn`"),
+            text.contains(
+                "mesh.yaml:5: Warning defaultConfig.drainDurationn: unknown field `drainDurationn`"
+            ),
             "{text}"
         );
     }
@@ -199,7 +198,7 @@ mod tests {
         let text = diags.to_string();
         assert!(
             text.starts_with(
-                "mesh.yaml:3: outboundTrafficPolicy.mode: unknown variant `SOMETIMES`"
+                "mesh.yaml:3: Error outboundTrafficPolicy.mode: unknown variant `SOMETIMES`"
             ),
             "{text}"
         );

@@ -21,13 +21,13 @@ pub fn validate_mesh(mesh: &MeshFile) -> Vec<Diagnostic> {
     if let Some(pc) = &m.default_config {
         if let Some(d) = pc.drain_duration {
             if let Err(e) = drain_duration(d) {
-                r.error("defaultConfig.drainDuration", e);
+                r.error_config("defaultConfig.drainDuration", e);
             }
         }
         if let Some(d) = pc.termination_drain_duration {
             // Not checked by Istio beyond the type; a drain of nothing is what 0s says.
             if !d.get().subsec_nanos().is_multiple_of(1_000_000) {
-                r.error(
+                r.error_config(
                     "defaultConfig.terminationDrainDuration",
                     "only durations to ms precision are supported",
                 );
@@ -35,7 +35,7 @@ pub fn validate_mesh(mesh: &MeshFile) -> Vec<Diagnostic> {
         }
         if let Some(s) = pc.tracing.as_ref().and_then(|t| t.sampling) {
             if !(0.0..=100.0).contains(&s) {
-                r.warn(
+                r.note(
                     "defaultConfig.tracing.sampling",
                     format!("sampling {s} is outside 0.0–100.0 (a percentage of requests)"),
                 );
@@ -55,7 +55,7 @@ pub fn validate_mesh(mesh: &MeshFile) -> Vec<Diagnostic> {
         for (kind, list) in kinds {
             for (i, name) in list.iter().enumerate() {
                 if !names.contains(name.as_str()) && !BUILTIN_PROVIDERS.contains(&name.as_str()) {
-                    r.warn(
+                    r.note(
                         format!("defaultProviders.{kind}[{i}]"),
                         format!("provider `{name}` is not defined in extensionProviders"),
                     );
@@ -93,7 +93,7 @@ fn extension_provider<'n>(
         } else {
             format!("{at}.{field}")
         };
-        r.warn(
+        r.note(
             path,
             format!("invalid extension provider {}: {msg}", p.name),
         );
@@ -113,7 +113,7 @@ fn extension_provider<'n>(
     };
     if kinds.len() > 1 {
         // A protobuf oneof: istiod refuses to parse such a mesh config at all.
-        r.error(
+        r.error_config(
             at.to_string(),
             format!(
                 "extension provider {} sets {} provider kinds (expected exactly one)",
@@ -260,7 +260,7 @@ mod tests {
         let out = check("defaultConfig:\n  drainDuration: 1500ms\n");
         assert_eq!(
             out,
-            "mesh.yaml:2: defaultConfig.drainDuration: drain time only supports durations to seconds precision\n"
+            "mesh.yaml:2: Error defaultConfig.drainDuration: drain time only supports durations to seconds precision\n"
         );
         assert_eq!(check("defaultConfig:\n  drainDuration: 45s\n"), "");
     }
@@ -270,8 +270,8 @@ mod tests {
         let out = check(
             "extensionProviders:\n- name: otel\n  opentelemetry:\n    service: otel-collector.observability.svc.cluster.local\n    port: 4317\n- name: authz\n  envoyExtAuthzHttp:\n    service: bad_host\n    port: 0\n    pathPrefix: check\n- name: otel\n  zipkin:\n    service: zipkin.istio-system.svc.cluster.local\n    port: 9411\ndefaultProviders:\n  tracing: [otel, missing]\n",
         );
-        assert!(out.contains("mesh.yaml:9: warning: extensionProviders[1].envoyExtAuthzHttp.port: invalid extension provider authz: port number 0"), "{out}");
-        assert!(out.contains("mesh.yaml:8: warning: extensionProviders[1].envoyExtAuthzHttp.service: invalid extension provider authz: invalid service fmt bad_host"), "{out}");
+        assert!(out.contains("mesh.yaml:9: Warning extensionProviders[1].envoyExtAuthzHttp.port: invalid extension provider authz: port number 0"), "{out}");
+        assert!(out.contains("mesh.yaml:8: Warning extensionProviders[1].envoyExtAuthzHttp.service: invalid extension provider authz: invalid service fmt bad_host"), "{out}");
         assert!(out.contains("extensionProviders[1].envoyExtAuthzHttp.pathPrefix: invalid extension provider authz: pathPrefix should begin with `/`"), "{out}");
         assert!(out.contains("extensionProviders[2].name: invalid extension provider otel: duplicate extension provider name otel"), "{out}");
         assert!(
@@ -288,7 +288,7 @@ mod tests {
         );
         assert!(
             out.starts_with(
-                "mesh.yaml:2: extensionProviders[0]: extension provider two sets 2 provider kinds"
+                "mesh.yaml:2: Error extensionProviders[0]: extension provider two sets 2 provider kinds"
             ),
             "{out}"
         );

@@ -45,6 +45,17 @@ impl Kind {
         })
     }
 
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Gateway => "Gateway",
+            Kind::VirtualService => "VirtualService",
+            Kind::ServiceEntry => "ServiceEntry",
+            Kind::DestinationRule => "DestinationRule",
+            Kind::AuthorizationPolicy => "AuthorizationPolicy",
+            Kind::RequestAuthentication => "RequestAuthentication",
+        }
+    }
+
     /// The API group and the versions of it this kind is read in.
     pub fn api(self) -> (&'static str, &'static [&'static str]) {
         match self {
@@ -58,7 +69,7 @@ impl Kind {
 
 impl fmt::Display for Kind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self, f)
+        f.write_str(self.as_str())
     }
 }
 

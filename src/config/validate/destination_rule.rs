@@ -59,7 +59,7 @@ pub(super) fn check(dr: &Resource<DestinationRule>, out: &mut Vec<Diagnostic>) {
     }
     rules::check_export_to(&mut r, "spec.exportTo", &dr.meta.namespace, &spec.export_to);
     if spec.workload_selector.is_some() {
-        r.warn(
+        r.note(
             "spec.workloadSelector",
             "workloadSelector is mesh only (it picks sidecars); a standalone gateway ignores it and applies this rule (expected no workloadSelector)",
         );
@@ -430,9 +430,12 @@ fn check_outlier(r: &mut Reporter, path: &str, od: &OutlierDetection) {
 
 fn check_client_tls(r: &mut Reporter, path: &str, tls: &ClientTls) {
     if tls.mode == ClientTlsMode::IstioMutual {
-        r.error(
+        // Valid Istio config that a standalone gateway cannot originate: routes to the
+        // destinations it applies to answer 503 (never plain text).
+        r.error_part(
+            None,
             format!("{path}.mode"),
-            "ISTIO_MUTUAL needs Istio's mesh certificates, which a standalone gateway does not have (use MUTUAL with clientCertificate and privateKey, or SIMPLE)",
+            "ISTIO_MUTUAL needs Istio's mesh certificates, which a standalone gateway does not have, so requests to the destinations this policy applies to get 503 (use MUTUAL with clientCertificate and privateKey, or SIMPLE)",
         );
         return;
     }
@@ -489,11 +492,21 @@ mod tests {
     const HOST: &str = "host: svc.example.com\n";
 
     fn e(line: u32, path: &str, msg: &str) -> String {
-        format!("t.yaml:{line}: DestinationRule default/dr: {path}: {msg}")
+        format!("t.yaml:{line}: Error [IST0106] DestinationRule default/dr: {path}: {msg}")
     }
 
     fn w(line: u32, path: &str, msg: &str) -> String {
-        format!("t.yaml:{line}: warning: DestinationRule default/dr: {path}: {msg}")
+        format!("t.yaml:{line}: Warning [IST0133] DestinationRule default/dr: {path}: {msg}")
+    }
+
+    /// Portcullis' own note.
+    fn n(line: u32, path: &str, msg: &str) -> String {
+        format!("t.yaml:{line}: Warning DestinationRule default/dr: {path}: {msg}")
+    }
+
+    /// An error that leaves out only what it is about.
+    fn part(line: u32, path: &str, msg: &str) -> String {
+        format!("t.yaml:{line}: Error DestinationRule default/dr: {path}: {msg}")
     }
 
     /// Each case: the spec after `host: svc.example.com` (so it starts at line 6), and the
@@ -538,11 +551,11 @@ subsets:
             &[
                 (
                     "subsets: [{name: v1}]\n",
-                    &["t.yaml:4: DestinationRule default/dr: spec.host: Required value: host is required (expected the ServiceEntry host this rule applies to)"],
+                    &["t.yaml:4: Error [IST0106] DestinationRule default/dr: spec.host: Required value: host is required (expected the ServiceEntry host this rule applies to)"],
                 ),
                 (
                     "host: a_b.example.com\n",
-                    &["t.yaml:5: DestinationRule default/dr: spec.host: invalid host: domain name `a_b.example.com` is invalid: label `a_b` (expected labels of letters, digits and '-', at most 63 characters each, and `*` only as the whole leftmost label)"],
+                    &["t.yaml:5: Error [IST0106] DestinationRule default/dr: spec.host: invalid host: domain name `a_b.example.com` is invalid: label `a_b` (expected labels of letters, digits and '-', at most 63 characters each, and `*` only as the whole leftmost label)"],
                 ),
             ],
         );
@@ -565,7 +578,7 @@ subsets:
             ),
             (
                 "workloadSelector:\n  matchLabels: {app: db}\n",
-                vec![w(6, "spec.workloadSelector", "workloadSelector is mesh only (it picks sidecars); a standalone gateway ignores it and applies this rule (expected no workloadSelector)")],
+                vec![n(6, "spec.workloadSelector", "workloadSelector is mesh only (it picks sidecars); a standalone gateway ignores it and applies this rule (expected no workloadSelector)")],
             ),
         ]);
     }
@@ -692,7 +705,7 @@ subsets:
         check(&[
             (
                 &tls("    mode: ISTIO_MUTUAL\n"),
-                vec![e(8, "spec.trafficPolicy.tls.mode", "ISTIO_MUTUAL needs Istio's mesh certificates, which a standalone gateway does not have (use MUTUAL with clientCertificate and privateKey, or SIMPLE)")],
+                vec![part(8, "spec.trafficPolicy.tls.mode", "ISTIO_MUTUAL needs Istio's mesh certificates, which a standalone gateway does not have, so requests to the destinations this policy applies to get 503 (use MUTUAL with clientCertificate and privateKey, or SIMPLE)")],
             ),
             (
                 &tls("    mode: MUTUAL\n    clientCertificate: /c.pem\n"),

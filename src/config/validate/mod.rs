@@ -1,6 +1,11 @@
-//! Validation: the rules Istio's admission webhook and `istioctl analyze` apply, re-read for a
-//! standalone gateway (mesh-only features warn, features a gateway without Istio's control plane
-//! cannot honour are errors).
+//! Validation, in Istio's two steps: its admission webhook (`pkg/config/validation`), which
+//! sees one resource at a time and rejects it with an error, and `istioctl analyze`
+//! (`pkg/config/analysis/analyzers`), which looks across resources and only warns. Only what
+//! the webhook rejects is an error that leaves a resource out ([`admitted`]); what the
+//! analyzers find is served as Istio serves it (a VirtualService naming a Gateway that does not
+//! exist binds nothing). Like `istioctl analyze` on files, the analyzers look at every parsed
+//! resource, so a rejected document's other findings are reported too. Portcullis adds its notes on fields it does not act on (`support`) and
+//! on Istio kinds this gateway does not apply (`unapplied`).
 //!
 //! Each kind has its own module; `references` holds the checks that span several objects and
 //! uses the [`Index`] built here once per validation.
@@ -12,31 +17,45 @@ pub(crate) mod rules;
 mod security;
 mod service_entry;
 mod support;
+pub mod unapplied;
 mod virtual_service;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
-use super::diag::Diagnostic;
+use super::diag::{Diagnostic, Scope};
 use super::host::HostPattern;
 use super::load::{Resource, Resources};
 use super::resolve::{find_service, DestinationRuleIndex};
 use super::types::{Gateway, ServiceEntry, VirtualService};
 
-/// Every problem in `resources`, errors and warnings. Each object is checked on its own, so one
-/// bad document never hides the findings of another; cross-object checks come last.
+/// Which gateway the configuration is checked for: the one `run` is (its labels), or any of
+/// the loaded Gateways (`check`, which serves them all).
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    Instance(&'a BTreeMap<String, String>),
+    AnyGateway,
+}
+
+/// Every problem in `resources`, as `check` reports it: each resource against the webhook's
+/// rules, then the analyzers and notes. One bad document never hides the findings of another.
 pub fn validate(resources: &Resources) -> Vec<Diagnostic> {
-    let mut out = istio_rules(resources);
-    support::check(resources, &mut out);
+    validate_for(resources, Target::AnyGateway)
+}
+
+/// [`validate`] for one gateway.
+pub fn validate_for(resources: &Resources, target: Target<'_>) -> Vec<Diagnostic> {
+    let mut out = webhook(resources);
+    out.extend(analyze(resources, target));
     out
 }
 
-/// Istio's own rules (webhook and analyzer), without Portcullis' notes on unsupported fields.
-fn istio_rules(resources: &Resources) -> Vec<Diagnostic> {
+/// Istio's admission webhook: every resource on its own. An error rejects the resource.
+pub fn webhook(resources: &Resources) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     for gw in &resources.gateways {
         gateway::check(gw, &mut out);
     }
-    gateway::check_conflicts(&resources.gateways, &mut out);
     for vs in &resources.virtual_services {
         virtual_service::check(vs, &mut out);
     }
@@ -47,9 +66,65 @@ fn istio_rules(resources: &Resources) -> Vec<Diagnostic> {
         destination_rule::check(dr, &mut out);
     }
     security::check(resources, &mut out);
+    out
+}
+
+/// The analyzers across the admitted resources, Portcullis' notes on what it does not act on,
+/// and the Istio kinds this gateway does not apply.
+pub fn analyze(resources: &Resources, target: Target<'_>) -> Vec<Diagnostic> {
+    let mut out = istio_analyzers(resources);
+    support::check(resources, &mut out);
+    unapplied::check(resources, target, &mut out);
+    out
+}
+
+/// `istioctl analyze`'s findings across resources.
+fn istio_analyzers(resources: &Resources) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    gateway::check_conflicts(&resources.gateways, &mut out);
+    security::analyze(resources, &mut out);
     let index = Index::new(resources);
     references::check(resources, &index, &mut out);
     out
+}
+
+/// Where a document is: file, document, `List` item. What a resource-scoped error names.
+type DocumentId = (String, usize, Option<usize>);
+
+fn document_id(origin: &super::source::Origin) -> DocumentId {
+    (origin.file.display.clone(), origin.doc.index, origin.item)
+}
+
+/// `resources` without those an error in `diags` rejects (errors of [`Scope::Resource`] about
+/// an object name the document it came from).
+pub fn admitted(resources: &Resources, diags: &[Diagnostic]) -> Resources {
+    // An error without an object is about a document that made no resource (not YAML, not a
+    // mapping, an unknown version): nothing to leave out, and a file served from its last good
+    // contents must not lose the resource at the same place.
+    let rejected: HashSet<DocumentId> = diags
+        .iter()
+        .filter(|d| d.is_error() && d.scope == Scope::Resource && d.object.is_some())
+        .filter_map(|d| d.origin.as_ref().map(document_id))
+        .collect();
+    if rejected.is_empty() {
+        return resources.clone();
+    }
+    fn keep<T>(v: &[Arc<Resource<T>>], rejected: &HashSet<DocumentId>) -> Vec<Arc<Resource<T>>> {
+        v.iter()
+            .filter(|r| !rejected.contains(&document_id(&r.origin)))
+            .cloned()
+            .collect()
+    }
+    Resources {
+        gateways: keep(&resources.gateways, &rejected),
+        virtual_services: keep(&resources.virtual_services, &rejected),
+        service_entries: keep(&resources.service_entries, &rejected),
+        destination_rules: keep(&resources.destination_rules, &rejected),
+        authorization_policies: keep(&resources.authorization_policies, &rejected),
+        request_authentications: keep(&resources.request_authentications, &rejected),
+        others: resources.others.clone(),
+        files: resources.files.clone(),
+    }
 }
 
 /// Is an object with this `exportTo`, in `own_ns`, visible from namespace `to_ns`?
@@ -187,7 +262,8 @@ pub(crate) mod testutil {
             text: yaml.into(),
         }]);
         let mut all = load.0;
-        all.extend(super::istio_rules(&res));
+        all.extend(super::webhook(&res));
+        all.extend(super::istio_analyzers(&res));
         let mut d = Diagnostics(all);
         d.sort();
         d.0.iter().map(|d| d.to_string()).collect()

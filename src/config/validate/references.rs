@@ -1,6 +1,12 @@
-//! Checks across objects: VirtualService → Gateway, → DestinationRule subset, → delegate
-//! VirtualService, → ServiceEntry host; DestinationRule → ServiceEntry; ServiceEntries that
-//! disagree about a port's protocol.
+//! Checks across objects, as `istioctl analyze` makes them (istio/istio
+//! `pkg/config/analysis/analyzers/virtualservice/{gateways,destinationrules,destinationhosts}.go`,
+//! `destinationrule/subset.go`, `serviceentry/conflictingserviceentries.go`): VirtualService →
+//! Gateway, → DestinationRule subset, → delegate VirtualService, → ServiceEntry host;
+//! DestinationRule → ServiceEntry; ServiceEntries that disagree about a port's protocol.
+//!
+//! Each is a warning with istioctl's code: the webhook admits these resources, and Istio serves
+//! them as they are (a VirtualService naming a missing Gateway binds nothing; a route to a
+//! subset no DestinationRule defines answers 503 `NC`; a missing delegate's rule is skipped).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -8,7 +14,7 @@ use super::rules::{check_gateway_name, check_port, is_dns1123_label};
 use super::service_entry::port_protocol;
 use super::virtual_service::bound_to_gateway;
 use super::{exported_to, Index};
-use crate::config::diag::{Diagnostic, Reporter};
+use crate::config::diag::{code, Diagnostic, Reporter, Severity};
 use crate::config::host::{HostPattern, ServerHost};
 use crate::config::load::{Resource, Resources};
 use crate::config::resolve::{resolve_gateway_name, service_fqdn, MESH};
@@ -42,15 +48,22 @@ pub(super) fn check(resources: &Resources, index: &Index, out: &mut Vec<Diagnost
     check_service_entry_protocols(&resources.service_entries, out);
 }
 
+/// Does Istio's webhook reject `list[i]`? `validateGatewayNames` checks the names up to the
+/// first one without a namespace.
+fn webhook_rejects(list: &[String], i: usize) -> bool {
+    list[..i].iter().all(|g| g.contains('/')) && check_gateway_name(&list[i]).is_err()
+}
+
 fn lookup_gateway<'a>(
     r: &mut Reporter,
     index: &Index<'a>,
     path: &str,
     name: &str,
     vs_ns: &str,
+    rejected: bool,
 ) -> Option<&'a Resource<Gateway>> {
-    if name == MESH || check_gateway_name(name).is_err() {
-        return None; // `mesh` is special; a malformed name is already reported
+    if name == MESH || rejected {
+        return None; // `mesh` is special; the webhook already rejects a malformed name
     }
     let gw = resolve_gateway_name(name, vs_ns);
     if gw.legacy {
@@ -64,19 +77,21 @@ fn lookup_gateway<'a>(
         .get(&(gw.namespace.as_str(), gw.name.as_str()))
         .copied();
     if found.is_none() {
-        r.error(
+        r.finding(
+            Severity::Warning,
+            code::REFERENCED_RESOURCE_NOT_FOUND,
             path,
-            format!("gateway {} does not exist (expected a Gateway loaded from the config directory, or `mesh`)", gw.key()),
+            format!("gateway {} does not exist, so this reference binds nothing (expected a Gateway loaded from the config directory, or `mesh`)", gw.key()),
         );
     }
     found
 }
 
-/// Does any server host of `gw` that admits `vs_ns` overlap one of `hosts`? (IST0132)
-fn hosts_in_gateway(gw: &Resource<Gateway>, hosts: &[HostPattern], vs_ns: &str) -> bool {
+/// Does a server host of `gw` that admits `vs_ns` overlap `host`? (IST0132)
+fn host_in_gateway(gw: &Resource<Gateway>, host: &HostPattern, vs_ns: &str) -> bool {
     gw.spec.servers.iter().flat_map(|s| &s.hosts).any(|h| {
         let sh = ServerHost::parse(h, &gw.meta.namespace);
-        sh.admits_namespace(vs_ns) && hosts.iter().any(|vh| sh.host.matches(vh))
+        sh.admits_namespace(vs_ns) && sh.host.matches(host)
     })
 }
 
@@ -92,82 +107,117 @@ fn check_virtual_service(
     let delegate = spec.hosts.is_empty();
     let vs_hosts: Vec<HostPattern> = spec.hosts.iter().map(|h| HostPattern::parse(h)).collect();
 
+    let mut bound: Vec<&Resource<Gateway>> = Vec::new();
     for (i, g) in spec.gateways.iter().enumerate() {
         let path = format!("spec.gateways[{i}]");
-        let Some(gw) = lookup_gateway(&mut r, index, &path, g, ns) else {
-            continue;
-        };
-        if !delegate && !hosts_in_gateway(gw, &vs_hosts, ns) {
-            let mut offered: Vec<&str> = gw
-                .spec
-                .servers
+        let rejected = webhook_rejects(&spec.gateways, i);
+        if let Some(gw) = lookup_gateway(&mut r, index, &path, g, ns, rejected) {
+            bound.push(gw);
+        }
+    }
+    // IST0132 for each host that no bound Gateway serves (istioctl reports a Gateway only
+    // when none of the hosts matches it).
+    if !delegate && !bound.is_empty() {
+        for (i, host) in vs_hosts.iter().enumerate() {
+            if bound.iter().any(|gw| host_in_gateway(gw, host, ns)) {
+                continue;
+            }
+            let offered: Vec<String> = bound
                 .iter()
-                .flat_map(|s| &s.hosts)
-                .map(String::as_str)
+                .map(|gw| {
+                    let mut hosts: Vec<&str> = gw
+                        .spec
+                        .servers
+                        .iter()
+                        .flat_map(|s| &s.hosts)
+                        .map(String::as_str)
+                        .collect();
+                    hosts.sort_unstable();
+                    hosts.dedup();
+                    format!("{} [{}]", gw.key(), hosts.join(", "))
+                })
                 .collect();
-            offered.sort_unstable();
-            offered.dedup();
-            r.warn(
-                path,
+            r.finding(
+                Severity::Warning,
+                code::VIRTUAL_SERVICE_HOST_NOT_FOUND_IN_GATEWAY,
+                format!("spec.hosts[{i}]"),
                 format!(
-                    "IST0132 none of the hosts [{}] matches a host that Gateway {} offers to namespace {ns} ([{}]), so this VirtualService is not served through it (expected a host listed in the Gateway's servers[].hosts)",
-                    spec.hosts.join(", "),
-                    gw.key(),
-                    offered.join(", ")
+                    "host `{}` is not found in any bound Gateway that admits namespace {ns} ({}), so requests for it are not served (expected a host listed in a Gateway's servers[].hosts)",
+                    spec.hosts[i],
+                    offered.join("; ")
                 ),
             );
         }
     }
 
-    let mut match_gateways: Vec<(String, &String)> = Vec::new();
+    let mut match_gateways: Vec<(String, &String, bool)> = Vec::new();
     for (i, route) in spec.http.iter().enumerate() {
         for (j, m) in route.matches.iter().enumerate() {
             for (k, g) in m.gateways.iter().enumerate() {
-                match_gateways.push((format!("spec.http[{i}].match[{j}].gateways[{k}]"), g));
+                match_gateways.push((
+                    format!("spec.http[{i}].match[{j}].gateways[{k}]"),
+                    g,
+                    webhook_rejects(&m.gateways, k),
+                ));
             }
         }
     }
     for (i, route) in spec.tls.iter().enumerate() {
         for (j, m) in route.matches.iter().enumerate() {
             for (k, g) in m.gateways.iter().enumerate() {
-                match_gateways.push((format!("spec.tls[{i}].match[{j}].gateways[{k}]"), g));
+                match_gateways.push((
+                    format!("spec.tls[{i}].match[{j}].gateways[{k}]"),
+                    g,
+                    webhook_rejects(&m.gateways, k),
+                ));
             }
         }
     }
     for (i, route) in spec.tcp.iter().enumerate() {
         for (j, m) in route.matches.iter().enumerate() {
             for (k, g) in m.gateways.iter().enumerate() {
-                match_gateways.push((format!("spec.tcp[{i}].match[{j}].gateways[{k}]"), g));
+                match_gateways.push((
+                    format!("spec.tcp[{i}].match[{j}].gateways[{k}]"),
+                    g,
+                    webhook_rejects(&m.gateways, k),
+                ));
             }
         }
     }
-    for (path, g) in match_gateways {
-        lookup_gateway(&mut r, index, &path, g, ns);
+    for (path, g, rejected) in match_gateways {
+        lookup_gateway(&mut r, index, &path, g, ns, rejected);
     }
 
+    // Istio skips a rule whose delegate does not exist, has hosts, or is not exported to this
+    // namespace (`virtualservice_controller.go`).
     for (i, route) in spec.http.iter().enumerate() {
         let Some(d) = &route.delegate else { continue };
-        if d.name.is_empty() {
-            continue;
-        }
         let dns = d.namespace.as_deref().unwrap_or(ns);
-        match index.virtual_services.get(&(dns, d.name.as_str())) {
-            None => r.error(
-                format!("spec.http[{i}].delegate"),
-                format!(
-                    "delegate VirtualService {dns}/{} does not exist (expected a VirtualService without hosts loaded from the config directory)",
-                    d.name
-                ),
+        let why = match index.virtual_services.get(&(dns, d.name.as_str())) {
+            None => format!(
+                "delegate VirtualService {dns}/{} does not exist, so this rule is skipped (expected a VirtualService without hosts loaded from the config directory)",
+                d.name
             ),
-            Some(target) if !target.spec.hosts.is_empty() => r.error(
-                format!("spec.http[{i}].delegate"),
+            Some(target) if !target.spec.hosts.is_empty() => format!(
+                "delegate VirtualService {} has hosts, so it is not a delegate and this rule is skipped (expected a VirtualService without hosts)",
+                target.key()
+            ),
+            Some(target)
+                if !exported_to(&target.spec.export_to, &target.meta.namespace, ns) =>
+            {
                 format!(
-                    "delegate VirtualService {} has hosts, so it cannot be a delegate (expected a VirtualService without hosts)",
+                    "delegate VirtualService {} is not exported to namespace {ns}, so this rule is skipped (expected exportTo including {ns})",
                     target.key()
-                ),
-            ),
-            Some(_) => {}
-        }
+                )
+            }
+            Some(_) => continue,
+        };
+        r.finding(
+            Severity::Warning,
+            code::REFERENCED_RESOURCE_NOT_FOUND,
+            format!("spec.http[{i}].delegate"),
+            why,
+        );
     }
 
     let mut dests: Vec<(String, &Destination)> = Vec::new();
@@ -257,13 +307,18 @@ fn check_subset(
         )
     };
     match unserved {
-        None => r.error(format!("{path}.subset"), msg),
+        None => msg.push_str("; requests routed to it get 503 NC, as Envoy answers a route whose cluster does not exist"),
         Some(why) => {
             msg.push_str("; ");
             msg.push_str(why);
-            r.warn(format!("{path}.subset"), msg);
         }
     }
+    r.finding(
+        Severity::Warning,
+        code::REFERENCED_RESOURCE_NOT_FOUND,
+        format!("{path}.subset"),
+        msg,
+    );
 }
 
 fn check_service_host(r: &mut Reporter, index: &Index, path: &str, d: &Destination, ns: &str) {
@@ -271,10 +326,12 @@ fn check_service_host(r: &mut Reporter, index: &Index, path: &str, d: &Destinati
         exported_to(&se.spec.export_to, &se.meta.namespace, ns)
     });
     if ses.is_empty() {
-        r.warn(
+        r.finding(
+            Severity::Warning,
+            code::REFERENCED_RESOURCE_NOT_FOUND,
             format!("{path}.host"),
             format!(
-                "IST0101 destination host `{}` is not defined by any ServiceEntry visible from namespace {ns}: an ingress gateway resolves it as a DNS name, an egress gateway under REGISTRY_ONLY answers 503 (expected a ServiceEntry with this host)",
+                "destination host `{}` is not defined by any ServiceEntry visible from namespace {ns}: an ingress gateway resolves it as a DNS name, an egress gateway under REGISTRY_ONLY answers 503 (expected a ServiceEntry with this host)",
                 d.host
             ),
         );
@@ -292,10 +349,12 @@ fn check_service_host(r: &mut Reporter, index: &Index, path: &str, d: &Destinati
                 .iter()
                 .flat_map(|se| se.spec.ports.iter().map(|p| p.number.to_string()))
                 .collect();
-            r.warn(
+            r.finding(
+                Severity::Warning,
+                code::REFERENCED_RESOURCE_NOT_FOUND,
                 format!("{path}.port.number"),
                 format!(
-                    "IST0101 port {} is not a port of ServiceEntry {} (ports: {}) (expected one of its ports)",
+                    "port {} is not a port of ServiceEntry {} (ports: {}) (expected one of its ports)",
                     port.number,
                     with_ports.iter().map(|se| se.key()).collect::<Vec<_>>().join(", "),
                     ports.join(", ")
@@ -320,10 +379,12 @@ fn check_destination_rule(
     let under_wildcard = pattern.is_wildcard() && index.service_entries.any_under(&pattern);
     let mut r = dr.reporter(out);
     if ses.is_empty() && !under_wildcard {
-        r.warn(
+        r.finding(
+            Severity::Warning,
+            code::UNKNOWN_DESTINATION_RULE_HOST,
             "spec.host",
             format!(
-                "IST0174 no ServiceEntry defines host `{}`; it applies only if a route sends to this host by its DNS name (expected a ServiceEntry with this host)",
+                "no ServiceEntry defines host `{}`; it applies only if a route sends to this host by its DNS name (expected a ServiceEntry with this host)",
                 dr.spec.host
             ),
         );
@@ -360,10 +421,12 @@ fn check_destination_rule(
                 .iter()
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect();
-            r.warn(
+            r.finding(
+                Severity::Warning,
+                code::SUBSET_SELECTS_NOTHING,
                 format!("spec.subsets[{i}].labels"),
                 format!(
-                    "IST0173 subset `{}` ({}) selects no endpoint of ServiceEntry {}, so routes to it get 503 (expected labels that some endpoint carries)",
+                    "subset `{}` ({}) selects no endpoint of ServiceEntry {}, so routes to it get 503 (expected labels that some endpoint carries)",
                     subset.name,
                     labels.join(", "),
                     exact.iter().map(|se| se.key()).collect::<Vec<_>>().join(", ")
@@ -447,10 +510,12 @@ fn check_service_entry_protocols(
                 p.to_string()
             }
         };
-        ses[s].reporter(out).warn(
+        ses[s].reporter(out).finding(
+            Severity::Warning,
+            code::CONFLICTING_SERVICE_ENTRY_PROTOCOL,
             format!("spec.ports[{k}].protocol"),
             format!(
-                "IST0177 port {number} of host `{host}` is {} here but {} in ServiceEntry {} (expected one protocol per host and port)",
+                "port {number} of host `{host}` is {} here but {} in ServiceEntry {} (expected one protocol per host and port)",
                 show(&proto),
                 show(&first_proto),
                 ses[first].key()
@@ -484,10 +549,10 @@ spec:
         assert_eq!(
             diags(&file(&[vs])),
             [
-                "t.yaml:6: VirtualService default/vs: spec.gateways[0]: gateway default/missing does not exist (expected a Gateway loaded from the config directory, or `mesh`)",
-                "t.yaml:6: VirtualService default/vs: spec.gateways[1]: gateway other/gw does not exist (expected a Gateway loaded from the config directory, or `mesh`)",
-                "t.yaml:6: warning: VirtualService default/vs: spec.gateways[2]: using legacy gatewayName format `gw.default.svc.cluster.local` (expected the <namespace>/<name> format: `default/gw`)",
-                "t.yaml:8: VirtualService default/vs: spec.http[0].match[0].gateways[0]: gateway default/nowhere does not exist (expected a Gateway loaded from the config directory, or `mesh`)",
+                "t.yaml:6: Warning [IST0101] VirtualService default/vs: spec.gateways[0]: gateway default/missing does not exist, so this reference binds nothing (expected a Gateway loaded from the config directory, or `mesh`)",
+                "t.yaml:6: Warning [IST0101] VirtualService default/vs: spec.gateways[1]: gateway other/gw does not exist, so this reference binds nothing (expected a Gateway loaded from the config directory, or `mesh`)",
+                "t.yaml:6: Warning [IST0133] VirtualService default/vs: spec.gateways[2]: using legacy gatewayName format `gw.default.svc.cluster.local` (expected the <namespace>/<name> format: `default/gw`)",
+                "t.yaml:8: Warning [IST0101] VirtualService default/vs: spec.http[0].match[0].gateways[0]: gateway default/nowhere does not exist, so this reference binds nothing (expected a Gateway loaded from the config directory, or `mesh`)",
             ]
         );
     }
@@ -514,9 +579,9 @@ spec:
         assert_eq!(
             diags(&file(&[bound, mesh])),
             [
-                "t.yaml:8: VirtualService default/bound: spec.http[0].route[0].destination.subset: subset `v2` of host `svc.example.com` is not defined by DestinationRule default/svc (it defines: v1) (expected a subset named v2)",
-                "t.yaml:13: warning: VirtualService default/mesh: spec.gateways: mesh-only: spec.gateways names no Gateway (an empty list means `mesh`), so this VirtualService binds only to sidecars and Portcullis never serves it (expected spec.gateways naming a Gateway)",
-                "t.yaml:16: warning: VirtualService default/mesh: spec.http[0].route[0].destination.subset: subset `v1` of host `other.example.com` is not defined: no DestinationRule covers this host (expected a DestinationRule for `other.example.com` with subset v1); this VirtualService is mesh-only, so Portcullis never serves it",
+                "t.yaml:8: Warning [IST0101] VirtualService default/bound: spec.http[0].route[0].destination.subset: subset `v2` of host `svc.example.com` is not defined by DestinationRule default/svc (it defines: v1) (expected a subset named v2); requests routed to it get 503 NC, as Envoy answers a route whose cluster does not exist",
+                "t.yaml:13: Warning VirtualService default/mesh: spec.gateways: mesh-only: spec.gateways names no Gateway (an empty list means `mesh`), so this VirtualService binds only to sidecars and Portcullis never serves it (expected spec.gateways naming a Gateway)",
+                "t.yaml:16: Warning [IST0101] VirtualService default/mesh: spec.http[0].route[0].destination.subset: subset `v1` of host `other.example.com` is not defined: no DestinationRule covers this host (expected a DestinationRule for `other.example.com` with subset v1); this VirtualService is mesh-only, so Portcullis never serves it",
             ]
         );
     }
@@ -577,8 +642,8 @@ spec:
         assert_eq!(
             diags(&file(&[root, sub])),
             [
-                "t.yaml:10: VirtualService default/root: spec.http[1].delegate: delegate VirtualService default/root has hosts, so it cannot be a delegate (expected a VirtualService without hosts)",
-                "t.yaml:17: VirtualService shop/sub: spec.http[0].route[0].destination.subset: subset `v9` of host `svc.example.com` is not defined by DestinationRule default/svc (it defines: v1) (expected a subset named v9)",
+                "t.yaml:10: Warning [IST0101] VirtualService default/root: spec.http[1].delegate: delegate VirtualService default/root has hosts, so it is not a delegate and this rule is skipped (expected a VirtualService without hosts)",
+                "t.yaml:17: Warning [IST0101] VirtualService shop/sub: spec.http[0].route[0].destination.subset: subset `v9` of host `svc.example.com` is not defined by DestinationRule default/svc (it defines: v1) (expected a subset named v9); requests routed to it get 503 NC, as Envoy answers a route whose cluster does not exist",
             ]
         );
     }
@@ -604,7 +669,37 @@ spec:
 ";
         assert_eq!(
             diags(&file(&[yaml])),
-            ["t.yaml:14: warning: VirtualService default/vs: spec.gateways[0]: IST0132 none of the hosts [www.shop.com] matches a host that Gateway default/edge offers to namespace default ([shop/*.shop.com]), so this VirtualService is not served through it (expected a host listed in the Gateway's servers[].hosts)"]
+            ["t.yaml:13: Warning [IST0132] VirtualService default/vs: spec.hosts[0]: host `www.shop.com` is not found in any bound Gateway that admits namespace default (default/edge [shop/*.shop.com]), so requests for it are not served (expected a host listed in a Gateway's servers[].hosts)"]
+        );
+    }
+
+    /// IST0132 for each host no bound Gateway offers, even when another host of the same
+    /// VirtualService is offered (istioctl reports a Gateway only when it offers none).
+    #[test]
+    fn each_host_no_bound_gateway_offers_is_reported() {
+        let yaml = "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: shop}
+spec:
+  servers:
+  - port: {number: 8080, name: http, protocol: HTTP}
+    hosts: [\"*.shop.com\"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vs}
+spec:
+  hosts: [www.shop.com, www.other.com, api.shop.com]
+  gateways: [shop, gw]
+  http:
+  - route: [{destination: {host: svc.example.com}}]
+";
+        // `gw` (the context) offers `*`, so nothing is missing with both gateways bound.
+        assert!(diags(&file(&[yaml])).is_empty());
+        let only_shop = yaml.replace("gateways: [shop, gw]", "gateways: [shop]");
+        assert_eq!(
+            diags(&file(&[&only_shop])),
+            ["t.yaml:13: Warning [IST0132] VirtualService default/vs: spec.hosts[1]: host `www.other.com` is not found in any bound Gateway that admits namespace default (default/shop [*.shop.com]), so requests for it are not served (expected a host listed in a Gateway's servers[].hosts)"]
         );
     }
 
@@ -626,8 +721,8 @@ spec:
         assert_eq!(
             diags(&file(&[vs])),
             [
-                "t.yaml:9: warning: VirtualService default/vs: spec.http[0].route[0].destination.host: IST0101 destination host `unknown.example.com` is not defined by any ServiceEntry visible from namespace default: an ingress gateway resolves it as a DNS name, an egress gateway under REGISTRY_ONLY answers 503 (expected a ServiceEntry with this host)",
-                "t.yaml:11: warning: VirtualService default/vs: spec.http[0].route[1].destination.port.number: IST0101 port 8080 is not a port of ServiceEntry default/svc (ports: 80, 443, 9000) (expected one of its ports)",
+                "t.yaml:9: Warning [IST0101] VirtualService default/vs: spec.http[0].route[0].destination.host: destination host `unknown.example.com` is not defined by any ServiceEntry visible from namespace default: an ingress gateway resolves it as a DNS name, an egress gateway under REGISTRY_ONLY answers 503 (expected a ServiceEntry with this host)",
+                "t.yaml:11: Warning [IST0101] VirtualService default/vs: spec.http[0].route[1].destination.port.number: port 8080 is not a port of ServiceEntry default/svc (ports: 80, 443, 9000) (expected one of its ports)",
             ]
         );
     }
@@ -662,8 +757,8 @@ spec:
         assert_eq!(
             diags(&file(&[yaml])),
             [
-                "t.yaml:17: warning: DestinationRule default/pool: spec.subsets[1].labels: IST0173 subset `v2` (version=v2) selects no endpoint of ServiceEntry default/pool, so routes to it get 503 (expected labels that some endpoint carries)",
-                "t.yaml:23: warning: DestinationRule default/ghost: spec.host: IST0174 no ServiceEntry defines host `ghost.example.com`; it applies only if a route sends to this host by its DNS name (expected a ServiceEntry with this host)",
+                "t.yaml:17: Warning [IST0173] DestinationRule default/pool: spec.subsets[1].labels: subset `v2` (version=v2) selects no endpoint of ServiceEntry default/pool, so routes to it get 503 (expected labels that some endpoint carries)",
+                "t.yaml:23: Warning [IST0174] DestinationRule default/ghost: spec.host: no ServiceEntry defines host `ghost.example.com`; it applies only if a route sends to this host by its DNS name (expected a ServiceEntry with this host)",
             ]
         );
     }
@@ -679,8 +774,8 @@ spec:
         assert_eq!(
             diags(&file(&[&a, &b, &c])),
             [
-                "t.yaml:15: warning: ServiceEntry two/b: spec.ports[0].protocol: IST0177 port 8443 of host `api.example.com` is HTTP here but HTTPS in ServiceEntry one/a (expected one protocol per host and port)",
-                "t.yaml:24: warning: ServiceEntry three/c: spec.ports[0].protocol: IST0177 port 8443 of host `api.example.com` is TCP here but HTTPS in ServiceEntry one/a (expected one protocol per host and port)",
+                "t.yaml:15: Warning [IST0177] ServiceEntry two/b: spec.ports[0].protocol: port 8443 of host `api.example.com` is HTTP here but HTTPS in ServiceEntry one/a (expected one protocol per host and port)",
+                "t.yaml:24: Warning [IST0177] ServiceEntry three/c: spec.ports[0].protocol: port 8443 of host `api.example.com` is TCP here but HTTPS in ServiceEntry one/a (expected one protocol per host and port)",
             ]
         );
     }

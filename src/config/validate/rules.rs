@@ -246,20 +246,67 @@ pub(crate) fn check_percent(p: Percent) -> Result<(), String> {
     Ok(())
 }
 
-/// Istio `validHeaderRegex` (`^[-_A-Za-z0-9]+$`), used for header *match* keys.
-pub(crate) fn check_match_header_name(name: &str) -> Result<(), String> {
+/// The pseudo-headers a header match may name (istio/istio `pkg/config/validation/
+/// validation.go`, `pseudoHeaders`, RFC 7540 §8.1.2).
+pub(crate) const PSEUDO_HEADERS: [&str; 5] =
+    [":method", ":scheme", ":authority", ":path", ":status"];
+
+/// Istio `ValidateHTTPHeaderNameOrJwtClaimRoute` (istio/istio `pkg/config/validation/
+/// validation.go`, since istio/istio#54602): a header *match* key is a JWT claim route
+/// (`@request.auth.claims.NAME`), a pseudo-header, or any RFC 9110 token (`x.foo`, `x~y`,
+/// upper case too: Envoy lower-cases header names).
+pub(crate) fn check_header_name_or_jwt_claim(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("header name cannot be empty".into());
     }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
+    if routing_claim(name).is_some() || PSEUDO_HEADERS.contains(&name) {
+        return Ok(());
+    }
+    if !is_http_token(name) {
         return Err(format!(
-            "`{name}` is not a valid header name (expected letters, digits, '-' and '_')"
+            "header name {name} is not a valid header name (expected an HTTP token: letters, digits and !#$%&'*+-.^_`|~, a pseudo-header such as :method, or @request.auth.claims.NAME)"
         ));
     }
     Ok(())
+}
+
+/// Istio `ValidateCORSHTTPHeaderName`: `*` or an RFC 9110 token.
+pub(crate) fn check_cors_header_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("header name cannot be empty".into());
+    }
+    if name == "*" || is_http_token(name) {
+        return Ok(());
+    }
+    Err(format!(
+        "header name {name} is not a valid header name (expected `*` or an HTTP token: letters, digits and !#$%&'*+-.^_`|~)"
+    ))
+}
+
+/// Istio `jwt.ToRoutingClaim` (istio/istio `pkg/jwt/routing.go`): the claim path of a
+/// `@request.auth.claims.a.b` or `@request.auth.claims[a][b]` header name (the prefix in any
+/// case), or None for any other name.
+pub fn routing_claim(name: &str) -> Option<Vec<String>> {
+    const PREFIX: &str = "@request.auth.claims";
+    if name.len() < PREFIX.len()
+        || !name.is_char_boundary(PREFIX.len())
+        || !name[..PREFIX.len()].eq_ignore_ascii_case(PREFIX)
+    {
+        return None;
+    }
+    let rest = &name[PREFIX.len()..];
+    if let Some(dotted) = rest.strip_prefix('.').filter(|r| !r.is_empty()) {
+        return Some(dotted.split('.').map(str::to_string).collect());
+    }
+    if rest.len() > 2 && rest.starts_with('[') && rest.ends_with(']') {
+        return Some(
+            rest[1..rest.len() - 1]
+                .split("][")
+                .map(str::to_string)
+                .collect(),
+        );
+    }
+    None
 }
 
 /// A header name that HTTP allows (RFC 9110 token).
@@ -310,26 +357,31 @@ pub(crate) fn check_header_value(value: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A `StringMatch` at `path`. `required` = exactly one of exact/prefix/regex must be set
-/// (uri, scheme, method, authority); otherwise `{}` (presence) is allowed too.
-pub(crate) fn check_string_match(r: &mut Reporter, path: &str, sm: &StringMatch, required: bool) {
+/// How a `StringMatch` is validated where it is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MatchUse {
+    /// `uri`: Istio `validateStringMatchRegexp` only (an empty prefix is allowed, as Envoy's
+    /// path prefix allows it).
+    Uri,
+    /// Everything else: Istio `validateStringMatch` (a prefix must not be empty).
+    Other,
+}
+
+/// A `StringMatch` at `path`, as Istio's webhook checks it. No match type at all (`{}`) is
+/// valid: Istio matches every path for `uri` and presence elsewhere (`route.go`
+/// `TranslateRouteMatch`, `canBeConvertedToPresentMatch`). Two match types at once break the
+/// API's `oneof` and are rejected with the schema.
+pub(crate) fn check_string_match(r: &mut Reporter, path: &str, sm: &StringMatch, used: MatchUse) {
     let n = sm.set_count();
     if n > 1 {
         r.error(
             path,
-            format!("sets {n} of exact, prefix and regex (expected exactly one)"),
-        );
-        return;
-    }
-    if n == 0 && required {
-        r.error(
-            path,
-            "sets none of exact, prefix and regex (expected exactly one)",
+            format!("sets {n} of exact, prefix and regex (expected exactly one: StringMatch is a oneof)"),
         );
         return;
     }
     if let Some(p) = &sm.prefix {
-        if p.is_empty() {
+        if p.is_empty() && used == MatchUse::Other {
             r.error(
                 format!("{path}.prefix"),
                 "prefix string match should not be empty (expected e.g. `/`)",
@@ -534,8 +586,55 @@ mod tests {
         for bad in ["abc%123", "%START_TIME%%", "a\nb", "a\u{7f}"] {
             assert!(check_header_value(bad).is_err(), "{bad}");
         }
-        assert!(check_match_header_name("x-foo_1").is_ok());
-        assert!(check_match_header_name("x.foo").is_err());
+        assert!(check_cors_header_name("x.foo").is_ok());
+        assert!(check_cors_header_name("*").is_ok());
+        assert!(check_cors_header_name("x y").is_err());
+    }
+
+    /// Istio's own cases for `ValidateHTTPHeaderNameOrJwtClaimRoute` and `ToRoutingClaim`
+    /// (istio/istio `pkg/config/validation/validation_test.go`, `pkg/jwt/routing_test.go`).
+    #[test]
+    fn header_match_names_follow_istio() {
+        for ok in [
+            "x-foo",
+            "X-Foo",
+            "x.foo",
+            "x~y",
+            "x_y",
+            "!#$%&'*+-.^_`|~",
+            ":method",
+            ":scheme",
+            ":authority",
+            ":path",
+            ":status",
+            "@request.auth.claims.group",
+            "@request.auth.claims.a.b",
+            "@request.auth.claims[a][b]",
+            "@Request.Auth.Claims.x",
+        ] {
+            assert!(check_header_name_or_jwt_claim(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "x y",
+            ":foo",
+            "x:y",
+            "@request.auth.claims",
+            "@request.auth.claims.",
+            "x\"y",
+        ] {
+            assert!(check_header_name_or_jwt_claim(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            routing_claim("@request.auth.claims.a.b").unwrap(),
+            ["a", "b"]
+        );
+        assert_eq!(
+            routing_claim("@request.auth.claims[a.b][c]").unwrap(),
+            ["a.b", "c"]
+        );
+        assert_eq!(routing_claim("@request.auth.claims[]"), None);
+        assert_eq!(routing_claim("x-user"), None);
     }
 
     #[test]

@@ -2,16 +2,24 @@
 //! `pkg/config/validation/validation.go` `ValidateAuthorizationPolicy`,
 //! `ValidateRequestAuthentication`, and `pkg/config/security/security.go`), and, as errors, the
 //! fields a gateway without a mesh cannot enforce (never a silent allow).
+//!
+//! Unlike the other kinds, a security policy with an error is not left out while the rest is
+//! served: leaving out a DENY policy, or the RequestAuthentication an ALLOW policy's
+//! `requestPrincipals` depend on, would expose what the policy was written to protect. Its
+//! errors refuse the whole configuration (start-up stops; a reload keeps the generation being
+//! served), failing closed.
 
-use super::rules::{check_ip_or_cidr, check_selector_labels};
-use crate::config::diag::{Diagnostic, Reporter};
+use super::rules::{check_ip_or_cidr, check_selector_labels, routing_claim};
+use crate::config::diag::{code, Diagnostic, Reporter, Scope, Severity};
 use crate::config::load::{Resource, Resources};
 use crate::config::types::{
     AuthorizationAction, AuthorizationPolicy, JwtRule, PolicyTargetReference,
     RequestAuthentication, Targeting,
 };
 
+/// The webhook's rules for each policy; an error refuses the configuration (fail closed).
 pub fn check(resources: &Resources, out: &mut Vec<Diagnostic>) {
+    let first = out.len();
     for ap in &resources.authorization_policies {
         authorization_policy(ap, &mut ap.reporter(out));
     }
@@ -19,6 +27,13 @@ pub fn check(resources: &Resources, out: &mut Vec<Diagnostic>) {
         let mut r = ra.reporter(out);
         request_authentication(&ra.spec, &mut r);
     }
+    for d in out[first..].iter_mut().filter(|d| d.is_error()) {
+        d.scope = Scope::Config;
+    }
+}
+
+/// The analyzers over security policies.
+pub fn analyze(resources: &Resources, out: &mut Vec<Diagnostic>) {
     claim_routes_without_request_authentication(resources, out);
 }
 
@@ -31,7 +46,7 @@ fn claim_routes_without_request_authentication(resources: &Resources, out: &mut 
             m.headers
                 .keys()
                 .chain(m.without_headers.keys())
-                .find(|k| k.starts_with("@request.auth.claims"))
+                .find(|k| routing_claim(k).is_some())
         });
         let Some(key) = key else { continue };
         for name in vs.spec.gateways.iter().filter(|g| *g != "mesh") {
@@ -52,9 +67,11 @@ fn claim_routes_without_request_authentication(resources: &Resources, out: &mut 
                     })
             });
             if !covered {
-                vs.reporter(out).warn(
+                vs.reporter(out).finding(
+                    Severity::Warning,
+                    code::JWT_CLAIM_ROUTING_WITHOUT_REQUEST_AUTHN,
                     "spec.http",
-                    format!("IST0149 The virtual service uses the JWT claim based routing (key: {key}) but found no request authentication for the gateway ({}/{}) pods. The request authentication must first be applied for the gateway pods to validate the JWT token and make the claims available for routing (expected a RequestAuthentication selecting the gateway)", gw.meta.namespace, gw.meta.name),
+                    format!("The virtual service uses the JWT claim based routing (key: {key}) but found no request authentication for the gateway ({}/{}) pods. The request authentication must first be applied for the gateway pods to validate the JWT token and make the claims available for routing (expected a RequestAuthentication selecting the gateway)", gw.meta.namespace, gw.meta.name),
                 );
             }
         }
@@ -543,8 +560,8 @@ mod tests {
     #[test]
     fn authorization_policy_rules_follow_istios_webhook() {
         let cases: &[(&str, &str)] = &[
-            ("action: DENY", "t.yaml:4: AuthorizationPolicy istio-system/p: spec.rules: DENY action without `rules` is meaningless"),
-            ("rules:\n- from: []", "t.yaml:6: AuthorizationPolicy istio-system/p: spec.rules[0].from: `from` must not be empty, found at rule 0"),
+            ("action: DENY", "t.yaml:4: Error [IST0106] AuthorizationPolicy istio-system/p: spec.rules: DENY action without `rules` is meaningless"),
+            ("rules:\n- from: []", "t.yaml:6: Error [IST0106] AuthorizationPolicy istio-system/p: spec.rules[0].from: `from` must not be empty, found at rule 0"),
             ("rules:\n- from:\n  - source: {ipBlocks: [300.0.0.1]}", "spec.rules[0].from[0].source.ipBlocks: bad IP address or CIDR range (300.0.0.1)"),
             ("rules:\n- to:\n  - operation: {ports: ['70000']}", "spec.rules[0].to[0].operation.ports: bad port (70000)"),
             ("rules:\n- when:\n  - {key: request.foo, values: [a]}", "spec.rules[0].when[0].values: invalid `value` for `key` request.foo: unknown attribute: request.foo"),

@@ -169,7 +169,7 @@ pub(super) fn check(se: &Resource<ServiceEntry>, out: &mut Vec<Diagnostic>) {
                 "only one of WorkloadSelector or Endpoints can be set (expected endpoints for a standalone gateway)",
             );
         } else {
-            r.warn(
+            r.note(
                 "spec.workloadSelector",
                 "workloadSelector is mesh only: it selects pods or WorkloadEntries, so a standalone gateway has no endpoints for this ServiceEntry (expected endpoints, or resolution DNS)",
             );
@@ -339,11 +339,16 @@ mod tests {
     const SE: &str = "ServiceEntry";
 
     fn e(line: u32, path: &str, msg: &str) -> String {
-        format!("t.yaml:{line}: ServiceEntry default/se: {path}: {msg}")
+        format!("t.yaml:{line}: Error [IST0106] ServiceEntry default/se: {path}: {msg}")
     }
 
     fn w(line: u32, path: &str, msg: &str) -> String {
-        format!("t.yaml:{line}: warning: ServiceEntry default/se: {path}: {msg}")
+        format!("t.yaml:{line}: Warning [IST0133] ServiceEntry default/se: {path}: {msg}")
+    }
+
+    /// Portcullis' own note.
+    fn n(line: u32, path: &str, msg: &str) -> String {
+        format!("t.yaml:{line}: Warning ServiceEntry default/se: {path}: {msg}")
     }
 
     #[track_caller]
@@ -485,7 +490,7 @@ mod tests {
             (
                 "hosts: [example.com]\nworkloadSelector:\n  labels:\n    val: \"*\"\n",
                 vec![
-                    w(6, "spec.workloadSelector", "workloadSelector is mesh only: it selects pods or WorkloadEntries, so a standalone gateway has no endpoints for this ServiceEntry (expected endpoints, or resolution DNS)"),
+                    n(6, "spec.workloadSelector", "workloadSelector is mesh only: it selects pods or WorkloadEntries, so a standalone gateway has no endpoints for this ServiceEntry (expected endpoints, or resolution DNS)"),
                     e(8, "spec.workloadSelector.labels.val", "wildcard is not supported in selector: `val=*` (expected exact label values)"),
                 ],
             ),

@@ -19,7 +19,7 @@ pub fn check(resources: &Resources, out: &mut Vec<Diagnostic>) {
         for (path, tp) in policies {
             let mut warn = |field: &str, what: &str| {
                 dr.reporter(out)
-                    .warn(format!("{path}.{field}"), what.to_string());
+                    .note(format!("{path}.{field}"), what.to_string());
             };
             if tp.tunnel.is_some() {
                 warn(
@@ -62,7 +62,7 @@ pub fn check(resources: &Resources, out: &mut Vec<Diagnostic>) {
         for (i, server) in gw.spec.servers.iter().enumerate() {
             let Some(tls) = &server.tls else { continue };
             if tls.insecure_skip_verify.is_some() {
-                gw.reporter(out).warn(
+                gw.reporter(out).note(
                     format!("spec.servers[{i}].tls.insecureSkipVerify"),
                     "not supported on a gateway server: client certificates are always verified",
                 );

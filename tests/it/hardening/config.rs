@@ -25,17 +25,21 @@ async fn deeply_nested_yaml_is_refused_before_parsing_and_later_reloads_go_on() 
     let h = answering_200(&[]).await;
     let before = h.reload_status().await;
     h.config.write("deep.yaml", &nested_flow_sequences(60_000));
-    let failed = h.wait_failed_after(before.reloads_failed, WAIT).await;
-    let error = failed.last_error.unwrap_or_default();
+    // Isolation (issue 10): the document is left out and the rest keeps serving.
+    let partial = h.wait_generation_after(before.generation, WAIT).await;
+    assert_eq!(partial.last_result, "partial", "{partial:?}");
+    let error = partial.last_error.unwrap_or_default();
     assert!(
         error.contains(
-            "deep.yaml:5: document not read: mappings and sequences nest deeper than 64 levels"
+            "deep.yaml:5: Error document not read: mappings and sequences nest deeper than 64 levels"
         ),
         "{error}"
     );
+    assert_eq!(h.raw_get("a.example", "/", "").await.status, 200);
     // The next change is served as usual.
     h.config.remove("deep.yaml");
-    h.wait_generation_after(before.generation, WAIT).await;
+    let ok = h.wait_generation_after(partial.generation, WAIT).await;
+    assert_eq!(ok.last_result, "ok", "{ok:?}");
     let r = h.raw_get("a.example", "/", "").await;
     assert_eq!(r.status, 200);
 }
@@ -54,8 +58,16 @@ async fn a_huge_value_is_shortened_in_check_output_and_reload_status() {
     let h = answering_200(&[]).await;
     let before = h.reload_status().await;
     h.config.write("se.yaml", &entry_with_host(&host));
-    let failed = h.wait_failed_after(before.reloads_failed, WAIT).await;
-    let error = failed.last_error.unwrap_or_default();
+    // Isolation (issue 10): the ServiceEntry is left out, the rest is served.
+    let partial = h.wait_generation_after(before.generation, WAIT).await;
+    assert_eq!(partial.last_result, "partial", "{partial:?}");
+    let error = partial.last_error.unwrap_or_default();
     assert!(error.len() < 4096, "a {}-byte /reload error", error.len());
     assert!(error.contains("bytes left out"), "{error}");
+    let message = &partial.left_out.resources[0].message;
+    assert!(
+        message.len() < 2048,
+        "a {}-byte left_out message",
+        message.len()
+    );
 }

@@ -35,32 +35,45 @@ async fn a_mesh_file_edit_changes_the_access_log_format_of_a_running_gateway() {
     h.gw.wait_for_log(&format!("fmt-two {id} 200"), WAIT).await;
 }
 
-/// A broken mesh file is refused with its file, line and field; the last good settings serve.
+/// A broken mesh file is reported with its file, line and field; the last good settings keep
+/// serving (as a config file that stops parsing keeps its last good contents: issue 10's
+/// isolation), and `/reload` names the mesh file among the stale files.
 #[tokio::test]
 async fn a_broken_mesh_file_keeps_the_last_good_settings() {
     let mesh = MeshDir::new(&text_format("good"));
     let h = gateway_with_mesh(&mesh, &[]).await;
-    let failed = h.reload_status().await.reloads_failed;
+    let generation = h.generation().await;
     // Envoy refuses an unknown command operator (source/common/formatter/).
     mesh.write("accessLogFile: /dev/stdout\naccessLogFormat: 'bad %NOT_AN_OPERATOR%'\n");
-    let status = h.wait_failed_after(failed, APPLY).await;
+    let status = h.wait_generation_after(generation, APPLY).await;
+    assert_eq!(status.last_result, "partial", "{status:?}");
+    assert_eq!(
+        status.left_out.stale_files[0].file,
+        mesh.path(),
+        "{status:?}"
+    );
     let error = status.last_error.unwrap_or_default();
     assert!(
-        error.contains("mesh:2: accessLogFormat: unknown command operator `%NOT_AN_OPERATOR%`"),
+        error.contains(
+            "mesh:2: Error accessLogFormat: unknown command operator `%NOT_AN_OPERATOR%`"
+        ),
         "{error}"
     );
     let id = request_id();
     get_with_id(&h, &id, &[]).await;
     h.gw.wait_for_log(&format!("good {id} 200"), WAIT).await;
 
-    // A value Istio's schema does not have: also refused, at its line.
+    // A value Istio's schema does not have: also reported, at its line.
     mesh.write("accessLogFile: /dev/stdout\noutboundTrafficPolicy:\n  mode: SOMETIMES\n");
-    let status = h.wait_failed_after(failed + 1, APPLY).await;
+    let status = h.wait_generation_after(status.generation, APPLY).await;
     let error = status.last_error.unwrap_or_default();
     assert!(
-        error.contains("mesh:3: outboundTrafficPolicy.mode: unknown variant `SOMETIMES`"),
+        error.contains("mesh:3: Error outboundTrafficPolicy.mode: unknown variant `SOMETIMES`"),
         "{error}"
     );
+    let id = request_id();
+    get_with_id(&h, &id, &[]).await;
+    h.gw.wait_for_log(&format!("good {id} 200"), WAIT).await;
 }
 
 /// `accessLogFile: ""` (Istio's default) writes nothing; lines appear once it is set again.
@@ -205,10 +218,10 @@ async fn check_validates_the_mesh_file() {
     let (code, out, _) = run_cli(&["check", "--config", &cfg, "--mesh", &path]).await;
     assert_eq!(code, 1, "{out}");
     // pkg/config/validation/agent/validation.go ValidateDrainDuration.
-    assert!(out.contains(&format!("{path}:4: defaultConfig.drainDuration: drain time only supports durations to seconds precision")), "{out}");
+    assert!(out.contains(&format!("{path}:4: Error defaultConfig.drainDuration: drain time only supports durations to seconds precision")), "{out}");
     assert!(
         out.contains(&format!(
-            "{path}:1: warning: enableAutoMtls: `enableAutoMtls` is not supported by Portcullis"
+            "{path}:1: Warning enableAutoMtls: `enableAutoMtls` is not supported by Portcullis"
         )),
         "{out}"
     );

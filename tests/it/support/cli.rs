@@ -12,16 +12,33 @@ pub const CLI_TIMEOUT: Duration = Duration::from_secs(60);
 /// Runs `portcullis <args>`; returns `(exit_code, stdout, stderr)` (`exit_code` is -1 if
 /// killed by a signal). `RUST_LOG` is not set (inherited), `NO_COLOR=1`.
 pub async fn run_cli(args: &[&str]) -> (i32, String, String) {
-    let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+    run(args, None).await
+}
+
+/// [`run_cli`] with `input` on the command's standard input.
+pub async fn run_cli_with_stdin(args: &[&str], input: &str) -> (i32, String, String) {
+    run(args, Some(input)).await
+}
+
+async fn run(args: &[&str], input: Option<&str>) -> (i32, String, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args(args)
         .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         // Past the deadline the future is dropped: the child must not outlive it.
         .kill_on_drop(true)
         .spawn()
         .expect("spawn portcullis");
+    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+        stdin.write_all(text.as_bytes()).await.expect("write stdin");
+    }
     let out = tokio::time::timeout(CLI_TIMEOUT, child.wait_with_output())
         .await
         .unwrap_or_else(|_| panic!("portcullis {args:?} did not finish within {CLI_TIMEOUT:?}"))

@@ -212,12 +212,45 @@ pub struct Harness {
 pub struct ReloadStatus {
     pub generation: u64,
     pub files_hash: String,
-    /// `ok` or `error`.
+    /// `ok`, `partial` (applied with something left out) or `error` (refused).
     pub last_result: String,
     pub last_error: Option<String>,
+    /// What the generation being served leaves out.
+    pub left_out: LeftOut,
     pub last_changes: Changes,
     pub reloads_ok: u64,
     pub reloads_failed: u64,
+}
+
+/// `/reload`'s `left_out`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct LeftOut {
+    pub resources: Vec<Rejected>,
+    pub parts: Vec<Rejected>,
+    pub stale_files: Vec<StaleFile>,
+}
+
+/// A resource (or part) left out, named by its first error.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Rejected {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    pub file: Option<String>,
+    pub line: Option<usize>,
+    pub field: String,
+    pub code: Option<String>,
+    pub message: String,
+    pub errors: usize,
+    /// `previous` (its last accepted version serves) or `none`.
+    pub serving: String,
+}
+
+/// A file served from its last good contents.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct StaleFile {
+    pub file: String,
+    pub resources: usize,
 }
 
 /// `Kind namespace/name` of the resources the last reload added, removed or modified.

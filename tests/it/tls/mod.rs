@@ -10,6 +10,7 @@
 mod alpn_h2;
 mod chains;
 mod check;
+mod left_out;
 mod misdirected;
 mod mutual;
 mod passthrough;

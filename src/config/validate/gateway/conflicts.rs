@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use crate::config::diag::Diagnostic;
+use crate::config::diag::{code, Diagnostic, Severity};
 use crate::config::host::{HostPattern, ServerHost};
 use crate::config::load::Resource;
 use crate::config::types::{Gateway, Protocol, ServerTls, ServerTlsMode};
@@ -112,10 +112,12 @@ pub(crate) fn check_conflicts(
         if !reported.insert((later.gw, later.server, first.gw)) {
             continue;
         }
-        gl.reporter(out).warn(
+        gl.reporter(out).finding(
+            Severity::Warning,
+            code::CONFLICTING_GATEWAYS,
             format!("spec.servers[{}].hosts[{}]", later.server, later.host),
             format!(
-                "IST0145 conflicting gateways: host `{}` on port {port} ({}) is also served by Gateway {} (spec.servers[{}], {}, host `{}`) and both select the same gateway instances; only one of them takes effect (expected each host once per port, or selectors that pick different instances)",
+                "conflicting gateways: host `{}` on port {port} ({}) is also served by Gateway {} (spec.servers[{}], {}, host `{}`) and both select the same gateway instances; only one of them takes effect (expected each host once per port, or selectors that pick different instances)",
                 later.name,
                 later.protocol,
                 gf.key(),
@@ -179,10 +181,12 @@ fn check_duplicate_certificates(
     }
     findings.sort();
     for (g2, s2, g1, s1, port, cert) in findings {
-        gateways[g2].reporter(out).warn(
+        gateways[g2].reporter(out).finding(
+            Severity::Warning,
+            code::GATEWAY_DUPLICATE_CERTIFICATE,
             format!("spec.servers[{s2}].tls"),
             format!(
-                "IST0138 duplicate certificate: this server uses the same certificate ({cert}) on port {port} as Gateway {} spec.servers[{s1}]; HTTP/2 clients reuse one connection for the hosts of both and get 421 Misdirected Request from Portcullis for the other server's hosts (expected one server listing all hosts of a certificate)",
+                "duplicate certificate: this server uses the same certificate ({cert}) on port {port} as Gateway {} spec.servers[{s1}]; HTTP/2 clients reuse one connection for the hosts of both and get 421 Misdirected Request from Portcullis for the other server's hosts (expected one server listing all hosts of a certificate)",
                 gateways[g1].key()
             ),
         );
@@ -226,7 +230,7 @@ spec:
     fn conflicting_gateways_warn() {
         assert_eq!(
             diags(TWO_GATEWAYS),
-            ["t.yaml:17: warning: Gateway default/alpha: spec.servers[0].hosts[0]: IST0145 conflicting gateways: host `*.bar` on port 80 (HTTP) is also served by Gateway default/beta (spec.servers[0], TCP, host `foo.bar`) and both select the same gateway instances; only one of them takes effect (expected each host once per port, or selectors that pick different instances)"]
+            ["t.yaml:17: Warning [IST0145] Gateway default/alpha: spec.servers[0].hosts[0]: conflicting gateways: host `*.bar` on port 80 (HTTP) is also served by Gateway default/beta (spec.servers[0], TCP, host `foo.bar`) and both select the same gateway instances; only one of them takes effect (expected each host once per port, or selectors that pick different instances)"]
         );
         // gamma (every instance) and alpha share port 81, but plain HTTP servers merge.
         // Selectors that cannot pick the same instance do not conflict.
@@ -243,7 +247,7 @@ spec:
         };
         assert_eq!(
             diags(&format!("{}---\n{}", gw("one", "a.example.com"), gw("two", "b.example.com"))),
-            ["t.yaml:17: warning: Gateway default/two: spec.servers[0].tls: IST0138 duplicate certificate: this server uses the same certificate (credentialName `wildcard-cert`) on port 443 as Gateway default/one spec.servers[0]; HTTP/2 clients reuse one connection for the hosts of both and get 421 Misdirected Request from Portcullis for the other server's hosts (expected one server listing all hosts of a certificate)"]
+            ["t.yaml:17: Warning [IST0138] Gateway default/two: spec.servers[0].tls: duplicate certificate: this server uses the same certificate (credentialName `wildcard-cert`) on port 443 as Gateway default/one spec.servers[0]; HTTP/2 clients reuse one connection for the hosts of both and get 421 Misdirected Request from Portcullis for the other server's hosts (expected one server listing all hosts of a certificate)"]
         );
     }
 }

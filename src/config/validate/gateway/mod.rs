@@ -208,7 +208,7 @@ mod tests {
             "my.gw",
             &[(
                 &http_server(""),
-                &["t.yaml:3: Gateway default/my.gw: metadata.name: invalid gateway name `my.gw` (expected a DNS-1123 label: letters, digits and '-', at most 63 characters, no dots)"],
+                &["t.yaml:3: Error [IST0106] Gateway default/my.gw: metadata.name: invalid gateway name `my.gw` (expected a DNS-1123 label: letters, digits and '-', at most 63 characters, no dots)"],
             )],
         );
         expect(
@@ -216,7 +216,7 @@ mod tests {
             "gw",
             &[(
                 "selector: {istio: ingressgateway}\n",
-                &["t.yaml:4: Gateway default/gw: spec.servers: Required value: gateway must have at least one server (expected servers with a port and hosts)"],
+                &["t.yaml:4: Error [IST0106] Gateway default/gw: spec.servers: Required value: gateway must have at least one server (expected servers with a port and hosts)"],
             )],
         );
     }
@@ -232,23 +232,23 @@ mod tests {
             &[
                 (
                     &case("*foo.com"),
-                    &["t.yaml:8: Gateway default/gw: spec.servers[0].hosts[0]: partial wildcard `*foo.com` is not allowed (expected `*` or a whole leftmost `*.` label, such as `*.example.com`)"],
+                    &["t.yaml:8: Error [IST0106] Gateway default/gw: spec.servers[0].hosts[0]: partial wildcard `*foo.com` is not allowed (expected `*` or a whole leftmost `*.` label, such as `*.example.com`)"],
                 ),
                 (
                     &case("foo.*.com"),
-                    &["t.yaml:8: Gateway default/gw: spec.servers[0].hosts[0]: partial wildcard `foo.*.com` is not allowed (expected `*` or a whole leftmost `*.` label, such as `*.example.com`)"],
+                    &["t.yaml:8: Error [IST0106] Gateway default/gw: spec.servers[0].hosts[0]: partial wildcard `foo.*.com` is not allowed (expected `*` or a whole leftmost `*.` label, such as `*.example.com`)"],
                 ),
                 (
                     &case("reviews"),
-                    &["t.yaml:8: Gateway default/gw: spec.servers[0].hosts[0]: a gateway host must be a fully qualified domain name: `reviews` is a short name (expected e.g. `reviews.example.com` or `*`)"],
+                    &["t.yaml:8: Error [IST0106] Gateway default/gw: spec.servers[0].hosts[0]: a gateway host must be a fully qualified domain name: `reviews` is a short name (expected e.g. `reviews.example.com` or `*`)"],
                 ),
                 (
                     &case("bad_ns/a.com"),
-                    &["t.yaml:8: Gateway default/gw: spec.servers[0].hosts[0]: invalid namespace `bad_ns` in host `bad_ns/a.com` (expected `*`, `.` or a namespace name)"],
+                    &["t.yaml:8: Error [IST0106] Gateway default/gw: spec.servers[0].hosts[0]: invalid namespace `bad_ns` in host `bad_ns/a.com` (expected `*`, `.` or a namespace name)"],
                 ),
                 (
                     &case("a..com"),
-                    &["t.yaml:8: Gateway default/gw: spec.servers[0].hosts[0]: domain name `a..com` is invalid: label `` (expected labels of letters, digits and '-', at most 63 characters each)"],
+                    &["t.yaml:8: Error [IST0106] Gateway default/gw: spec.servers[0].hosts[0]: domain name `a..com` is invalid: label `` (expected labels of letters, digits and '-', at most 63 characters each)"],
                 ),
             ],
         );
@@ -257,7 +257,7 @@ mod tests {
             "gw",
             &[(
                 "servers:\n- port: {number: 80, name: http, protocol: HTTP}\n",
-                &["t.yaml:6: Gateway default/gw: spec.servers[0].hosts: Required value: server config must contain at least one host (expected e.g. `example.com`, `*.example.com` or `*`)"],
+                &["t.yaml:6: Error [IST0106] Gateway default/gw: spec.servers[0].hosts: Required value: server config must contain at least one host (expected e.g. `example.com`, `*.example.com` or `*`)"],
             )],
         );
     }
@@ -270,35 +270,35 @@ mod tests {
             &[
                 (
                     "servers:\n- hosts: [a.com]\n",
-                    &["t.yaml:6: Gateway default/gw: spec.servers[0].port: Required value: port is required (expected number, protocol and name)"],
+                    &["t.yaml:6: Error [IST0106] Gateway default/gw: spec.servers[0].port: Required value: port is required (expected number, protocol and name)"],
                 ),
                 (
                     "servers:\n- port: {number: 0, name: http, protocol: HTTP}\n  hosts: [a.com]\n",
-                    &["t.yaml:6: Gateway default/gw: spec.servers[0].port.number: port number 0 is out of range (expected 1-65535, or 0 with a unix:// bind)"],
+                    &["t.yaml:6: Error [IST0106] Gateway default/gw: spec.servers[0].port.number: port number 0 is out of range (expected 1-65535, or 0 with a unix:// bind)"],
                 ),
                 (
                     "servers:\n- port: {number: 70000, name: http, protocol: HTTP}\n  hosts: [a.com]\n",
-                    &["t.yaml:6: Gateway default/gw: spec.servers[0].port.number: port number 70000 is out of range (expected 1-65535, or 0 with a unix:// bind)"],
+                    &["t.yaml:6: Error [IST0106] Gateway default/gw: spec.servers[0].port.number: port number 70000 is out of range (expected 1-65535, or 0 with a unix:// bind)"],
                 ),
                 (
                     "servers:\n- port:\n    number: 80\n    name: http\n    protocol: SMTP\n  hosts: [a.com]\n",
-                    &["t.yaml:9: Gateway default/gw: spec.servers[0].port.protocol: invalid protocol `SMTP` (expected HTTP, HTTPS, GRPC, GRPC-WEB, HTTP2, MONGO, TCP, TLS, REDIS or MYSQL)"],
+                    &["t.yaml:9: Error [IST0106] Gateway default/gw: spec.servers[0].port.protocol: invalid protocol `SMTP` (expected HTTP, HTTPS, GRPC, GRPC-WEB, HTTP2, MONGO, TCP, TLS, REDIS or MYSQL)"],
                 ),
                 (
                     "servers:\n- port:\n    number: 80\n    name: http\n  hosts: [a.com]\n",
-                    &["t.yaml:6: Gateway default/gw: spec.servers[0].port.protocol: Required value: port protocol is required (expected HTTP, HTTPS, GRPC, GRPC-WEB, HTTP2, MONGO, TCP, TLS, REDIS or MYSQL)"],
+                    &["t.yaml:6: Error [IST0106] Gateway default/gw: spec.servers[0].port.protocol: Required value: port protocol is required (expected HTTP, HTTPS, GRPC, GRPC-WEB, HTTP2, MONGO, TCP, TLS, REDIS or MYSQL)"],
                 ),
                 (
                     "servers:\n- port:\n    number: 80\n    protocol: HTTP\n  hosts: [a.com]\n",
-                    &["t.yaml:6: Gateway default/gw: spec.servers[0].port.name: Required value: port name must be set (expected e.g. http or https-443)"],
+                    &["t.yaml:6: Error [IST0106] Gateway default/gw: spec.servers[0].port.name: Required value: port name must be set (expected e.g. http or https-443)"],
                 ),
                 (
                     "servers:\n- port:\n    number: 80\n    name: http\n    protocol: HTTP\n    targetPort: 8080\n  hosts: [a.com]\n",
-                    &["t.yaml:10: Gateway default/gw: spec.servers[0].port.targetPort: targetPort has no impact on Gateways (remove it; the gateway listens on port.number)"],
+                    &["t.yaml:10: Error [IST0106] Gateway default/gw: spec.servers[0].port.targetPort: targetPort has no impact on Gateways (remove it; the gateway listens on port.number)"],
                 ),
                 (
                     "servers:\n- port: {number: 80, name: http, protocol: HTTP}\n  hosts: [a.com]\n- port: {number: 81, name: http, protocol: HTTP}\n  hosts: [b.com]\n",
-                    &["t.yaml:8: Gateway default/gw: spec.servers[1].port.name: Duplicate value: port name `http` is already used by spec.servers[0] (expected port names unique within a Gateway)"],
+                    &["t.yaml:8: Error [IST0106] Gateway default/gw: spec.servers[1].port.name: Duplicate value: port name `http` is already used by spec.servers[0] (expected port names unique within a Gateway)"],
                 ),
             ],
         );
@@ -313,13 +313,13 @@ mod tests {
             &[
                 (
                     "servers:\n- port: {number: 80, name: http, protocol: HTTP}\n  bind: localhost\n  hosts: [a.com]\n",
-                    &["t.yaml:7: Gateway default/gw: spec.servers[0].bind: bind `localhost` is not an IP address (expected an IP such as 0.0.0.0, or unix:///path)"],
+                    &["t.yaml:7: Error [IST0106] Gateway default/gw: spec.servers[0].bind: bind `localhost` is not an IP address (expected an IP such as 0.0.0.0, or unix:///path)"],
                 ),
                 (
                     "servers:\n- port: {number: 80, name: http, protocol: HTTP}\n  bind: unix://relative.sock\n  hosts: [a.com]\n",
                     &[
-                        "t.yaml:6: Gateway default/gw: spec.servers[0].port.number: port number must be 0 for a unix domain socket bind, not 80 (expected 0)",
-                        "t.yaml:7: Gateway default/gw: spec.servers[0].bind: `relative.sock` is not an absolute path to a socket file (expected unix:///path/to/socket or unix://@name)",
+                        "t.yaml:6: Error [IST0106] Gateway default/gw: spec.servers[0].port.number: port number must be 0 for a unix domain socket bind, not 80 (expected 0)",
+                        "t.yaml:7: Error [IST0106] Gateway default/gw: spec.servers[0].bind: `relative.sock` is not an absolute path to a socket file (expected unix:///path/to/socket or unix://@name)",
                     ],
                 ),
             ],

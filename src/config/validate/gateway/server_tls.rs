@@ -86,17 +86,21 @@ pub(super) fn check_server_tls(
     let mode = tls.mode();
     let mode_path = format!("{tls_path}.mode");
     match mode {
+        // Valid Istio config that a standalone gateway cannot serve: the server is left out
+        // (its hosts fail the handshake), the rest of the Gateway serves.
         ServerTlsMode::IstioMutual => {
-            r.error(
+            r.error_part(
+                None,
                 mode_path,
-                "ISTIO_MUTUAL needs Istio's mesh certificates, which a standalone gateway does not have (use MUTUAL with caCertificates or credentialName)",
+                "ISTIO_MUTUAL needs Istio's mesh certificates, which a standalone gateway does not have, so this server is left out (use MUTUAL with caCertificates or credentialName)",
             );
             return;
         }
         ServerTlsMode::AutoPassthrough => {
-            r.error(
+            r.error_part(
+                None,
                 mode_path,
-                "AUTO_PASSTHROUGH routes by Istio's internal SNI scheme for multi-network meshes and is not supported (use PASSTHROUGH with VirtualService tls routes)",
+                "AUTO_PASSTHROUGH routes by Istio's internal SNI scheme for multi-network meshes and is not supported, so this server is left out (use PASSTHROUGH with VirtualService tls routes)",
             );
             return;
         }
@@ -148,7 +152,7 @@ pub(super) fn check_server_tls(
             ),
         ] {
             if set {
-                r.warn(
+                r.note(
                     format!("{tls_path}.{field}"),
                     format!(
                         "{field} checks client certificates, which only MUTUAL and OPTIONAL_MUTUAL request; it is ignored in {} mode",
@@ -299,19 +303,19 @@ mod tests {
             &[
                 (
                     "servers:\n- port: {number: 443, name: https, protocol: HTTPS}\n  hosts: [a.com]\n",
-                    &["t.yaml:6: Gateway default/gw: spec.servers[0].tls: Required value: server must have TLS settings for HTTPS/TLS protocols (expected tls.mode SIMPLE or MUTUAL with a certificate, or PASSTHROUGH)"],
+                    &["t.yaml:6: Error [IST0106] Gateway default/gw: spec.servers[0].tls: Required value: server must have TLS settings for HTTPS/TLS protocols (expected tls.mode SIMPLE or MUTUAL with a certificate, or PASSTHROUGH)"],
                 ),
                 (
                     &http_server("  tls: {httpsRedirect: true, mode: SIMPLE}\n"),
-                    &["t.yaml:8: Gateway default/gw: spec.servers[0].tls: server cannot have TLS settings for plain text HTTP ports (expected only tls.httpsRedirect, or protocol HTTPS)"],
+                    &["t.yaml:8: Error [IST0106] Gateway default/gw: spec.servers[0].tls: server cannot have TLS settings for plain text HTTP ports (expected only tls.httpsRedirect, or protocol HTTPS)"],
                 ),
                 (
                     "servers:\n- port: {number: 9000, name: tcp, protocol: TCP}\n  hosts: [a.com]\n  tls:\n    httpsRedirect: true\n",
-                    &["t.yaml:9: warning: Gateway default/gw: spec.servers[0].tls.httpsRedirect: tls.httpsRedirect should only be used with HTTP servers; it is ignored here (expected it on a plain HTTP server)"],
+                    &["t.yaml:9: Warning [IST0133] Gateway default/gw: spec.servers[0].tls.httpsRedirect: tls.httpsRedirect should only be used with HTTP servers; it is ignored here (expected it on a plain HTTP server)"],
                 ),
                 (
                     "servers:\n- port: {number: 9000, name: tcp, protocol: TCP}\n  hosts: [a.com]\n  tls: {mode: SIMPLE}\n",
-                    &["t.yaml:8: Gateway default/gw: spec.servers[0].tls: server cannot have TLS settings for non HTTPS/TLS ports (TCP) (expected protocol HTTPS or TLS)"],
+                    &["t.yaml:8: Error [IST0106] Gateway default/gw: spec.servers[0].tls: server cannot have TLS settings for non HTTPS/TLS ports (TCP) (expected protocol HTTPS or TLS)"],
                 ),
             ],
         );
@@ -327,15 +331,15 @@ mod tests {
             &[
                 (
                     &https("    mode: ISTIO_MUTUAL\n"),
-                    &["t.yaml:9: Gateway default/gw: spec.servers[0].tls.mode: ISTIO_MUTUAL needs Istio's mesh certificates, which a standalone gateway does not have (use MUTUAL with caCertificates or credentialName)"],
+                    &["t.yaml:9: Error Gateway default/gw: spec.servers[0].tls.mode: ISTIO_MUTUAL needs Istio's mesh certificates, which a standalone gateway does not have, so this server is left out (use MUTUAL with caCertificates or credentialName)"],
                 ),
                 (
                     &https("    mode: AUTO_PASSTHROUGH\n"),
-                    &["t.yaml:9: Gateway default/gw: spec.servers[0].tls.mode: AUTO_PASSTHROUGH routes by Istio's internal SNI scheme for multi-network meshes and is not supported (use PASSTHROUGH with VirtualService tls routes)"],
+                    &["t.yaml:9: Error Gateway default/gw: spec.servers[0].tls.mode: AUTO_PASSTHROUGH routes by Istio's internal SNI scheme for multi-network meshes and is not supported, so this server is left out (use PASSTHROUGH with VirtualService tls routes)"],
                 ),
                 (
                     &https("    credentialName: c\n"),
-                    &["t.yaml:8: warning: Gateway default/gw: spec.servers[0].tls: PASSTHROUGH mode does not use certificates, they will be ignored (expected mode SIMPLE or MUTUAL to terminate TLS)"],
+                    &["t.yaml:8: Warning [IST0133] Gateway default/gw: spec.servers[0].tls: PASSTHROUGH mode does not use certificates, they will be ignored (expected mode SIMPLE or MUTUAL to terminate TLS)"],
                 ),
             ],
         );
@@ -349,35 +353,35 @@ mod tests {
             &[
                 (
                     &https("    mode: SIMPLE\n"),
-                    &["t.yaml:8: Gateway default/gw: spec.servers[0].tls: SIMPLE TLS requires a server certificate (expected exactly one of serverCertificate with privateKey, credentialName, credentialNames or tlsCertificates)"],
+                    &["t.yaml:8: Error [IST0106] Gateway default/gw: spec.servers[0].tls: SIMPLE TLS requires a server certificate (expected exactly one of serverCertificate with privateKey, credentialName, credentialNames or tlsCertificates)"],
                 ),
                 (
                     &https("    mode: SIMPLE\n    credentialName: c\n    serverCertificate: /c.pem\n    privateKey: /k.pem\n"),
-                    &["t.yaml:8: Gateway default/gw: spec.servers[0].tls: only one certificate source may be set, found serverCertificate/privateKey and credentialName (expected exactly one of serverCertificate with privateKey, credentialName, credentialNames or tlsCertificates)"],
+                    &["t.yaml:8: Error [IST0106] Gateway default/gw: spec.servers[0].tls: only one certificate source may be set, found serverCertificate/privateKey and credentialName (expected exactly one of serverCertificate with privateKey, credentialName, credentialNames or tlsCertificates)"],
                 ),
                 (
                     &https("    mode: SIMPLE\n    serverCertificate: /c.pem\n"),
-                    &["t.yaml:8: Gateway default/gw: spec.servers[0].tls.privateKey: Required value: SIMPLE TLS with serverCertificate also needs privateKey (expected a PEM file path)"],
+                    &["t.yaml:8: Error [IST0106] Gateway default/gw: spec.servers[0].tls.privateKey: Required value: SIMPLE TLS with serverCertificate also needs privateKey (expected a PEM file path)"],
                 ),
                 (
                     &https("    mode: SIMPLE\n    credentialNames: [a, b, c]\n"),
-                    &["t.yaml:10: Gateway default/gw: spec.servers[0].tls.credentialNames: 3 credentialNames given (expected at most 2: one RSA and one ECDSA certificate)"],
+                    &["t.yaml:10: Error [IST0106] Gateway default/gw: spec.servers[0].tls.credentialNames: 3 credentialNames given (expected at most 2: one RSA and one ECDSA certificate)"],
                 ),
                 (
                     &https("    mode: SIMPLE\n    tlsCertificates:\n    - serverCertificate: /rsa.pem\n"),
-                    &["t.yaml:11: Gateway default/gw: spec.servers[0].tls.tlsCertificates[0].privateKey: Required value: each tlsCertificates entry needs privateKey (expected a PEM file path)"],
+                    &["t.yaml:11: Error [IST0106] Gateway default/gw: spec.servers[0].tls.tlsCertificates[0].privateKey: Required value: each tlsCertificates entry needs privateKey (expected a PEM file path)"],
                 ),
                 (
                     &https("    mode: MUTUAL\n    serverCertificate: /c.pem\n    privateKey: /k.pem\n"),
-                    &["t.yaml:8: Gateway default/gw: spec.servers[0].tls.caCertificates: Required value: MUTUAL TLS requires a client CA bundle (expected caCertificates, or a credentialName whose secret holds ca.crt)"],
+                    &["t.yaml:8: Error [IST0106] Gateway default/gw: spec.servers[0].tls.caCertificates: Required value: MUTUAL TLS requires a client CA bundle (expected caCertificates, or a credentialName whose secret holds ca.crt)"],
                 ),
                 (
                     &https("    mode: SIMPLE\n    serverCertificate: /c.pem\n    privateKey: /k.pem\n    caCrl: /crl.pem\n"),
-                    &["t.yaml:12: Gateway default/gw: spec.servers[0].tls.caCrl: CRL is not supported with SIMPLE TLS: no client certificate is requested (expected mode MUTUAL or OPTIONAL_MUTUAL)"],
+                    &["t.yaml:12: Error [IST0106] Gateway default/gw: spec.servers[0].tls.caCrl: CRL is not supported with SIMPLE TLS: no client certificate is requested (expected mode MUTUAL or OPTIONAL_MUTUAL)"],
                 ),
                 (
                     &https("    mode: MUTUAL\n    credentialName: c\n    caCrl: /crl.pem\n"),
-                    &["t.yaml:11: Gateway default/gw: spec.servers[0].tls.caCrl: CRL is not supported with credentialName (expected the CRL inside the credential, as ca.crl)"],
+                    &["t.yaml:11: Error [IST0106] Gateway default/gw: spec.servers[0].tls.caCrl: CRL is not supported with credentialName (expected the CRL inside the credential, as ca.crl)"],
                 ),
             ],
         );
@@ -397,15 +401,15 @@ mod tests {
             &[
                 (
                     &https("    mode: SIMPLE\n    credentialName: c\n    minProtocolVersion: TLSV1_3\n    maxProtocolVersion: TLSV1_2\n"),
-                    &["t.yaml:12: Gateway default/gw: spec.servers[0].tls.maxProtocolVersion: maxProtocolVersion TLSV1_2 is below minProtocolVersion TLSV1_3 (expected max >= min)"],
+                    &["t.yaml:12: Error [IST0106] Gateway default/gw: spec.servers[0].tls.maxProtocolVersion: maxProtocolVersion TLSV1_2 is below minProtocolVersion TLSV1_3 (expected max >= min)"],
                 ),
                 (
                     &https("    mode: SIMPLE\n    credentialName: c\n    minProtocolVersion: TLSV1_0\n"),
-                    &["t.yaml:11: warning: Gateway default/gw: spec.servers[0].tls.minProtocolVersion: TLS versions below TLSV1_2 need cipherSuites that support them; the default suites do not (expected cipherSuites, or TLSV1_2)"],
+                    &["t.yaml:11: Warning [IST0133] Gateway default/gw: spec.servers[0].tls.minProtocolVersion: TLS versions below TLSV1_2 need cipherSuites that support them; the default suites do not (expected cipherSuites, or TLSV1_2)"],
                 ),
                 (
                     &https("    mode: SIMPLE\n    credentialName: c\n    subjectAltNames: [x]\n"),
-                    &["t.yaml:11: warning: Gateway default/gw: spec.servers[0].tls.subjectAltNames: subjectAltNames checks client certificates, which only MUTUAL and OPTIONAL_MUTUAL request; it is ignored in SIMPLE mode"],
+                    &["t.yaml:11: Warning Gateway default/gw: spec.servers[0].tls.subjectAltNames: subjectAltNames checks client certificates, which only MUTUAL and OPTIONAL_MUTUAL request; it is ignored in SIMPLE mode"],
                 ),
             ],
         );

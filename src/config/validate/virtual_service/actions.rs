@@ -4,8 +4,8 @@
 use base64::Engine as _;
 
 use super::super::rules::{
-    check_duration, check_match_header_name, check_percent, check_port, check_regex,
-    check_string_match, is_set,
+    check_cors_header_name, check_duration, check_percent, check_port, check_regex,
+    check_string_match, is_set, MatchUse,
 };
 use crate::config::diag::Reporter;
 use crate::config::types::{
@@ -328,14 +328,15 @@ pub(super) fn check_cors(r: &mut Reporter, path: &str, cors: &CorsPolicy) {
             .as_deref()
             .or(origin.prefix.as_deref())
             .or(origin.regex.as_deref());
-        if origin.set_count() == 1 && value == Some("") {
+        // Istio `validateAllowOrigins`: no match type, or an empty one, is an error.
+        if origin.set_count() <= 1 && value.unwrap_or("").is_empty() {
             r.error(
                 p.clone(),
                 "'' is not a valid match type for CORS allow origins (expected a non-empty exact, prefix or regex)",
             );
             continue;
         }
-        check_string_match(r, &p, origin, true);
+        check_string_match(r, &p, origin, MatchUse::Other);
     }
     for (k, m) in cors.allow_methods.iter().enumerate() {
         if !METHODS.contains(&m.as_str()) {
@@ -350,10 +351,8 @@ pub(super) fn check_cors(r: &mut Reporter, path: &str, cors: &CorsPolicy) {
         ("exposeHeaders", &cors.expose_headers),
     ] {
         for (k, h) in list.iter().enumerate() {
-            if h != "*" {
-                if let Err(m) = check_match_header_name(h) {
-                    r.error(format!("{path}.{field}[{k}]"), m);
-                }
+            if let Err(m) = check_cors_header_name(h) {
+                r.error(format!("{path}.{field}[{k}]"), m);
             }
         }
     }
@@ -379,27 +378,27 @@ mod tests {
         check(&[
             (
                 &r("    uri: /a\n    prefixRewrite: /b\n"),
-                &["t.yaml:10: VirtualService default/vs: spec.http[0].redirect.prefixRewrite: uri and prefixRewrite are mutually exclusive (expected one of them)"],
+                &["t.yaml:10: Error [IST0106] VirtualService default/vs: spec.http[0].redirect.prefixRewrite: uri and prefixRewrite are mutually exclusive (expected one of them)"],
             ),
             (
                 "http:\n- match: [{uri: {exact: /a}}]\n  redirect: {prefixRewrite: /b}\n",
-                &["t.yaml:9: VirtualService default/vs: spec.http[0].redirect.prefixRewrite: prefixRewrite needs every uri match of the rule to be a prefix match, but match[0] is not (expected uri.prefix, or redirect.uri)"],
+                &["t.yaml:9: Error [IST0106] VirtualService default/vs: spec.http[0].redirect.prefixRewrite: prefixRewrite needs every uri match of the rule to be a prefix match, but match[0] is not (expected uri.prefix, or redirect.uri)"],
             ),
             (
                 &r("    redirectCode: 302\n"),
-                &["t.yaml:8: VirtualService default/vs: spec.http[0].redirect: redirect must change at least one of uri, prefixRewrite, authority, scheme, port or derivePort (expected a redirect that points somewhere else)"],
+                &["t.yaml:8: Error [IST0106] VirtualService default/vs: spec.http[0].redirect: redirect must change at least one of uri, prefixRewrite, authority, scheme, port or derivePort (expected a redirect that points somewhere else)"],
             ),
             (
                 &r("    uri: /a\n    redirectCode: 305\n"),
-                &["t.yaml:10: VirtualService default/vs: spec.http[0].redirect.redirectCode: unsupported redirect code 305 (expected 301, 302, 303, 307 or 308; Istio drops such routes)"],
+                &["t.yaml:10: Error [IST0106] VirtualService default/vs: spec.http[0].redirect.redirectCode: unsupported redirect code 305 (expected 301, 302, 303, 307 or 308; Istio drops such routes)"],
             ),
             (
                 &r("    scheme: ftp\n"),
-                &["t.yaml:9: VirtualService default/vs: spec.http[0].redirect.scheme: invalid redirect scheme `ftp` (expected \"http\" or \"https\")"],
+                &["t.yaml:9: Error [IST0106] VirtualService default/vs: spec.http[0].redirect.scheme: invalid redirect scheme `ftp` (expected \"http\" or \"https\")"],
             ),
             (
                 &r("    port: 8443\n    derivePort: FROM_REQUEST_PORT\n"),
-                &["t.yaml:10: VirtualService default/vs: spec.http[0].redirect.derivePort: port and derivePort are mutually exclusive (expected one of them)"],
+                &["t.yaml:10: Error [IST0106] VirtualService default/vs: spec.http[0].redirect.derivePort: port and derivePort are mutually exclusive (expected one of them)"],
             ),
         ]);
     }
@@ -412,23 +411,23 @@ mod tests {
         check(&[
             (
                 &d("    status: 99\n"),
-                &["t.yaml:9: VirtualService default/vs: spec.http[0].directResponse.status: HTTP status 99 is not in range 200-599 (expected a status such as 200, 404 or 503)"],
+                &["t.yaml:9: Error [IST0106] VirtualService default/vs: spec.http[0].directResponse.status: HTTP status 99 is not in range 200-599 (expected a status such as 200, 404 or 503)"],
             ),
             (
                 &d("    status: 200\n    body: {string: a, bytes: YQ==}\n"),
-                &["t.yaml:10: VirtualService default/vs: spec.http[0].directResponse.body: body.string and body.bytes are mutually exclusive (expected one of them)"],
+                &["t.yaml:10: Error [IST0106] VirtualService default/vs: spec.http[0].directResponse.body: body.string and body.bytes are mutually exclusive (expected one of them)"],
             ),
             (
                 &d("    status: 200\n    body: {bytes: \"not base64!\"}\n"),
-                &["t.yaml:10: VirtualService default/vs: spec.http[0].directResponse.body.bytes: body.bytes is not valid base64 (expected base64 of the body, e.g. aGVsbG8=)"],
+                &["t.yaml:10: Error [IST0106] VirtualService default/vs: spec.http[0].directResponse.body.bytes: body.bytes is not valid base64 (expected base64 of the body, e.g. aGVsbG8=)"],
             ),
             (
                 &d(&format!("    status: 200\n    body: {{string: {big}}}\n")),
-                &["t.yaml:10: warning: VirtualService default/vs: spec.http[0].directResponse.body: direct response body is 103424 bytes, above 100 KiB; every copy of the route table holds it (expected a smaller body)"],
+                &["t.yaml:10: Warning [IST0133] VirtualService default/vs: spec.http[0].directResponse.body: direct response body is 103424 bytes, above 100 KiB; every copy of the route table holds it (expected a smaller body)"],
             ),
             (
                 &d(&format!("    status: 200\n    body: {{string: {huge}}}\n")),
-                &["t.yaml:10: VirtualService default/vs: spec.http[0].directResponse.body: direct response body is 1048577 bytes, above 1 MiB (expected a smaller body; large direct responses are rejected)"],
+                &["t.yaml:10: Error [IST0106] VirtualService default/vs: spec.http[0].directResponse.body: direct response body is 1048577 bytes, above 1 MiB (expected a smaller body; large direct responses are rejected)"],
             ),
         ]);
     }
@@ -439,19 +438,19 @@ mod tests {
         check(&[
             (
                 "http:\n- rewrite: {}\n  route: [{destination: {host: svc.example.com}}]\n",
-                &["t.yaml:8: VirtualService default/vs: spec.http[0].rewrite: rewrite must specify at least one of uri, uriRegexRewrite or authority (expected one of them)"],
+                &["t.yaml:8: Error [IST0106] VirtualService default/vs: spec.http[0].rewrite: rewrite must specify at least one of uri, uriRegexRewrite or authority (expected one of them)"],
             ),
             (
                 &w("    uri: /a\n    uriRegexRewrite: {match: a, rewrite: b}\n"),
-                &["t.yaml:10: VirtualService default/vs: spec.http[0].rewrite.uriRegexRewrite: rewrite may only contain one of uri or uriRegexRewrite (expected one of them)"],
+                &["t.yaml:10: Error [IST0106] VirtualService default/vs: spec.http[0].rewrite.uriRegexRewrite: rewrite may only contain one of uri or uriRegexRewrite (expected one of them)"],
             ),
             (
                 &w("    uriRegexRewrite: {match: \"^/a(.*)\"}\n"),
-                &["t.yaml:9: VirtualService default/vs: spec.http[0].rewrite.uriRegexRewrite: uriRegexRewrite requires both rewrite and match fields to be specified (expected match: <RE2 regex>, rewrite: <replacement>)"],
+                &["t.yaml:9: Error [IST0106] VirtualService default/vs: spec.http[0].rewrite.uriRegexRewrite: uriRegexRewrite requires both rewrite and match fields to be specified (expected match: <RE2 regex>, rewrite: <replacement>)"],
             ),
             (
                 &w("    uriRegexRewrite:\n      match: \"(a\"\n      rewrite: b\n"),
-                &["t.yaml:10: VirtualService default/vs: spec.http[0].rewrite.uriRegexRewrite.match: regex `(a` does not compile: unclosed group (expected RE2 syntax, matched against the whole value; PCRE look-around and backreferences are not supported)"],
+                &["t.yaml:10: Error [IST0106] VirtualService default/vs: spec.http[0].rewrite.uriRegexRewrite.match: regex `(a` does not compile: unclosed group (expected RE2 syntax, matched against the whole value; PCRE look-around and backreferences are not supported)"],
             ),
         ]);
     }
@@ -462,33 +461,33 @@ mod tests {
         check(&[
             (
                 &rule("timeout: 500us"),
-                &["t.yaml:8: VirtualService default/vs: spec.http[0].timeout: duration 500us is below 1ms (expected at least 1ms)"],
+                &["t.yaml:8: Error [IST0106] VirtualService default/vs: spec.http[0].timeout: duration 500us is below 1ms (expected at least 1ms)"],
             ),
             (
                 &rule("retries: {attempts: 2, perTryTimeout: 1500us}"),
-                &["t.yaml:8: VirtualService default/vs: spec.http[0].retries.perTryTimeout: duration 1500us is not a whole number of milliseconds (expected millisecond precision)"],
+                &["t.yaml:8: Error [IST0106] VirtualService default/vs: spec.http[0].retries.perTryTimeout: duration 1500us is not a whole number of milliseconds (expected millisecond precision)"],
             ),
             (
                 &rule("retries: {attempts: -1}"),
-                &["t.yaml:8: VirtualService default/vs: spec.http[0].retries.attempts: attempts -1 cannot be negative (expected 0 to disable retries, or more)"],
+                &["t.yaml:8: Error [IST0106] VirtualService default/vs: spec.http[0].retries.attempts: attempts -1 cannot be negative (expected 0 to disable retries, or more)"],
             ),
             (
                 &rule("retries: {retryOn: 5xx}"),
-                &["t.yaml:8: VirtualService default/vs: spec.http[0].retries: http retry policy configured when attempts are set to 0 (disabled) (expected attempts of 1 or more, or no other retry fields)"],
+                &["t.yaml:8: Error [IST0106] VirtualService default/vs: spec.http[0].retries: http retry policy configured when attempts are set to 0 (disabled) (expected attempts of 1 or more, or no other retry fields)"],
             ),
             (
                 &rule("retries: {attempts: 1, retryOn: \"5xx,bogus\"}"),
-                &["t.yaml:8: VirtualService default/vs: spec.http[0].retries.retryOn: \"bogus\" is not a valid retryOn policy (expected a comma list of 5xx, gateway-error, reset, reset-before-request, connect-failure, retriable-4xx, refused-stream, retriable-status-codes, retriable-headers, envoy-ratelimited, http3-post-connect-failure, cancelled, deadline-exceeded, internal, resource-exhausted, unavailable, or 3-digit status codes)"],
+                &["t.yaml:8: Error [IST0106] VirtualService default/vs: spec.http[0].retries.retryOn: \"bogus\" is not a valid retryOn policy (expected a comma list of 5xx, gateway-error, reset, reset-before-request, connect-failure, retriable-4xx, refused-stream, retriable-status-codes, retriable-headers, envoy-ratelimited, http3-post-connect-failure, cancelled, deadline-exceeded, internal, resource-exhausted, unavailable, or 3-digit status codes)"],
             ),
             (
                 &rule("corsPolicy: {maxAge: 1500ms}"),
-                &["t.yaml:8: VirtualService default/vs: spec.http[0].corsPolicy.maxAge: maxAge 1500ms is not a whole number of seconds (expected seconds precision, e.g. 24h or 300s)"],
+                &["t.yaml:8: Error [IST0106] VirtualService default/vs: spec.http[0].corsPolicy.maxAge: maxAge 1500ms is not a whole number of seconds (expected seconds precision, e.g. 24h or 300s)"],
             ),
             (
                 &rule("corsPolicy: {allowOrigins: [{exact: \"\"}], allowMethods: [FETCH]}"),
                 &[
-                    "t.yaml:8: VirtualService default/vs: spec.http[0].corsPolicy.allowOrigins[0]: '' is not a valid match type for CORS allow origins (expected a non-empty exact, prefix or regex)",
-                    "t.yaml:8: VirtualService default/vs: spec.http[0].corsPolicy.allowMethods[0]: \"FETCH\" is not a supported HTTP method (expected GET, HEAD, POST, PUT, PATCH, DELETE, CONNECT, OPTIONS, TRACE or *)",
+                    "t.yaml:8: Error [IST0106] VirtualService default/vs: spec.http[0].corsPolicy.allowOrigins[0]: '' is not a valid match type for CORS allow origins (expected a non-empty exact, prefix or regex)",
+                    "t.yaml:8: Error [IST0106] VirtualService default/vs: spec.http[0].corsPolicy.allowMethods[0]: \"FETCH\" is not a supported HTTP method (expected GET, HEAD, POST, PUT, PATCH, DELETE, CONNECT, OPTIONS, TRACE or *)",
                 ],
             ),
         ]);
@@ -500,38 +499,38 @@ mod tests {
         check(&[
             (
                 &rule("fault: {}"),
-                &["t.yaml:8: VirtualService default/vs: spec.http[0].fault: HTTP fault injection must have an abort and/or a delay (expected fault.abort or fault.delay)"],
+                &["t.yaml:8: Error [IST0106] VirtualService default/vs: spec.http[0].fault: HTTP fault injection must have an abort and/or a delay (expected fault.abort or fault.delay)"],
             ),
             (
                 &rule("fault: {abort: {httpStatus: 600, percentage: {value: 150}}}"),
                 &[
-                    "t.yaml:8: VirtualService default/vs: spec.http[0].fault.abort.httpStatus: HTTP status 600 is not in range 200-599 (expected e.g. 503)",
-                    "t.yaml:8: VirtualService default/vs: spec.http[0].fault.abort.percentage.value: percentage 150 is out of range (expected 0 to 100)",
+                    "t.yaml:8: Error [IST0106] VirtualService default/vs: spec.http[0].fault.abort.httpStatus: HTTP status 600 is not in range 200-599 (expected e.g. 503)",
+                    "t.yaml:8: Error [IST0106] VirtualService default/vs: spec.http[0].fault.abort.percentage.value: percentage 150 is out of range (expected 0 to 100)",
                 ],
             ),
             (
                 &rule("fault: {abort: {grpcStatus: BOGUS}}"),
-                &["t.yaml:8: VirtualService default/vs: spec.http[0].fault.abort.grpcStatus: gRPC status \"BOGUS\" is not supported (expected a status name such as UNAVAILABLE or NOT_FOUND)"],
+                &["t.yaml:8: Error [IST0106] VirtualService default/vs: spec.http[0].fault.abort.grpcStatus: gRPC status \"BOGUS\" is not supported (expected a status name such as UNAVAILABLE or NOT_FOUND)"],
             ),
             (
                 &rule("fault: {abort: {http2Error: REFUSED_STREAM}}"),
-                &["t.yaml:8: VirtualService default/vs: spec.http[0].fault.abort.http2Error: HTTP/2 abort fault injection is not supported (expected httpStatus or grpcStatus)"],
+                &["t.yaml:8: Error [IST0106] VirtualService default/vs: spec.http[0].fault.abort.http2Error: HTTP/2 abort fault injection is not supported (expected httpStatus or grpcStatus)"],
             ),
             (
                 &rule("fault: {abort: {percentage: {value: 10}}}"),
-                &["t.yaml:8: VirtualService default/vs: spec.http[0].fault.abort: abort needs an error type (expected exactly one of httpStatus or grpcStatus)"],
+                &["t.yaml:8: Error [IST0106] VirtualService default/vs: spec.http[0].fault.abort: abort needs an error type (expected exactly one of httpStatus or grpcStatus)"],
             ),
             (
                 &rule("fault: {delay: {exponentialDelay: 1s}}"),
-                &["t.yaml:8: VirtualService default/vs: spec.http[0].fault.delay.exponentialDelay: exponentialDelay is not supported (expected fixedDelay)"],
+                &["t.yaml:8: Error [IST0106] VirtualService default/vs: spec.http[0].fault.delay.exponentialDelay: exponentialDelay is not supported (expected fixedDelay)"],
             ),
             (
                 &rule("fault: {delay: {percentage: {value: 10}}}"),
-                &["t.yaml:8: VirtualService default/vs: spec.http[0].fault.delay.fixedDelay: Required value: delay needs fixedDelay (expected e.g. fixedDelay: 5s)"],
+                &["t.yaml:8: Error [IST0106] VirtualService default/vs: spec.http[0].fault.delay.fixedDelay: Required value: delay needs fixedDelay (expected e.g. fixedDelay: 5s)"],
             ),
             (
                 &rule("mirror: {host: svc.example.com}\n  mirrorPercentage: {value: 101}"),
-                &["t.yaml:9: VirtualService default/vs: spec.http[0].mirrorPercentage.value: mirrorPercentage: percentage 101 is out of range (expected 0 to 100)"],
+                &["t.yaml:9: Error [IST0106] VirtualService default/vs: spec.http[0].mirrorPercentage.value: mirrorPercentage: percentage 101 is out of range (expected 0 to 100)"],
             ),
         ]);
     }

@@ -139,25 +139,25 @@ mod tests {
         check(&[
             (
                 "http:\n- route:\n  - destination: {host: svc.example.com}\n    weight: 10\n  - destination: {host: svc.example.com}\n    weight: -5\n",
-                &["t.yaml:12: VirtualService default/vs: spec.http[0].route[1].weight: weight -5 is negative (expected 0 or more; weights are relative)"],
+                &["t.yaml:12: Error [IST0106] VirtualService default/vs: spec.http[0].route[1].weight: weight -5 is negative (expected 0 or more; weights are relative)"],
             ),
             (
                 "http:\n- route:\n  - destination: {host: svc.example.com}\n  - destination: {host: svc.example.com}\n",
-                &["t.yaml:8: VirtualService default/vs: spec.http[0].route: total destination weight = 0 across 2 destinations (expected at least one positive weight; weights are relative)"],
+                &["t.yaml:8: Error [IST0106] VirtualService default/vs: spec.http[0].route: total destination weight = 0 across 2 destinations (expected at least one positive weight; weights are relative)"],
             ),
             (
                 "http:\n- route:\n  - weight: 100\n",
-                &["t.yaml:9: VirtualService default/vs: spec.http[0].route[0].destination: Required value: destination is required (expected host and optional subset/port)"],
+                &["t.yaml:9: Error [IST0106] VirtualService default/vs: spec.http[0].route[0].destination: Required value: destination is required (expected host and optional subset/port)"],
             ),
             (
                 "http:\n- route:\n  - destination: {host: \"*\"}\n",
-                &["t.yaml:9: VirtualService default/vs: spec.http[0].route[0].destination.host: invalid destination host `*` (expected a ServiceEntry host, not a wildcard for everything)"],
+                &["t.yaml:9: Error [IST0106] VirtualService default/vs: spec.http[0].route[0].destination.host: invalid destination host `*` (expected a ServiceEntry host, not a wildcard for everything)"],
             ),
             (
                 "http:\n- route:\n  - destination: {host: svc.example.com, subset: v_1, port: {number: 0}}\n",
                 &[
-                    "t.yaml:9: VirtualService default/vs: spec.http[0].route[0].destination.subset: subset name `v_1` is invalid (expected a DNS-1123 label)",
-                    "t.yaml:9: VirtualService default/vs: spec.http[0].route[0].destination.port.number: port number 0 is out of range (expected 1-65535)",
+                    "t.yaml:9: Error [IST0106] VirtualService default/vs: spec.http[0].route[0].destination.subset: subset name `v_1` is invalid (expected a DNS-1123 label)",
+                    "t.yaml:9: Error [IST0106] VirtualService default/vs: spec.http[0].route[0].destination.port.number: port number 0 is out of range (expected 1-65535)",
                 ],
             ),
         ]);

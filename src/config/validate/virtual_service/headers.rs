@@ -92,31 +92,31 @@ mod tests {
         check(&[
             (
                 &h("    request:\n      set: {\":path\": /x}\n"),
-                &["t.yaml:10: VirtualService default/vs: spec.http[0].headers.request.set.:path: invalid header `:path`: header cannot have \":\" prefix; pseudo-headers other than :authority cannot be changed (expected a regular header name)"],
+                &["t.yaml:10: Error [IST0106] VirtualService default/vs: spec.http[0].headers.request.set.:path: invalid header `:path`: header cannot have \":\" prefix; pseudo-headers other than :authority cannot be changed (expected a regular header name)"],
             ),
             (
                 &h("    request:\n      remove: [Host]\n"),
-                &["t.yaml:10: VirtualService default/vs: spec.http[0].headers.request.remove[0]: invalid header `Host`: the Host header cannot be removed or set here (expected rewrite.authority to change the authority)"],
+                &["t.yaml:10: Error [IST0106] VirtualService default/vs: spec.http[0].headers.request.remove[0]: invalid header `Host`: the Host header cannot be removed or set here (expected rewrite.authority to change the authority)"],
             ),
             (
                 &h("    response:\n      set: {host: x}\n"),
-                &["t.yaml:10: VirtualService default/vs: spec.http[0].headers.response.set.host: invalid header `host`: the Host header cannot be removed or set here (expected rewrite.authority to change the authority)"],
+                &["t.yaml:10: Error [IST0106] VirtualService default/vs: spec.http[0].headers.response.set.host: invalid header `host`: the Host header cannot be removed or set here (expected rewrite.authority to change the authority)"],
             ),
             (
                 &h("    request:\n      add: {\"x y\": v}\n"),
-                &["t.yaml:10: VirtualService default/vs: spec.http[0].headers.request.add.x y: `x y` is not a valid header name (expected an HTTP token: letters, digits and !#$%&'*+-.^_`|~)"],
+                &["t.yaml:10: Error [IST0106] VirtualService default/vs: spec.http[0].headers.request.add.x y: `x y` is not a valid header name (expected an HTTP token: letters, digits and !#$%&'*+-.^_`|~)"],
             ),
             (
                 &h("    request:\n      set: {x-a: \"a\\x01b\"}\n"),
-                &["t.yaml:10: VirtualService default/vs: spec.http[0].headers.request.set.x-a: header value \"a\\u{1}b\" contains control character '\\u{1}' (expected printable text)"],
+                &["t.yaml:10: Error [IST0106] VirtualService default/vs: spec.http[0].headers.request.set.x-a: header value \"a\\u{1}b\" contains control character '\\u{1}' (expected printable text)"],
             ),
             (
                 &h("    request:\n      set: {x-a: \"50%\"}\n"),
-                &["t.yaml:10: VirtualService default/vs: spec.http[0].headers.request.set.x-a: header value \"50%\" has an unescaped `%` (expected `%%` for a literal percent sign, or a formatter such as %HOSTNAME%)"],
+                &["t.yaml:10: Error [IST0106] VirtualService default/vs: spec.http[0].headers.request.set.x-a: header value \"50%\" has an unescaped `%` (expected `%%` for a literal percent sign, or a formatter such as %HOSTNAME%)"],
             ),
             (
                 "http:\n- rewrite: {authority: b.example.com}\n  headers:\n    request:\n      set: {\":authority\": c.example.com}\n  route: [{destination: {host: svc.example.com}}]\n",
-                &["t.yaml:11: VirtualService default/vs: spec.http[0].headers.request.set.:authority: authority header cannot be set multiple times: already set by spec.http[0].rewrite.authority (expected a single host/:authority header or rewrite.authority)"],
+                &["t.yaml:11: Error [IST0106] VirtualService default/vs: spec.http[0].headers.request.set.:authority: authority header cannot be set multiple times: already set by spec.http[0].rewrite.authority (expected a single host/:authority header or rewrite.authority)"],
             ),
         ]);
     }

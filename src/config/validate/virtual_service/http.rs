@@ -1,7 +1,8 @@
-//! One HTTP rule: what it does (route, redirect, direct response or delegate, and which of
-//! them may be combined), its mirrors, and the checks of each part in its stage.
+//! One HTTP rule (Istio `validateHTTPRoute`, `validateHTTPRouteConflict`): what it does
+//! (route, redirect, direct response or delegate, and which of them may be combined), its
+//! mirrors, and the checks of each part in its stage.
 
-use super::super::rules::{check_duration, check_percent, is_dns1123_label, is_set};
+use super::super::rules::{check_duration, check_percent, is_set};
 use super::actions::{
     check_cors, check_direct_response, check_fault, check_redirect, check_retries, check_rewrite,
 };
@@ -18,31 +19,20 @@ pub(super) fn check_http_route(
     delegate_vs: bool,
     to_gateway: bool,
 ) {
-    let root = route.delegate.is_some();
-    let delegating = root || delegate_vs;
-    if let Some(d) = &route.delegate {
-        if delegate_vs {
-            r.error(
-                format!("{base}.delegate"),
-                "delegate HTTP route cannot contain delegate (expected one level of delegation: a delegate VirtualService routes itself)",
-            );
-        }
-        if d.name.is_empty() {
-            r.error(
-                format!("{base}.delegate.name"),
-                "Required value: delegate name is required (expected the name of a VirtualService without hosts)",
-            );
-        }
-        if let Some(ns) = d.namespace.as_deref().filter(|ns| !is_dns1123_label(ns)) {
-            r.error(
-                format!("{base}.delegate.namespace"),
-                format!("invalid delegate namespace `{ns}` (expected a DNS-1123 label)"),
-            );
-        }
+    // Istio `getHTTPRouteType`: a rule of a delegate VirtualService is a delegate route even
+    // when it delegates itself; a rule with `delegate` elsewhere is a root route, which may
+    // only not route or redirect (its directResponse, rewrite, timeout … are inherited).
+    let root = route.delegate.is_some() && !delegate_vs;
+    if delegate_vs && route.delegate.is_some() {
+        r.error(
+            format!("{base}.delegate"),
+            "delegate HTTP route cannot contain delegate (expected one level of delegation: a delegate VirtualService routes itself)",
+        );
+    }
+    if root {
         for (field, present) in [
             ("route", !route.route.is_empty()),
             ("redirect", route.redirect.is_some()),
-            ("directResponse", route.direct_response.is_some()),
         ] {
             if present {
                 r.error(
@@ -83,14 +73,14 @@ pub(super) fn check_http_route(
             }
         }
     }
-    if route.mirror.is_some() && !route.mirrors.is_empty() {
+    if !root && route.mirror.is_some() && !route.mirrors.is_empty() {
         r.error(
             format!("{base}.mirrors"),
             "mirror and mirrors cannot both be set (expected mirrors alone; it replaces mirror)",
         );
     }
     for (j, m) in route.matches.iter().enumerate() {
-        check_match(r, &format!("{base}.match[{j}]"), m, delegating, to_gateway);
+        check_match(r, &format!("{base}.match[{j}]"), m, to_gateway);
     }
     let mut authority: Vec<String> = Vec::new();
     if route
@@ -182,23 +172,23 @@ mod tests {
         check(&[
             (
                 "http:\n- match: [{uri: {prefix: /a}}]\n",
-                &["t.yaml:8: VirtualService default/vs: spec.http[0]: HTTP route or redirect is required (expected route, redirect, directResponse or delegate)"],
+                &["t.yaml:8: Error [IST0106] VirtualService default/vs: spec.http[0]: HTTP route or redirect is required (expected route, redirect, directResponse or delegate)"],
             ),
             (
                 "http:\n- redirect: {uri: /b}\n  rewrite: {uri: /c}\n",
-                &["t.yaml:8: VirtualService default/vs: spec.http[0].redirect: HTTP route cannot contain both rewrite and redirect (expected one way to answer the request)"],
+                &["t.yaml:8: Error [IST0106] VirtualService default/vs: spec.http[0].redirect: HTTP route cannot contain both rewrite and redirect (expected one way to answer the request)"],
             ),
             (
                 "http:\n- redirect: {uri: /b}\n  route: [{destination: {host: svc.example.com}}]\n",
-                &["t.yaml:8: VirtualService default/vs: spec.http[0].redirect: HTTP route cannot contain both route and redirect (expected one way to answer the request)"],
+                &["t.yaml:8: Error [IST0106] VirtualService default/vs: spec.http[0].redirect: HTTP route cannot contain both route and redirect (expected one way to answer the request)"],
             ),
             (
                 "http:\n- directResponse: {status: 503}\n  fault: {abort: {httpStatus: 500}}\n",
-                &["t.yaml:8: VirtualService default/vs: spec.http[0].directResponse: HTTP route cannot contain both fault and directResponse (expected one way to answer the request)"],
+                &["t.yaml:8: Error [IST0106] VirtualService default/vs: spec.http[0].directResponse: HTTP route cannot contain both fault and directResponse (expected one way to answer the request)"],
             ),
             (
                 "http:\n- route: [{destination: {host: svc.example.com}}]\n  mirror: {host: svc.example.com}\n  mirrors: [{destination: {host: svc.example.com}}]\n",
-                &["t.yaml:10: VirtualService default/vs: spec.http[0].mirrors: mirror and mirrors cannot both be set (expected mirrors alone; it replaces mirror)"],
+                &["t.yaml:10: Error [IST0106] VirtualService default/vs: spec.http[0].mirrors: mirror and mirrors cannot both be set (expected mirrors alone; it replaces mirror)"],
             ),
         ]);
     }
@@ -209,16 +199,15 @@ mod tests {
             (
                 "http:\n- delegate: {name: \"\"}\n  route: [{destination: {host: svc.example.com}}]\n",
                 &[
-                    "t.yaml:8: VirtualService default/vs: spec.http[0].delegate.name: Required value: delegate name is required (expected the name of a VirtualService without hosts)",
-                    "t.yaml:9: VirtualService default/vs: spec.http[0].route: root HTTP route with delegate must not specify route (expected the delegate VirtualService to decide how requests are answered)",
+                    "t.yaml:8: Warning [IST0101] VirtualService default/vs: spec.http[0].delegate: delegate VirtualService default/ does not exist, so this rule is skipped (expected a VirtualService without hosts loaded from the config directory)",
+                    "t.yaml:9: Error [IST0106] VirtualService default/vs: spec.http[0].route: root HTTP route with delegate must not specify route (expected the delegate VirtualService to decide how requests are answered)",
                 ],
             ),
+            // Istio rejects neither regex matches around delegation nor a root's
+            // directResponse (the delegate inherits it); a missing delegate only skips the rule.
             (
-                "http:\n- match: [{uri: {regex: \"/a.*\"}}]\n  delegate: {name: reviews}\n",
-                &[
-                    "t.yaml:8: VirtualService default/vs: spec.http[0].match[0].uri.regex: uri match does not support regex match for delegating (expected exact or prefix in delegate routes)",
-                    "t.yaml:9: VirtualService default/vs: spec.http[0].delegate: delegate VirtualService default/reviews does not exist (expected a VirtualService without hosts loaded from the config directory)",
-                ],
+                "http:\n- match: [{uri: {regex: \"/a.*\"}}]\n  delegate: {name: reviews}\n  directResponse: {status: 418}\n",
+                &["t.yaml:9: Warning [IST0101] VirtualService default/vs: spec.http[0].delegate: delegate VirtualService default/reviews does not exist, so this rule is skipped (expected a VirtualService without hosts loaded from the config directory)"],
             ),
         ]);
     }

@@ -1,48 +1,41 @@
-//! HTTP match blocks: string matches, headers (lower-case, JWT claims), query parameters, port,
-//! and the attributes that select proxies rather than requests.
+//! HTTP match blocks (Istio `validateHTTPRouteMatchRequest`, istio/istio
+//! `pkg/config/validation/virtualservice.go`): string matches, header keys (pseudo-headers, any
+//! RFC 9110 token, JWT claims), `withoutHeaders` presence (`regex: "*"`), query parameters,
+//! port, and the attributes that select proxies rather than requests.
 
 use super::super::rules::{
-    check_gateway_name, check_match_header_name, check_port, check_string_match,
+    check_gateway_name, check_header_name_or_jwt_claim, check_port, check_string_match,
+    is_dns1123_label, routing_claim, MatchUse,
 };
 use crate::config::diag::Reporter;
 use crate::config::types::HttpMatchRequest;
 
-const JWT_CLAIM_PREFIX: &str = "@request.auth.claims.";
-
-pub(super) fn check_match(
-    r: &mut Reporter,
-    base: &str,
-    m: &HttpMatchRequest,
-    delegating: bool,
-    to_gateway: bool,
-) {
-    for (field, sm) in [
-        ("uri", &m.uri),
-        ("scheme", &m.scheme),
-        ("method", &m.method),
-        ("authority", &m.authority),
+pub(super) fn check_match(r: &mut Reporter, base: &str, m: &HttpMatchRequest, to_gateway: bool) {
+    for (field, sm, used) in [
+        ("uri", &m.uri, MatchUse::Uri),
+        ("scheme", &m.scheme, MatchUse::Other),
+        ("method", &m.method, MatchUse::Other),
+        ("authority", &m.authority, MatchUse::Other),
     ] {
         if let Some(sm) = sm {
-            let p = format!("{base}.{field}");
-            check_string_match(r, &p, sm, true);
-            if delegating && sm.regex.is_some() {
-                r.error(
-                    format!("{p}.regex"),
-                    format!("{field} match does not support regex match for delegating (expected exact or prefix in delegate routes)"),
-                );
-            }
+            check_string_match(r, &format!("{base}.{field}"), sm, used);
         }
     }
-    for (field, map) in [
-        ("headers", &m.headers),
-        ("withoutHeaders", &m.without_headers),
+    for (field, map, without) in [
+        ("headers", &m.headers, false),
+        ("withoutHeaders", &m.without_headers, true),
     ] {
         for (name, sm) in map {
             let p = format!("{base}.{field}.{name}");
-            if name.starts_with(JWT_CLAIM_PREFIX) {
+            if let Err(msg) = check_header_name_or_jwt_claim(name) {
+                r.error(p.clone(), msg);
+            }
+            if routing_claim(name).is_some() {
                 // On a gateway the claims of the token RequestAuthentication verified are
-                // matched (compile/matcher.rs `ClaimMatch`).
+                // matched (compile/matcher.rs `HeaderKey::Claim`); without one, IST0149
+                // (`validate::security`).
                 if !to_gateway {
+                    // Istio `ValidateVirtualService`: claims exist only on gateways.
                     r.error(
                         p.clone(),
                         format!(
@@ -50,41 +43,22 @@ pub(super) fn check_match(
                         ),
                     );
                 }
-            } else if name.bytes().any(|b| b.is_ascii_uppercase()) {
-                r.error(
-                    p.clone(),
-                    format!(
-                        "header name `{name}` must be lower-case (expected `{}`)",
-                        name.to_ascii_lowercase()
-                    ),
-                );
-            } else if let Err(msg) = check_match_header_name(name) {
-                r.error(p.clone(), msg);
             }
-            if matches!(name.as_str(), "uri" | "scheme" | "method" | "authority") {
-                r.warn(
-                    p.clone(),
-                    format!("header `{name}` is ignored by Istio's header matching (expected match.{name})"),
-                );
+            // `regex: "*"` under withoutHeaders is not an RE2 regex: Istio makes it a presence
+            // match (`canBeConvertedToPresentMatch`) and does not validate it.
+            if without && sm.regex.as_deref() == Some("*") {
+                continue;
             }
-            check_string_match(r, &p, sm, false);
-            if delegating && sm.regex.is_some() {
-                r.error(
-                    format!("{p}.regex"),
-                    format!("{field} match {name} does not support regex match for delegating (expected exact or prefix)"),
-                );
-            }
+            check_string_match(r, &p, sm, MatchUse::Other);
         }
     }
     for (name, sm) in &m.query_params {
-        let p = format!("{base}.queryParams.{name}");
-        check_string_match(r, &p, sm, false);
-        if delegating && sm.regex.is_some() {
-            r.error(
-                format!("{p}.regex"),
-                format!("query param match {name} does not support regex match for delegating (expected exact or prefix)"),
-            );
-        }
+        check_string_match(
+            r,
+            &format!("{base}.queryParams.{name}"),
+            sm,
+            MatchUse::Other,
+        );
     }
     if let Some(port) = m.port.filter(|p| *p != 0) {
         if let Err(msg) = check_port(port) {
@@ -92,16 +66,23 @@ pub(super) fn check_match(
         }
     }
     if !m.source_labels.is_empty() {
-        r.warn(
+        r.note(
             format!("{base}.sourceLabels"),
             "selects proxies, not requests: on a gateway the block applies only when these labels match the instance's labels (expected gateways, port or request attributes)",
         );
     }
-    if m.source_namespace.is_some() {
-        r.warn(
-            format!("{base}.sourceNamespace"),
-            "mesh-only: selects sidecars, ignored by a gateway (expected gateways, port or request attributes)",
-        );
+    if let Some(ns) = &m.source_namespace {
+        if !is_dns1123_label(ns) {
+            r.error(
+                format!("{base}.sourceNamespace"),
+                format!("sourceNamespace match {ns} is invalid (expected a namespace name)"),
+            );
+        } else {
+            r.note(
+                format!("{base}.sourceNamespace"),
+                "mesh-only: selects sidecars, ignored by a gateway (expected gateways, port or request attributes)",
+            );
+        }
     }
     for (k, g) in m.gateways.iter().enumerate() {
         if let Err(msg) = check_gateway_name(g) {
@@ -120,36 +101,50 @@ mod tests {
         check(&[
             (
                 &m("uri:\n      regex: \"(?!admin).*\""),
-                &["t.yaml:10: VirtualService default/vs: spec.http[0].match[0].uri.regex: regex `(?!admin).*` does not compile: look-around, including look-ahead and look-behind, is not supported (expected RE2 syntax, matched against the whole value; PCRE look-around and backreferences are not supported)"],
+                &["t.yaml:10: Error [IST0106] VirtualService default/vs: spec.http[0].match[0].uri.regex: regex `(?!admin).*` does not compile: look-around, including look-ahead and look-behind, is not supported (expected RE2 syntax, matched against the whole value; PCRE look-around and backreferences are not supported)"],
             ),
             (
                 &m("uri: {exact: /a, prefix: /a}"),
-                &["t.yaml:9: VirtualService default/vs: spec.http[0].match[0].uri: sets 2 of exact, prefix and regex (expected exactly one)"],
+                &["t.yaml:9: Error [IST0106] VirtualService default/vs: spec.http[0].match[0].uri: sets 2 of exact, prefix and regex (expected exactly one: StringMatch is a oneof)"],
             ),
             (
-                &m("method: {}"),
-                &["t.yaml:9: VirtualService default/vs: spec.http[0].match[0].method: sets none of exact, prefix and regex (expected exactly one)"],
-            ),
-            (
-                &m("uri:\n      prefix: \"\""),
-                &["t.yaml:10: VirtualService default/vs: spec.http[0].match[0].uri.prefix: prefix string match should not be empty (expected e.g. `/`)"],
+                &m("method:\n      prefix: \"\""),
+                &["t.yaml:10: Error [IST0106] VirtualService default/vs: spec.http[0].match[0].method.prefix: prefix string match should not be empty (expected e.g. `/`)"],
             ),
             (
                 &m("queryParams:\n      id:\n        regex: \"[\""),
-                &["t.yaml:11: VirtualService default/vs: spec.http[0].match[0].queryParams.id.regex: regex `[` does not compile: unclosed character class (expected RE2 syntax, matched against the whole value; PCRE look-around and backreferences are not supported)"],
-            ),
-            (
-                &m("headers:\n      X-User: {exact: a}"),
-                &["t.yaml:10: VirtualService default/vs: spec.http[0].match[0].headers.X-User: header name `X-User` must be lower-case (expected `x-user`)"],
+                &["t.yaml:11: Error [IST0106] VirtualService default/vs: spec.http[0].match[0].queryParams.id.regex: regex `[` does not compile: unclosed character class (expected RE2 syntax, matched against the whole value; PCRE look-around and backreferences are not supported)"],
             ),
             (
                 &m("withoutHeaders:\n      x-a: {exact: a, regex: b}"),
-                &["t.yaml:10: VirtualService default/vs: spec.http[0].match[0].withoutHeaders.x-a: sets 2 of exact, prefix and regex (expected exactly one)"],
+                &["t.yaml:10: Error [IST0106] VirtualService default/vs: spec.http[0].match[0].withoutHeaders.x-a: sets 2 of exact, prefix and regex (expected exactly one: StringMatch is a oneof)"],
+            ),
+            // `regex: "*"` is a presence match only under withoutHeaders; under headers it is a
+            // regex that does not compile.
+            (
+                &m("headers:\n      x-a: {regex: \"*\"}"),
+                &["t.yaml:10: Error [IST0106] VirtualService default/vs: spec.http[0].match[0].headers.x-a.regex: regex `*` does not compile: repetition operator missing expression (expected RE2 syntax, matched against the whole value; PCRE look-around and backreferences are not supported)"],
             ),
             (
-                &m("headers:\n      uri: {exact: /a}"),
-                &["t.yaml:10: warning: VirtualService default/vs: spec.http[0].match[0].headers.uri: header `uri` is ignored by Istio's header matching (expected match.uri)"],
+                &m("headers:\n      \"x y\": {exact: a}"),
+                &["t.yaml:10: Error [IST0106] VirtualService default/vs: spec.http[0].match[0].headers.x y: header name x y is not a valid header name (expected an HTTP token: letters, digits and !#$%&'*+-.^_`|~, a pseudo-header such as :method, or @request.auth.claims.NAME)"],
             ),
+        ]);
+    }
+
+    /// What Istio's webhook accepts since istio/istio#54602 (`ValidateHTTPHeaderNameOrJwtClaimRoute`,
+    /// `validateHTTPRouteMatchRequest`): pseudo-headers, any RFC 9110 token character, upper
+    /// case, `withoutHeaders` presence as `regex: "*"`, and match types left out (`uri: {}` is
+    /// every path, `method: {}` presence; an empty uri prefix).
+    #[test]
+    fn valid_istio_match_keys_are_accepted() {
+        let m = |cond: &str| format!("http:\n- match:\n  - {cond}\n{ROUTE}");
+        check(&[
+            (&m("headers: {\":method\": {exact: GET}, \":scheme\": {exact: https}, \":authority\": {prefix: a}, \":path\": {prefix: /x}}"), &[]),
+            (&m("headers: {x.foo: {exact: a}, x~y: {prefix: b}, X-User: {exact: c}, uri: {exact: /a}}"), &[]),
+            (&m("withoutHeaders: {x-debug: {regex: \"*\"}, \":path\": {regex: \".*admin.*\"}}"), &[]),
+            (&m("{uri: {}, method: {}, scheme: {}, authority: {}}"), &[]),
+            (&m("uri: {prefix: \"\"}"), &[]),
         ]);
     }
 
@@ -159,19 +154,19 @@ mod tests {
         check(&[
             (
                 &m("port: 70000"),
-                &["t.yaml:9: VirtualService default/vs: spec.http[0].match[0].port: port number 70000 is out of range (expected 1-65535)"],
+                &["t.yaml:9: Error [IST0106] VirtualService default/vs: spec.http[0].match[0].port: port number 70000 is out of range (expected 1-65535)"],
             ),
             (
                 &m("sourceLabels: {app: web}"),
-                &["t.yaml:9: warning: VirtualService default/vs: spec.http[0].match[0].sourceLabels: selects proxies, not requests: on a gateway the block applies only when these labels match the instance's labels (expected gateways, port or request attributes)"],
+                &["t.yaml:9: Warning VirtualService default/vs: spec.http[0].match[0].sourceLabels: selects proxies, not requests: on a gateway the block applies only when these labels match the instance's labels (expected gateways, port or request attributes)"],
             ),
             (
                 &m("sourceNamespace: web"),
-                &["t.yaml:9: warning: VirtualService default/vs: spec.http[0].match[0].sourceNamespace: mesh-only: selects sidecars, ignored by a gateway (expected gateways, port or request attributes)"],
+                &["t.yaml:9: Warning VirtualService default/vs: spec.http[0].match[0].sourceNamespace: mesh-only: selects sidecars, ignored by a gateway (expected gateways, port or request attributes)"],
             ),
             (
                 &m("headers: {\"@request.auth.claims.group\": {exact: admin}}"),
-                &["t.yaml:7: warning: VirtualService default/vs: spec.http: IST0149 The virtual service uses the JWT claim based routing (key: @request.auth.claims.group) but found no request authentication for the gateway (default/gw) pods. The request authentication must first be applied for the gateway pods to validate the JWT token and make the claims available for routing (expected a RequestAuthentication selecting the gateway)"],
+                &["t.yaml:7: Warning [IST0149] VirtualService default/vs: spec.http: The virtual service uses the JWT claim based routing (key: @request.auth.claims.group) but found no request authentication for the gateway (default/gw) pods. The request authentication must first be applied for the gateway pods to validate the JWT token and make the claims available for routing (expected a RequestAuthentication selecting the gateway)"],
             ),
         ]);
     }

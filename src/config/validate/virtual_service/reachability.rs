@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::diag::Reporter;
+use crate::config::diag::{code, Reporter, Severity};
 use crate::config::types::{HttpMatchRequest, HttpRoute, StringMatch};
 
 fn rule_name(i: usize, name: &Option<String>) -> String {
@@ -99,10 +99,12 @@ pub(super) fn analyze_http(r: &mut Reporter, http: &[HttpRoute]) {
     for (i, route) in http.iter().enumerate() {
         let name = rule_name(i, &route.name);
         if let Some(c) = catch_all {
-            r.warn(
+            r.finding(
+                Severity::Warning,
+                code::VIRTUAL_SERVICE_UNREACHABLE_RULE,
                 format!("spec.http[{i}]"),
                 format!(
-                    "IST0130 rule {name} is unreachable: rule {} before it matches every request (expected catch-all rules last)",
+                    "rule {name} is unreachable: rule {} before it matches every request (expected catch-all rules last)",
                     rule_name(c, &http[c].name)
                 ),
             );
@@ -136,10 +138,12 @@ pub(super) fn analyze_http(r: &mut Reporter, http: &[HttpRoute]) {
                 } else {
                     format!("match[{pj}] of rule {}", rule_name(*pi, &http[*pi].name))
                 };
-                r.warn(
+                r.finding(
+                    Severity::Info,
+                    code::VIRTUAL_SERVICE_INEFFECTIVE_MATCH,
                     format!("spec.http[{i}].match[{j}]"),
                     format!(
-                        "IST0131 match[{j}] of rule {name} {what} {other}, which comes first, so it never matches (expected more specific matches first, and no repeated matches)"
+                        "match[{j}] of rule {name} {what} {other}, which comes first, so it never matches (expected more specific matches first, and no repeated matches)"
                     ),
                 );
                 if *pi != i {
@@ -149,10 +153,12 @@ pub(super) fn analyze_http(r: &mut Reporter, http: &[HttpRoute]) {
             prior.push((i, j, bare));
         }
         if covered_by_earlier_rules == route.matches.len() {
-            r.warn(
+            r.finding(
+                Severity::Warning,
+                code::VIRTUAL_SERVICE_UNREACHABLE_RULE,
                 format!("spec.http[{i}]"),
                 format!(
-                    "IST0130 rule {name} is unreachable: all its matches are used by prior rules (expected the rule before the rules that shadow it, or removed)"
+                    "rule {name} is unreachable: all its matches are used by prior rules (expected the rule before the rules that shadow it, or removed)"
                 ),
             );
         }
@@ -173,9 +179,11 @@ pub(super) fn analyze_l4<M: PartialEq>(
     let mut catch_all: Option<usize> = None;
     for (i, matches) in rules.iter().enumerate() {
         if let Some(c) = catch_all {
-            r.warn(
+            r.finding(
+                Severity::Warning,
+                code::VIRTUAL_SERVICE_UNREACHABLE_RULE,
                 format!("spec.{kind}[{i}]"),
-                format!("IST0130 rule #{i} is unreachable: rule #{c} before it matches every connection (expected catch-all rules last)"),
+                format!("rule #{i} is unreachable: rule #{c} before it matches every connection (expected catch-all rules last)"),
             );
             continue;
         }
@@ -191,10 +199,12 @@ pub(super) fn analyze_l4<M: PartialEq>(
                 } else {
                     format!("match[{pj}] of rule #{pi}")
                 };
-                r.warn(
+                r.finding(
+                    Severity::Info,
+                    code::VIRTUAL_SERVICE_INEFFECTIVE_MATCH,
                     format!("spec.{kind}[{i}].match[{j}]"),
                     format!(
-                        "IST0131 match[{j}] of rule #{i} duplicates {other}, which comes first, so it never matches (expected no repeated matches)"
+                        "match[{j}] of rule #{i} duplicates {other}, which comes first, so it never matches (expected no repeated matches)"
                     ),
                 );
                 if *pi != i {
@@ -204,9 +214,11 @@ pub(super) fn analyze_l4<M: PartialEq>(
             prior.push((i, j, m));
         }
         if dups == matches.len() {
-            r.warn(
+            r.finding(
+                Severity::Warning,
+                code::VIRTUAL_SERVICE_UNREACHABLE_RULE,
                 format!("spec.{kind}[{i}]"),
-                format!("IST0130 rule #{i} is unreachable: all its matches are used by prior rules (expected it removed or moved first)"),
+                format!("rule #{i} is unreachable: all its matches are used by prior rules (expected it removed or moved first)"),
             );
         }
         if matches.iter().any(&catch_all_block) {
@@ -224,22 +236,22 @@ mod tests {
         check(&[
             (
                 "http:\n- match: [{uri: {prefix: /}}]\n  route: [{destination: {host: svc.example.com}}]\n- name: late\n  match: [{uri: {prefix: /a}}]\n  route: [{destination: {host: svc.example.com}}]\n",
-                &["t.yaml:10: warning: VirtualService default/vs: spec.http[1]: IST0130 rule #1 (\"late\") is unreachable: rule #0 before it matches every request (expected catch-all rules last)"],
+                &["t.yaml:10: Warning [IST0130] VirtualService default/vs: spec.http[1]: rule #1 (\"late\") is unreachable: rule #0 before it matches every request (expected catch-all rules last)"],
             ),
             (
                 "http:\n- match: [{uri: {prefix: /a}, name: first}]\n  route: [{destination: {host: svc.example.com}}]\n- match: [{uri: {prefix: /a}}, {uri: {prefix: /b}}]\n  route: [{destination: {host: svc.example.com}}]\n",
-                &["t.yaml:10: warning: VirtualService default/vs: spec.http[1].match[0]: IST0131 match[0] of rule #1 duplicates match[0] of rule #0, which comes first, so it never matches (expected more specific matches first, and no repeated matches)"],
+                &["t.yaml:10: Info [IST0131] VirtualService default/vs: spec.http[1].match[0]: match[0] of rule #1 duplicates match[0] of rule #0, which comes first, so it never matches (expected more specific matches first, and no repeated matches)"],
             ),
             (
                 "http:\n- match: [{uri: {prefix: /api}}]\n  route: [{destination: {host: svc.example.com}}]\n- match: [{uri: {prefix: /api/v2}, headers: {x-a: {exact: b}}}]\n  route: [{destination: {host: svc.example.com}}]\n",
                 &[
-                    "t.yaml:10: warning: VirtualService default/vs: spec.http[1].match[0]: IST0131 match[0] of rule #1 is covered by match[0] of rule #0, which comes first, so it never matches (expected more specific matches first, and no repeated matches)",
-                    "t.yaml:10: warning: VirtualService default/vs: spec.http[1]: IST0130 rule #1 is unreachable: all its matches are used by prior rules (expected the rule before the rules that shadow it, or removed)",
+                    "t.yaml:10: Warning [IST0130] VirtualService default/vs: spec.http[1]: rule #1 is unreachable: all its matches are used by prior rules (expected the rule before the rules that shadow it, or removed)",
+                    "t.yaml:10: Info [IST0131] VirtualService default/vs: spec.http[1].match[0]: match[0] of rule #1 is covered by match[0] of rule #0, which comes first, so it never matches (expected more specific matches first, and no repeated matches)",
                 ],
             ),
             (
                 "tcp:\n- route: [{destination: {host: svc.example.com, port: {number: 9000}}}]\n- match: [{port: 9000}]\n  route: [{destination: {host: svc.example.com, port: {number: 9000}}}]\n",
-                &["t.yaml:9: warning: VirtualService default/vs: spec.tcp[1]: IST0130 rule #1 is unreachable: rule #0 before it matches every connection (expected catch-all rules last)"],
+                &["t.yaml:9: Warning [IST0130] VirtualService default/vs: spec.tcp[1]: rule #1 is unreachable: rule #0 before it matches every connection (expected catch-all rules last)"],
             ),
         ]);
         // A more specific match first is fine, and so is a catch-all last.

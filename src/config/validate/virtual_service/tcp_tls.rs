@@ -107,10 +107,10 @@ impl L4Match<'_> {
         let mesh_only =
             "mesh-only: selects sidecars, ignored by a gateway (expected gateways or port)";
         if !self.source_labels.is_empty() {
-            r.warn(format!("{p}.sourceLabels"), mesh_only);
+            r.note(format!("{p}.sourceLabels"), mesh_only);
         }
         if self.source_namespace.is_some() {
-            r.warn(format!("{p}.sourceNamespace"), mesh_only);
+            r.note(format!("{p}.sourceNamespace"), mesh_only);
         }
         for (k, g) in self.gateways.iter().enumerate() {
             if let Err(m) = check_gateway_name(g) {
@@ -129,23 +129,23 @@ mod tests {
         check(&[
             (
                 "tls:\n- route: [{destination: {host: svc.example.com}}]\n",
-                &["t.yaml:8: VirtualService default/vs: spec.tls[0].match: Required value: TLS route must have at least one match condition (expected match with sniHosts)"],
+                &["t.yaml:8: Error [IST0106] VirtualService default/vs: spec.tls[0].match: Required value: TLS route must have at least one match condition (expected match with sniHosts)"],
             ),
             (
                 "tls:\n- match: [{port: 443}]\n  route: [{destination: {host: svc.example.com}}]\n",
-                &["t.yaml:8: VirtualService default/vs: spec.tls[0].match[0].sniHosts: Required value: TLS match must have at least one SNI host (expected sniHosts)"],
+                &["t.yaml:8: Error [IST0106] VirtualService default/vs: spec.tls[0].match[0].sniHosts: Required value: TLS match must have at least one SNI host (expected sniHosts)"],
             ),
             (
                 "tls:\n- match: [{sniHosts: [b.example.com]}]\n  route: [{destination: {host: svc.example.com}}]\n",
-                &["t.yaml:8: VirtualService default/vs: spec.tls[0].match[0].sniHosts[0]: SNI host \"b.example.com\" is not a compatible subset of any of the virtual service hosts: [a.example.com] (expected an SNI host that one of spec.hosts covers)"],
+                &["t.yaml:8: Error [IST0106] VirtualService default/vs: spec.tls[0].match[0].sniHosts[0]: SNI host \"b.example.com\" is not a compatible subset of any of the virtual service hosts: [a.example.com] (expected an SNI host that one of spec.hosts covers)"],
             ),
             (
                 "tls:\n- match: [{sniHosts: [a.example.com]}]\n",
-                &["t.yaml:8: VirtualService default/vs: spec.tls[0].route: Required value: TLS route is required (expected at least one destination)"],
+                &["t.yaml:8: Error [IST0106] VirtualService default/vs: spec.tls[0].route: Required value: TLS route is required (expected at least one destination)"],
             ),
             (
                 "tcp:\n- match: [{port: 9000}]\n",
-                &["t.yaml:8: VirtualService default/vs: spec.tcp[0].route: Required value: TCP route is required (expected at least one destination)"],
+                &["t.yaml:8: Error [IST0106] VirtualService default/vs: spec.tcp[0].route: Required value: TCP route is required (expected at least one destination)"],
             ),
         ]);
     }
