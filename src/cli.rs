@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::compile::access_log::LogFormat;
 use crate::compile::security::ext_authz::ExtAuthzHttp;
 use crate::compile::security::SecuritySettings;
 use crate::compile::{Instance, OutboundPolicy, Role};
 use crate::config::diag::Severity;
-use crate::observe::access_log::LogFormat;
 use crate::reload::watch::WatchMode;
 use crate::runtime::limits::DownstreamLimits;
 

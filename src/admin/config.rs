@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::{Admin, Reply, Request};
 use crate::compile::listener::{ChainAction, ListenerKind};
-use crate::observe::access_log::format_time;
+use crate::observe::access_entry::format_time;
 
 fn reload_status(admin: &Admin) -> Value {
     admin

@@ -11,14 +11,13 @@ use std::time::Duration;
 use pingora::http::RequestHeader;
 use serde::Serialize;
 
+use super::access_log::{AccessFormat, AccessLogSettings, LogFormat, LogTarget};
 use super::OutboundPolicy;
 use crate::config::diag::Diagnostic;
 use crate::config::mesh::{
     AccessLogEncoding, DefaultProviders, ExtensionProvider, ForwardClientCert, MeshFile,
     OutboundMode,
 };
-use crate::observe::access_format::AccessFormat;
-use crate::observe::access_log::{AccessLogSettings, LogFormat, LogTarget};
 
 /// Flags given on the command line; each wins over the mesh file.
 #[derive(Debug, Clone, Default)]

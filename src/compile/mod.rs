@@ -2,6 +2,7 @@
 //! can be decided from config is decided here, once per reload: listeners and their route
 //! tables, host indexes, compiled matchers, clusters with their policy, TLS acceptors.
 
+pub mod access_log;
 pub mod action;
 pub mod cluster;
 pub mod delegate;

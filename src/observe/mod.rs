@@ -2,6 +2,7 @@
 //! writes to, Envoy's stats views over them, and the diagnostics log with its live-adjustable
 //! levels.
 
+pub mod access_entry;
 pub mod access_format;
 pub mod access_log;
 pub mod logging;

@@ -39,7 +39,7 @@ use super::limits::DownstreamLimits;
 use super::overload::{HeadMemory, Refusal};
 use super::proxy::Edge;
 use super::State;
-use crate::observe::access_log::AccessLogEntry;
+use crate::observe::access_entry::AccessLogEntry;
 
 /// Why a request head was not handed on.
 #[derive(Debug, thiserror::Error)]

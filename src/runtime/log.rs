@@ -8,7 +8,7 @@ use super::outbound::forwarded_for;
 use super::request::RequestCtx;
 use super::State;
 use crate::compile::reply::ResponseFlag;
-use crate::observe::access_log::AccessLogEntry;
+use crate::observe::access_entry::AccessLogEntry;
 
 fn header_string(session: &Session, name: &str) -> Option<String> {
     session

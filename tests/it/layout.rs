@@ -97,7 +97,8 @@ fn references(module: &str, text: &str) -> Vec<Vec<String>> {
                 .trim_end_matches('}')
                 .split(',')
                 .map(|i| i.trim().split([' ', ':']).next().unwrap_or("").to_string())
-                .filter(|i| !i.is_empty() && i.starts_with(|c: char| c.is_ascii_lowercase()))
+                // Types count too: `super::a::{B}` imports `a` (the longest known prefix).
+                .filter(|i| !i.is_empty())
                 .collect(),
             None => vec![c[3].to_string()],
         };
@@ -196,6 +197,46 @@ fn no_import_cycle_between_top_level_modules() {
     assert!(found.is_empty(), "import cycles between top-level modules (data must flow one way, see docs/architecture.md): {found:?}");
 }
 
+/// Who must never import whom, beyond "no cycle" (`docs/architecture.md`): data flows
+/// config → compile → runtime → observe, so `config` knows no later stage, `compile` neither
+/// the runtime nor the sinks it will feed (`observe`: access log, metrics, spans), `runtime`
+/// neither the pipeline that feeds it nor the admin over it, and only the composition root
+/// (`app`) reads the CLI's types.
+const NEVER: [(&str, &[&str]); 5] = [
+    (
+        "config",
+        &[
+            "compile", "upstream", "tls", "runtime", "reload", "observe", "admin", "app", "cli",
+        ],
+    ),
+    (
+        "compile",
+        &["runtime", "reload", "observe", "admin", "app", "cli"],
+    ),
+    ("runtime", &["reload", "admin", "app", "cli"]),
+    ("observe", &["runtime", "reload", "admin", "app", "cli"]),
+    ("reload", &["runtime", "admin", "app", "cli"]),
+];
+
+#[test]
+fn data_flows_one_way_config_compile_runtime_observe() {
+    let graph = module_graph(true);
+    let backwards: Vec<String> = NEVER
+        .iter()
+        .flat_map(|(from, never)| {
+            let imports = graph.get(*from).cloned().unwrap_or_default();
+            never
+                .iter()
+                .filter(move |to| imports.contains(**to))
+                .map(move |to| format!("{from} imports {to}"))
+        })
+        .collect();
+    assert!(
+        backwards.is_empty(),
+        "imports against the flow config → compile → runtime → observe: {backwards:?}"
+    );
+}
+
 #[test]
 fn no_import_cycle_between_module_files() {
     let found = cycles(&module_graph(false));
@@ -245,6 +286,16 @@ fn the_cycle_finder_finds_a_cycle() {
         "{refs:?}"
     );
     assert!(refs.contains(&vec!["upstream".into()]), "{refs:?}");
+    // A brace group of types still imports its module.
+    let refs = references(
+        "observe::access_log",
+        "use super::access_format::{AccessFormat, LogInput};",
+    );
+    assert!(
+        refs.iter()
+            .any(|r| r.starts_with(&["observe".into(), "access_format".into()])),
+        "{refs:?}"
+    );
     // The real graph is read: the runtime depends on compile, and not the other way round.
     let top = module_graph(true);
     assert!(top["runtime"].contains("compile"), "{top:?}");

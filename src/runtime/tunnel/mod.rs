@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::State;
 use crate::compile::listener::TcpRoute;
 use crate::compile::reply::ResponseFlag;
-use crate::observe::access_log::AccessLogEntry;
+use crate::observe::access_entry::AccessLogEntry;
 use crate::tls::upstream::SanCheck;
 use crate::upstream::{Cluster, PickError, PickInput};
 
