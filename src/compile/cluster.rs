@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use super::error::CompileError;
 use super::registry::{RegisteredHost, Registry};
+use super::telemetry;
 use crate::config::host::HostPattern;
 use crate::config::load::Resources;
 use crate::config::resolve::DestinationRuleIndex;
@@ -19,6 +20,7 @@ use crate::config::types::{
     ClientTls, ConnectionPoolSettings, Destination, H2UpgradePolicy, LoadBalancerSettings,
     OutlierDetection, Protocol, Resolution, TrafficPolicy,
 };
+use crate::observe::istio::Workload;
 use crate::tls::upstream::OriginationTls;
 use crate::upstream::balancer::LbPolicy;
 use crate::upstream::breaker::CircuitBreaker;
@@ -114,6 +116,8 @@ pub struct ClusterBuilder<'a> {
     certs_dir: &'a Path,
     idle_cap: Duration,
     stats: &'a StatsRegistry,
+    /// The gateway's identity, the source side of every cluster's metric labels.
+    source: Workload,
     built: HashMap<ClusterKey, Arc<Cluster>>,
 }
 
@@ -130,6 +134,7 @@ impl<'a> ClusterBuilder<'a> {
             certs_dir,
             idle_cap: DEFAULT_IDLE_CAP,
             stats,
+            source: Workload::default(),
             built: HashMap::new(),
         }
     }
@@ -198,6 +203,12 @@ impl<'a> ClusterBuilder<'a> {
         self
     }
 
+    /// The gateway's identity in the clusters' metric labels.
+    pub fn with_source(mut self, source: &Workload) -> Self {
+        self.source = source.clone();
+        self
+    }
+
     pub fn clusters(&self) -> impl Iterator<Item = &Arc<Cluster>> {
         self.built.values()
     }
@@ -247,6 +258,16 @@ impl<'a> ClusterBuilder<'a> {
             key,
         )?;
         let circuit_breaker = circuit_breaker(&policy);
+        let telemetry = Arc::new(telemetry::cluster_labels(
+            &self.source,
+            &telemetry::ClusterFacts {
+                host: &key.host,
+                registered,
+                subset_labels,
+                endpoints: &endpoints,
+                upstream: &upstream,
+            },
+        ));
         let stats = self.stats.cluster(&name);
         let spec = ClusterSpec {
             name,
@@ -263,6 +284,7 @@ impl<'a> ClusterBuilder<'a> {
                 .map(OutlierPolicy::compile),
             circuit_breaker,
             upstream,
+            telemetry,
         };
         Ok(Cluster::new(spec, stats))
     }

@@ -16,6 +16,7 @@ pub mod registry;
 pub mod reply;
 pub mod route;
 pub mod security;
+pub mod telemetry;
 pub mod vhost;
 
 use std::collections::{BTreeMap, HashMap};
@@ -67,6 +68,8 @@ pub struct Instance {
     pub upstream_idle_cap: std::time::Duration,
     /// Root namespace, own namespace, ext_authz providers, the JWKS cache.
     pub security: security::SecuritySettings,
+    /// Who this gateway is in Istio's metrics (the source side of every request).
+    pub workload: crate::observe::istio::Workload,
 }
 
 mod humantime_ms {
@@ -89,6 +92,7 @@ impl Default for Instance {
             outbound_policy: OutboundPolicy::RegistryOnly,
             upstream_idle_cap: crate::upstream::peer::DEFAULT_IDLE_CAP,
             security: security::SecuritySettings::default(),
+            workload: crate::observe::istio::Workload::default(),
         }
     }
 }
@@ -113,6 +117,9 @@ pub struct Snapshot {
     /// AuthorizationPolicy and RequestAuthentication, enforced before routing.
     #[serde(skip)]
     pub security: Arc<security::Security>,
+    /// Istio's metric labels of requests that reached no cluster.
+    #[serde(skip)]
+    pub telemetry: Arc<telemetry::Telemetry>,
     pub summary: Summary,
 }
 
@@ -157,7 +164,8 @@ pub fn compile(
     let mut diags: Vec<Diagnostic> = Vec::new();
     let registry = Registry::build(resources);
     let mut clusters = ClusterBuilder::new(resources, &registry, &instance.certs_dir, stats)
-        .with_idle_cap(instance.upstream_idle_cap);
+        .with_idle_cap(instance.upstream_idle_cap)
+        .with_source(&instance.workload);
     let listeners = listener::build_listeners(resources, instance, &mut clusters, &mut diags);
     let security =
         security::Security::compile(resources, &instance.security, &instance.labels, &mut diags);
@@ -254,6 +262,7 @@ pub fn compile(
             passthrough,
             mesh: Arc::default(),
             security: Arc::new(security),
+            telemetry: Arc::new(telemetry::Telemetry::new(&instance.workload)),
             summary,
         },
         diags,

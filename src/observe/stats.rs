@@ -6,8 +6,10 @@
 //!
 //! A family's Envoy name: a family listed in [`ENVOY_NAMES`] renders under Envoy's name with
 //! its labels put back where Istio's bootstrap tag extractors took them from
-//! (`tools/packaging/common/envoy_bootstrap.json` `stats_tags`: a cluster's stats are
-//! `cluster.<name>;.<stat>`, a listener's `listener.<address>.<stat>`); any other family renders
+//! (`tools/packaging/common/envoy_bootstrap.json` `stats_tags`, with `use_all_default_tags`
+//! off: a cluster's stats are `cluster.<name>;.<stat>`, an HTTP connection manager's
+//! `http.<prefix>;.<stat>`, a listener's `listener.<address>.<stat>`, and a response class
+//! `…_rq_2xx` becomes `…_rq{response_code_class="2xx"}`); any other family renders
 //! as Istio's own metrics do in Envoy's `/stats`: each label as `<label>=.=<value>;.;` before the
 //! metric name (`reporter=.=source;.;…;.;istio_requests_total`), no labels: the plain name.
 //! A developer adding an Envoy-named metric adds its row to [`ENVOY_NAMES`].
@@ -22,6 +24,16 @@ pub const ENVOY_NAMES: &[(&str, &str)] = &[
     ("envoy_server_state", "server.state"),
     ("envoy_server_uptime", "server.uptime"),
     ("envoy_server_concurrency", "server.concurrency"),
+    ("envoy_server_memory_allocated", "server.memory_allocated"),
+    ("envoy_server_memory_heap_size", "server.memory_heap_size"),
+    (
+        "envoy_server_memory_physical_size",
+        "server.memory_physical_size",
+    ),
+    (
+        "envoy_server_days_until_first_cert_expiring",
+        "server.days_until_first_cert_expiring",
+    ),
     ("envoy_server_total_connections", "server.total_connections"),
     (
         "envoy_listener_manager_total_listeners_active",
@@ -40,8 +52,40 @@ pub const ENVOY_NAMES: &[(&str, &str)] = &[
         "listener.{listener_address}.downstream_cx_total",
     ),
     (
+        "envoy_http_downstream_rq_total",
+        "http.{http_conn_manager_prefix};.downstream_rq_total",
+    ),
+    (
+        "envoy_http_downstream_rq",
+        "http.{http_conn_manager_prefix};.downstream_rq_{response_code_class}",
+    ),
+    (
+        "envoy_http_downstream_cx_active",
+        "http.{http_conn_manager_prefix};.downstream_cx_active",
+    ),
+    (
+        "envoy_http_downstream_cx_total",
+        "http.{http_conn_manager_prefix};.downstream_cx_total",
+    ),
+    (
         "envoy_cluster_upstream_rq_total",
         "cluster.{cluster_name};.upstream_rq_total",
+    ),
+    (
+        "envoy_cluster_upstream_rq",
+        "cluster.{cluster_name};.upstream_rq_{response_code_class}",
+    ),
+    (
+        "envoy_cluster_upstream_rq_completed",
+        "cluster.{cluster_name};.upstream_rq_completed",
+    ),
+    (
+        "envoy_cluster_upstream_rq_retry",
+        "cluster.{cluster_name};.upstream_rq_retry",
+    ),
+    (
+        "envoy_cluster_upstream_rq_timeout",
+        "cluster.{cluster_name};.upstream_rq_timeout",
     ),
     (
         "envoy_cluster_upstream_rq_active",
@@ -71,7 +115,20 @@ pub const ENVOY_NAMES: &[(&str, &str)] = &[
         "envoy_cluster_outlier_detection_ejections_enforced_total",
         "cluster.{cluster_name};.outlier_detection.ejections_enforced_total",
     ),
+    (
+        "envoy_cluster_outlier_detection_ejections_active",
+        "cluster.{cluster_name};.outlier_detection.ejections_active",
+    ),
 ];
+
+/// Istio's name for a gateway listener: `0.0.0.0_8080` (`[::]_8080` for IPv6); its HTTP
+/// connection manager's stat prefix is `outbound_<name>` (pilot `core/gateway.go`).
+pub fn listener_name(addr: std::net::SocketAddr) -> String {
+    match addr {
+        std::net::SocketAddr::V4(a) => format!("{}_{}", a.ip(), a.port()),
+        std::net::SocketAddr::V6(a) => format!("[{}]_{}", a.ip(), a.port()),
+    }
+}
 
 /// Envoy's histogram quantiles (`supported_quantiles`), in percent.
 const QUANTILES: [f64; 10] = [0.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 100.0];

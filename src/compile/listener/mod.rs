@@ -21,6 +21,8 @@ use crate::config::diag::Diagnostic;
 use crate::config::host::HostPattern;
 use crate::config::load::{Resource, Resources};
 use crate::config::types::VirtualService;
+use crate::observe::metrics::ConnManagerStats;
+use crate::observe::stats::listener_name;
 use crate::tls::server::ServerTls;
 use crate::upstream::balancer::Weights;
 use crate::upstream::Cluster;
@@ -38,6 +40,9 @@ pub struct Listener {
     /// `Gateway ns/name servers[i] (PROTOCOL)` for each server merged here.
     pub servers: Vec<String>,
     pub kind: ListenerKind,
+    /// Its HTTP connection manager's request counters (`http.outbound_<address>;.*`).
+    #[serde(skip)]
+    pub http_stats: Arc<ConnManagerStats>,
 }
 
 #[derive(Debug, Serialize)]
@@ -237,6 +242,10 @@ pub fn build_listeners(
                 gateway_port,
                 servers: servers.iter().map(SelectedServer::describe).collect(),
                 kind,
+                http_stats: Arc::new(ConnManagerStats::new(format!(
+                    "outbound_{}",
+                    listener_name(address)
+                ))),
             }),
         );
     }
