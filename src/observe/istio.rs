@@ -633,8 +633,16 @@ mod tests {
                 .and_then(|l| l.rsplit(' ').next())
                 .map(str::to_string)
         };
-        assert_eq!(count("response_code=\"200\"").as_deref(), Some("3"), "{out}");
-        assert_eq!(count("response_code=\"503\"").as_deref(), Some("1"), "{out}");
+        assert_eq!(
+            count("response_code=\"200\"").as_deref(),
+            Some("3"),
+            "{out}"
+        );
+        assert_eq!(
+            count("response_code=\"503\"").as_deref(),
+            Some("1"),
+            "{out}"
+        );
     }
 
     #[test]
