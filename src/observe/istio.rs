@@ -66,33 +66,17 @@ pub const TCP_LABELS: [&str; 23] = [
 ];
 
 /// The labels of an HTTP metric: the TCP ones plus the response's.
-pub const HTTP_LABELS: [&str; 25] = [
-    "reporter",
-    "source_workload",
-    "source_workload_namespace",
-    "source_principal",
-    "source_app",
-    "source_version",
-    "source_cluster",
-    "source_canonical_service",
-    "source_canonical_revision",
-    "destination_workload",
-    "destination_workload_namespace",
-    "destination_principal",
-    "destination_app",
-    "destination_version",
-    "destination_service",
-    "destination_service_name",
-    "destination_service_namespace",
-    "destination_cluster",
-    "destination_canonical_service",
-    "destination_canonical_revision",
-    "request_protocol",
-    "response_flags",
-    "connection_security_policy",
-    "response_code",
-    "grpc_response_status",
-];
+pub const HTTP_LABELS: [&str; 25] = {
+    let mut out = [""; 25];
+    let mut i = 0;
+    while i < TCP_LABELS.len() {
+        out[i] = TCP_LABELS[i];
+        i += 1;
+    }
+    out[23] = "response_code";
+    out[24] = "grpc_response_status";
+    out
+};
 
 /// How many labels a cluster fixes (everything before `request_protocol`).
 const FIXED: usize = 20;
@@ -311,42 +295,20 @@ impl LabelSet {
     }
 
     fn http_values<'a>(&'a self, key: &HttpKey, code: &'a str, grpc: &'a str) -> [&'a str; 25] {
-        let v = &self.values;
-        [
-            &v[0],
-            &v[1],
-            &v[2],
-            &v[3],
-            &v[4],
-            &v[5],
-            &v[6],
-            &v[7],
-            &v[8],
-            &v[9],
-            &v[10],
-            &v[11],
-            &v[12],
-            &v[13],
-            &v[14],
-            &v[15],
-            &v[16],
-            &v[17],
-            &v[18],
-            &v[19],
-            if key.grpc { "grpc" } else { "http" },
-            key.response_flags,
-            UNKNOWN,
-            code,
-            grpc,
-        ]
+        let protocol = if key.grpc { "grpc" } else { "http" };
+        let tail = [protocol, key.response_flags, UNKNOWN, code, grpc];
+        std::array::from_fn(|i| match self.values.get(i) {
+            Some(v) => v.as_str(),
+            None => tail[i - FIXED],
+        })
     }
 
     fn tcp_values<'a>(&'a self, flags: &'a str) -> [&'a str; 23] {
-        let v = &self.values;
-        [
-            &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7], &v[8], &v[9], &v[10], &v[11],
-            &v[12], &v[13], &v[14], &v[15], &v[16], &v[17], &v[18], &v[19], "tcp", flags, UNKNOWN,
-        ]
+        let tail = ["tcp", flags, UNKNOWN];
+        std::array::from_fn(|i| match self.values.get(i) {
+            Some(v) => v.as_str(),
+            None => tail[i - FIXED],
+        })
     }
 
     /// Counts one finished HTTP request.

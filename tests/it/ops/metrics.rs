@@ -11,6 +11,7 @@ use openssl::asn1::Asn1Time;
 
 use super::*;
 use crate::support::certs::write_credential;
+use crate::support::client::h2c_client;
 use crate::support::prometheus::{Prometheus, Row, Scrape};
 
 /// The gateway's workload and namespace, from the pod's environment as istio-agent reads it.
@@ -389,4 +390,154 @@ async fn envoys_alerting_stats_and_certificate_expiry_under_envoys_names() {
         .query("process_cpu_seconds_total{job=\"envoy-stats\"}")
         .await;
     assert_eq!(cpu.len(), 1, "{cpu:?}");
+}
+
+/// A gRPC reply body: `messages` length-prefixed messages, then the trailers.
+struct GrpcReply {
+    data: Option<bytes::Bytes>,
+    trailers: Option<http::HeaderMap>,
+}
+
+impl hyper::body::Body for GrpcReply {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        let frame = match self.data.take() {
+            Some(d) => Some(Ok(hyper::body::Frame::data(d))),
+            None => self
+                .trailers
+                .take()
+                .map(|t| Ok(hyper::body::Frame::trailers(t))),
+        };
+        std::task::Poll::Ready(frame)
+    }
+}
+
+/// gRPC's framing (`source/common/grpc/codec.cc`): flag byte, big-endian length, payload.
+fn grpc_frames(payloads: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for p in payloads {
+        out.push(0);
+        out.extend_from_slice(&(p.len() as u32).to_be_bytes());
+        out.extend_from_slice(p);
+    }
+    out
+}
+
+/// A gRPC server over HTTP/2 (prior knowledge) on loopback: every call is answered with
+/// three messages and the trailer `grpc-status: 5`.
+async fn grpc_server() -> std::net::SocketAddr {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let service = hyper::service::service_fn(
+                |req: hyper::Request<hyper::body::Incoming>| async move {
+                    // Read the whole request stream before answering, as a unary server does.
+                    let mut body = req.into_body();
+                    while let Some(frame) = std::future::poll_fn(|cx| {
+                        hyper::body::Body::poll_frame(std::pin::Pin::new(&mut body), cx)
+                    })
+                    .await
+                    {
+                        if frame.is_err() {
+                            break;
+                        }
+                    }
+                    let mut trailers = http::HeaderMap::new();
+                    trailers.insert("grpc-status", "5".parse().unwrap());
+                    let reply = GrpcReply {
+                        data: Some(grpc_frames(&[b"one", b"", &[7u8; 300]]).into()),
+                        trailers: Some(trailers),
+                    };
+                    Ok::<_, std::convert::Infallible>(
+                        hyper::Response::builder()
+                            .header("content-type", "application/grpc")
+                            .body(reply)
+                            .unwrap(),
+                    )
+                },
+            );
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service),
+            );
+        }
+    });
+    addr
+}
+
+// Istio's gRPC metrics: `request_protocol="grpc"`, the messages each way as Envoy's
+// `grpc_stats` filter counts them (`source/extensions/filters/http/grpc_stats`, Istio adds it to
+// every HTTP connection manager) and `grpc_response_status` from the trailers
+// (`source/common/grpc/common.cc` `getGrpcStatus`), istio/proxy `istio_stats.cc`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_calls_count_messages_each_way_and_the_trailer_status() {
+    let server = grpc_server().await;
+    let entry = ServiceEntry::new("rpc")
+        .hosts(&["rpc.svc.local"])
+        .location("MESH_INTERNAL")
+        .port(Port::of(80, "grpc", "GRPC"))
+        .resolution("STATIC")
+        .endpoint(Endpoint::address("127.0.0.1").port("grpc", server.port()));
+    let h = Harness::builder()
+        .port(80)
+        .resources(
+            "rpc.yaml",
+            &[
+                &entry,
+                &Gateway::new("gw").server(Server::http(80)),
+                &VirtualService::new("rpc")
+                    .hosts(&["*"])
+                    .gateways(&["gw"])
+                    .http(HttpRoute::new().to("rpc.svc.local")),
+            ],
+        )
+        .start()
+        .await;
+    let r = h2c_client()
+        .post(h.url("/shop.Cart/Add"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(grpc_frames(&[b"first", b"second"]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body = r.bytes().await.unwrap();
+    assert_eq!(body.len(), grpc_frames(&[b"one", b"", &[7u8; 300]]).len());
+
+    let (_, prom) = get(h.gw.prometheus_addr(), "/stats/prometheus").await;
+    let sample = |name: &str| {
+        prom.lines()
+            .find(|l| l.starts_with(&format!("{name}{{")) && l.contains("rpc.svc.local"))
+            .unwrap_or_else(|| panic!("{name}: {prom}"))
+            .to_string()
+    };
+    let requests = sample("istio_requests_total");
+    for pair in [
+        "request_protocol=\"grpc\"",
+        "grpc_response_status=\"5\"",
+        "response_code=\"200\"",
+        "destination_service=\"rpc.svc.local\"",
+    ] {
+        assert!(requests.contains(pair), "{pair}: {requests}");
+    }
+    assert!(requests.ends_with(" 1"), "{requests}");
+    assert!(
+        sample("istio_request_messages_total").ends_with(" 2"),
+        "{prom}"
+    );
+    assert!(
+        sample("istio_response_messages_total").ends_with(" 3"),
+        "{prom}"
+    );
 }
