@@ -7,6 +7,8 @@
 //! `prometheus.io/*` annotations Istio's injector puts on a gateway pod), and `envoy-stats` on
 //! Envoy's own port (15090), kept to the `envoy_*` names so the dashboards' sums count once.
 
+use std::time::Duration;
+
 use openssl::asn1::Asn1Time;
 
 use super::*;
@@ -540,4 +542,33 @@ async fn grpc_calls_count_messages_each_way_and_the_trailer_status() {
         sample("istio_response_messages_total").ends_with(" 3"),
         "{prom}"
     );
+}
+
+// The label sets are rebuilt on every reload; the series they count into are the same ones, so
+// a counter keeps counting across a reload (Envoy keeps a cluster's stats across a CDS update
+// that keeps its name).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_counts_continue_across_a_reload() {
+    let h = start(&[]).await;
+    for _ in 0..2 {
+        assert_eq!(h.who("a.example.com", "/").await, "be");
+    }
+    let before = h.reload_status().await.generation;
+    h.config.write(
+        "extra.yaml",
+        &render(&[&VirtualService::new("other")
+            .hosts(&["other.example.com"])
+            .gateways(&["gw"])
+            .http(HttpRoute::new().to(&svc("be")))]),
+    );
+    h.wait_generation_after(before, Duration::from_secs(20))
+        .await;
+    assert_eq!(h.who("a.example.com", "/").await, "be");
+    let (_, prom) = get(h.gw.prometheus_addr(), "/stats/prometheus").await;
+    let lines: Vec<&str> = prom
+        .lines()
+        .filter(|l| l.starts_with("istio_requests_total{") && l.contains("response_code=\"200\""))
+        .collect();
+    assert_eq!(lines.len(), 1, "{prom}");
+    assert!(lines[0].ends_with(" 3"), "{}", lines[0]);
 }
