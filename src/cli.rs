@@ -14,6 +14,7 @@ use crate::compile::{Instance, OutboundPolicy, Role};
 use crate::config::diag::Severity;
 use crate::reload::watch::WatchMode;
 use crate::runtime::limits::DownstreamLimits;
+use crate::telemetry::istio::Workload;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -76,9 +77,19 @@ pub struct InstanceArgs {
     #[arg(long, default_value = "55", value_name = "SECS", value_parser = parse_secs)]
     pub upstream_idle_cap: Duration,
     /// The gateway's namespace: its AuthorizationPolicies and RequestAuthentications apply
-    /// when their selector matches --labels.
-    #[arg(long, default_value = "istio-system", value_name = "NS")]
+    /// when their selector matches --labels, and its metrics report it as
+    /// `source_workload_namespace`.
+    #[arg(
+        long,
+        env = "POD_NAMESPACE",
+        default_value = "istio-system",
+        value_name = "NS"
+    )]
     pub namespace: String,
+    /// The cluster this gateway runs in, as Istio's metrics report it (`source_cluster`,
+    /// `destination_cluster` of ServiceEntry endpoints); istio-agent's `ISTIO_META_CLUSTER_ID`.
+    #[arg(long, env = "ISTIO_META_CLUSTER_ID", default_value = crate::telemetry::workload::DEFAULT_CLUSTER_ID, value_name = "ID")]
+    pub cluster_id: String,
     /// The root namespace, whose security policies apply to every gateway (wins over the mesh
     /// file's `rootNamespace`; default istio-system).
     #[arg(long, value_name = "NS")]
@@ -122,6 +133,17 @@ impl InstanceArgs {
                 ext_authz_providers: self.ext_authz_providers.clone(),
                 ..SecuritySettings::default()
             },
+            // The workload as istio-agent derives it (ISTIO_META_WORKLOAD_NAME, POD_NAME),
+            // else the deployment name of Istio's gateway charts.
+            workload: Workload::from_env(
+                &self.labels,
+                &self.namespace,
+                &self.cluster_id,
+                match role {
+                    Role::Ingress => "istio-ingressgateway",
+                    Role::Egress => "istio-egressgateway",
+                },
+            ),
         }
     }
 }

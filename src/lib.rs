@@ -12,5 +12,6 @@ pub mod dns;
 pub mod observe;
 pub mod reload;
 pub mod runtime;
+pub mod telemetry;
 pub mod tls;
 pub mod upstream;

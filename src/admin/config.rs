@@ -12,7 +12,9 @@ use serde_json::{json, Value};
 
 use super::{Admin, Reply, Request};
 use crate::compile::listener::{ChainAction, ListenerKind};
+use crate::compile::Snapshot;
 use crate::observe::access_entry::format_time;
+use crate::tls::certs::CertChain;
 
 fn reload_status(admin: &Admin) -> Value {
     admin
@@ -39,7 +41,7 @@ pub fn reload(admin: &Admin, _: &Request) -> Reply {
 }
 
 /// Seconds since the epoch of an ASN.1 time.
-fn unix(t: &Asn1TimeRef) -> Option<i64> {
+pub(super) fn unix(t: &Asn1TimeRef) -> Option<i64> {
     let d = Asn1Time::from_unix(0).ok()?.diff(t).ok()?;
     Some(i64::from(d.days) * 86_400 + i64::from(d.secs))
 }
@@ -92,10 +94,9 @@ fn ip_text(bytes: &[u8]) -> String {
     }
 }
 
-/// Every certificate chain the listeners serve, once per file.
-pub fn certs(admin: &Admin, _: &Request) -> Reply {
-    let snapshot = admin.gateway.state.snapshot.load_full();
-    let mut chains: BTreeMap<String, Value> = BTreeMap::new();
+/// Every certificate chain the listeners serve, once per file (by path).
+pub(super) fn served_chains(snapshot: &Snapshot) -> BTreeMap<String, CertChain> {
+    let mut chains = BTreeMap::new();
     for l in snapshot.listeners.values() {
         let ListenerKind::Tls(tls) = &l.kind else {
             continue;
@@ -109,16 +110,25 @@ pub fn certs(admin: &Admin, _: &Request) -> Reply {
             };
             for chain in served.certificates.iter() {
                 let path = chain.cert_path.display().to_string();
-                chains.entry(path.clone()).or_insert_with(|| {
-                    let certs: Vec<Value> = std::iter::once(&chain.leaf)
-                        .chain(chain.intermediates.iter())
-                        .map(|c| details(&path, c))
-                        .collect();
-                    json!({"ca_cert": [], "cert_chain": certs})
-                });
+                chains.entry(path).or_insert_with(|| chain.clone());
             }
         }
     }
-    let certificates: Vec<Value> = chains.into_values().collect();
+    chains
+}
+
+/// Every certificate chain the listeners serve, once per file.
+pub fn certs(admin: &Admin, _: &Request) -> Reply {
+    let snapshot = admin.gateway.state.snapshot.load_full();
+    let certificates: Vec<Value> = served_chains(&snapshot)
+        .iter()
+        .map(|(path, chain)| {
+            let certs: Vec<Value> = std::iter::once(&chain.leaf)
+                .chain(chain.intermediates.iter())
+                .map(|c| details(path, c))
+                .collect();
+            json!({"ca_cert": [], "cert_chain": certs})
+        })
+        .collect();
     Reply::json(&json!({ "certificates": certificates }))
 }

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use super::error::CompileError;
 use super::registry::{RegisteredHost, Registry};
+use super::telemetry;
 use crate::config::host::HostPattern;
 use crate::config::load::Resources;
 use crate::config::resolve::DestinationRuleIndex;
@@ -19,6 +20,7 @@ use crate::config::types::{
     ClientTls, ConnectionPoolSettings, Destination, H2UpgradePolicy, LoadBalancerSettings,
     OutlierDetection, Protocol, Resolution, TrafficPolicy,
 };
+use crate::telemetry::istio::Workload;
 use crate::tls::upstream::OriginationTls;
 use crate::upstream::balancer::LbPolicy;
 use crate::upstream::breaker::CircuitBreaker;
@@ -114,6 +116,8 @@ pub struct ClusterBuilder<'a> {
     certs_dir: &'a Path,
     idle_cap: Duration,
     stats: &'a StatsRegistry,
+    /// The gateway's identity, the source side of every cluster's metric labels.
+    source: Workload,
     built: HashMap<ClusterKey, Arc<Cluster>>,
 }
 
@@ -130,6 +134,7 @@ impl<'a> ClusterBuilder<'a> {
             certs_dir,
             idle_cap: DEFAULT_IDLE_CAP,
             stats,
+            source: Workload::default(),
             built: HashMap::new(),
         }
     }
@@ -216,6 +221,17 @@ impl<'a> ClusterBuilder<'a> {
         };
         let name = key.name();
         let upstream = self.upstream(&name, &EffectivePolicy::default(), None, None, &key)?;
+        let endpoints = Endpoints::Static(Vec::new());
+        let telemetry = Arc::new(telemetry::cluster_labels(
+            &self.source,
+            &telemetry::ClusterFacts {
+                host: &key.host,
+                registered: None,
+                subset_labels: None,
+                endpoints: &endpoints,
+                upstream: &upstream,
+            },
+        ));
         let spec = ClusterSpec {
             name: name.clone(),
             host: key.host.clone(),
@@ -223,11 +239,12 @@ impl<'a> ClusterBuilder<'a> {
             subset: key.subset.clone(),
             service_entry: None,
             destination_rule: None,
-            endpoints: Endpoints::Static(Vec::new()),
+            endpoints,
             lb: LbPolicy::compile(None),
             outlier: None,
             circuit_breaker: CircuitBreaker::default(),
             upstream,
+            telemetry,
         };
         Ok(Arc::new(Cluster::new(spec, self.stats.cluster(&name))))
     }
@@ -235,6 +252,12 @@ impl<'a> ClusterBuilder<'a> {
     /// The longest any upstream connection may stay idle (see [`DEFAULT_IDLE_CAP`]).
     pub fn with_idle_cap(mut self, cap: Duration) -> Self {
         self.idle_cap = cap;
+        self
+    }
+
+    /// The gateway's identity in the clusters' metric labels.
+    pub fn with_source(mut self, source: &Workload) -> Self {
+        self.source = source.clone();
         self
     }
 
@@ -287,6 +310,16 @@ impl<'a> ClusterBuilder<'a> {
             key,
         )?;
         let circuit_breaker = circuit_breaker(&policy);
+        let telemetry = Arc::new(telemetry::cluster_labels(
+            &self.source,
+            &telemetry::ClusterFacts {
+                host: &key.host,
+                registered,
+                subset_labels,
+                endpoints: &endpoints,
+                upstream: &upstream,
+            },
+        ));
         let stats = self.stats.cluster(&name);
         let spec = ClusterSpec {
             name,
@@ -303,6 +336,7 @@ impl<'a> ClusterBuilder<'a> {
                 .map(OutlierPolicy::compile),
             circuit_breaker,
             upstream,
+            telemetry,
         };
         Ok(Cluster::new(spec, stats))
     }

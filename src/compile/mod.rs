@@ -17,6 +17,7 @@ pub mod registry;
 pub mod reply;
 pub mod route;
 pub mod security;
+pub mod telemetry;
 pub mod vhost;
 
 use std::collections::{BTreeMap, HashMap};
@@ -71,6 +72,8 @@ pub struct Instance {
     pub credentials: listener::CredentialMemory,
     /// Root namespace, own namespace, ext_authz providers, the JWKS cache.
     pub security: security::SecuritySettings,
+    /// Who this gateway is in Istio's metrics (the source side of every request).
+    pub workload: crate::telemetry::istio::Workload,
 }
 
 mod humantime_ms {
@@ -94,6 +97,7 @@ impl Default for Instance {
             upstream_idle_cap: crate::upstream::peer::DEFAULT_IDLE_CAP,
             credentials: listener::CredentialMemory::default(),
             security: security::SecuritySettings::default(),
+            workload: crate::telemetry::istio::Workload::default(),
         }
     }
 }
@@ -118,6 +122,9 @@ pub struct Snapshot {
     /// AuthorizationPolicy and RequestAuthentication, enforced before routing.
     #[serde(skip)]
     pub security: Arc<security::Security>,
+    /// Istio's metric labels of requests that reached no cluster.
+    #[serde(skip)]
+    pub telemetry: Arc<telemetry::Telemetry>,
     pub summary: Summary,
 }
 
@@ -163,7 +170,8 @@ pub fn compile(
     let mut diags: Vec<Diagnostic> = Vec::new();
     let registry = Registry::build(resources);
     let mut clusters = ClusterBuilder::new(resources, &registry, &instance.certs_dir, stats)
-        .with_idle_cap(instance.upstream_idle_cap);
+        .with_idle_cap(instance.upstream_idle_cap)
+        .with_source(&instance.workload);
     let listeners = listener::build_listeners(resources, instance, &mut clusters, &mut diags);
     let first_security = diags.len();
     let security =
@@ -265,6 +273,7 @@ pub fn compile(
             passthrough,
             mesh: Arc::default(),
             security: Arc::new(security),
+            telemetry: Arc::new(telemetry::Telemetry::new(&instance.workload)),
             summary,
         },
         diags,

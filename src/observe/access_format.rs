@@ -139,9 +139,7 @@ impl<'a> LogInput<'a> {
             v => v,
         };
         match op {
-            Op::StartTime(None) => {
-                Val::Str(Cow::Owned(format_time(e.start_time)))
-            }
+            Op::StartTime(None) => Val::Str(Cow::Owned(format_time(e.start_time))),
             Op::StartTime(Some(f)) => Val::Str(Cow::Owned(strftime(e.start_time, f))),
             Op::Req(sel) => either(sel, &|n| self.req(n)),
             Op::ReqWithoutQuery(sel) => match either(sel, &|n| self.req(n)) {

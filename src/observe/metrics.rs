@@ -1,8 +1,8 @@
-//! Prometheus metrics named as Istio's standard metrics where one exists
-//! (`istio_requests_total`, `istio_request_duration_milliseconds`, `istio_tcp_*`), Envoy's
-//! cluster stats (`envoy_cluster_*`, from the per-cluster counters), plus Portcullis' own
-//! (`portcullis_*`) for egress refusals, reloads, what the configuration being served leaves
-//! out, and upstream connection reuse.
+//! The Prometheus registries: Istio's standard metrics (`istio_*`, see [`crate::telemetry::istio`]),
+//! Envoy's HTTP connection manager stats (`envoy_http_downstream_rq_*`, per listener), the
+//! process collector (`process_*`), and Portcullis' own (`portcullis_*`) for egress refusals,
+//! reloads and what the configuration being served leaves out. Envoy's cluster, listener and server stats are computed from their counters when
+//! scraped (`upstream::stats`, `runtime::server`, `admin::stats`).
 //!
 //! Two sets, as in an istio-ingressgateway pod: the proxy's ([`Metrics::proxy_families`], what
 //! Envoy serves on 15090) and the agent's ([`Metrics::agent_families`], configuration reloads
@@ -10,25 +10,21 @@
 
 use prometheus::proto::{MetricFamily, MetricType};
 use prometheus::{
-    exponential_buckets, register_histogram_vec_with_registry,
-    register_int_counter_vec_with_registry, register_int_gauge_vec_with_registry,
-    register_int_gauge_with_registry, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Registry,
+    register_histogram_vec_with_registry, register_int_counter_vec_with_registry,
+    register_int_gauge_vec_with_registry, register_int_gauge_with_registry, IntCounterVec,
+    IntGauge, IntGaugeVec, Registry,
 };
 
-use super::stats::family;
-use crate::upstream::StatsRegistry;
+use crate::telemetry::envoy::{family, ConnManagerMetrics};
+use crate::telemetry::istio::{IstioMetrics, ENVOY_BUCKETS, HTTP_LABELS, TCP_LABELS};
 
 pub struct Metrics {
     /// The proxy's metrics (what Envoy exports).
     registry: Registry,
     /// The agent's metrics: configuration reloads.
     agent: Registry,
-    pub requests: IntCounterVec,
-    pub duration: HistogramVec,
-    pub tcp_opened: IntCounterVec,
-    pub tcp_closed: IntCounterVec,
-    pub tcp_sent: IntCounterVec,
-    pub tcp_received: IntCounterVec,
+    pub istio: IstioMetrics,
+    pub http: ConnManagerMetrics,
     pub egress_denied: IntCounterVec,
     pub reloads: IntCounterVec,
     pub config_generation: IntGauge,
@@ -47,14 +43,59 @@ const SERVED_KINDS: [&str; 6] = [
     "RequestAuthentication",
 ];
 
-const REQUEST_LABELS: [&str; 6] = [
-    "reporter",
-    "request_protocol",
-    "response_code",
-    "response_flags",
-    "destination_service",
-    "destination_service_name",
-];
+#[allow(
+    clippy::expect_used,
+    reason = "registration fails only on duplicate or malformed names, fixed here"
+)]
+pub fn istio_metrics(r: &Registry) -> IstioMetrics {
+    let counter = |name: &str, help: &str, labels: &[&str]| {
+        register_int_counter_vec_with_registry!(name, help, labels, r)
+            .expect("metric names are unique")
+    };
+    let histogram = |name: &str, help: &str| {
+        register_histogram_vec_with_registry!(name, help, &HTTP_LABELS, ENVOY_BUCKETS.to_vec(), r)
+            .expect("metric names are unique")
+    };
+    IstioMetrics {
+        requests: counter("istio_requests_total", "Requests", &HTTP_LABELS),
+        duration: histogram(
+            "istio_request_duration_milliseconds",
+            "Request duration in milliseconds",
+        ),
+        request_bytes: histogram("istio_request_bytes", "Request sizes in bytes"),
+        response_bytes: histogram("istio_response_bytes", "Response sizes in bytes"),
+        request_messages: counter(
+            "istio_request_messages_total",
+            "gRPC messages received from the client",
+            &HTTP_LABELS,
+        ),
+        response_messages: counter(
+            "istio_response_messages_total",
+            "gRPC messages sent to the client",
+            &HTTP_LABELS,
+        ),
+        tcp_opened: counter(
+            "istio_tcp_connections_opened_total",
+            "TCP connections opened",
+            &TCP_LABELS,
+        ),
+        tcp_closed: counter(
+            "istio_tcp_connections_closed_total",
+            "TCP connections closed",
+            &TCP_LABELS,
+        ),
+        tcp_sent: counter(
+            "istio_tcp_sent_bytes_total",
+            "Bytes sent to the client on TCP connections",
+            &TCP_LABELS,
+        ),
+        tcp_received: counter(
+            "istio_tcp_received_bytes_total",
+            "Bytes received from the client on TCP connections",
+            &TCP_LABELS,
+        ),
+    }
+}
 
 impl Metrics {
     #[allow(
@@ -64,47 +105,40 @@ impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let agent = Registry::new();
-        // Registration can only fail on duplicate names, which this constructor never makes.
         let r = &registry;
+        let istio = istio_metrics(r);
+        // Istio's stats filter publishes the proxy's version (`recordVersion`).
+        let build = register_int_gauge_vec_with_registry!(
+            "istio_build",
+            "The proxy's version",
+            &["component", "tag"],
+            r
+        )
+        .expect("metric names are unique");
+        build
+            .with_label_values(&["proxy", concat!("portcullis-", env!("CARGO_PKG_VERSION"))])
+            .set(1);
+        let _ = r.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ));
         Metrics {
-            requests: register_int_counter_vec_with_registry!("istio_requests_total", "Requests served", &REQUEST_LABELS, r)
+            istio,
+            http: ConnManagerMetrics {
+                total: register_int_counter_vec_with_registry!(
+                    "envoy_http_downstream_rq_total",
+                    "Requests received",
+                    &["http_conn_manager_prefix"],
+                    r
+                )
                 .expect("metric names are unique"),
-            duration: register_histogram_vec_with_registry!(
-                "istio_request_duration_milliseconds",
-                "Request duration in milliseconds",
-                &REQUEST_LABELS,
-                exponential_buckets(0.5, 2.0, 18).expect("valid buckets"),
-                r
-            )
-            .expect("metric names are unique"),
-            tcp_opened: register_int_counter_vec_with_registry!(
-                "istio_tcp_connections_opened_total",
-                "TCP connections proxied",
-                &["destination_service"],
-                r
-            )
-            .expect("metric names are unique"),
-            tcp_closed: register_int_counter_vec_with_registry!(
-                "istio_tcp_connections_closed_total",
-                "TCP connections closed",
-                &["destination_service"],
-                r
-            )
-            .expect("metric names are unique"),
-            tcp_sent: register_int_counter_vec_with_registry!(
-                "istio_tcp_sent_bytes_total",
-                "Bytes sent to clients on proxied TCP connections",
-                &["destination_service"],
-                r
-            )
-            .expect("metric names are unique"),
-            tcp_received: register_int_counter_vec_with_registry!(
-                "istio_tcp_received_bytes_total",
-                "Bytes received from clients on proxied TCP connections",
-                &["destination_service"],
-                r
-            )
-            .expect("metric names are unique"),
+                by_class: register_int_counter_vec_with_registry!(
+                    "envoy_http_downstream_rq",
+                    "Responses by class (response_code_class 1xx to 5xx)",
+                    &["http_conn_manager_prefix", "response_code_class"],
+                    r
+                )
+                .expect("metric names are unique"),
+            },
             egress_denied: register_int_counter_vec_with_registry!(
                 "portcullis_egress_denied_total",
                 "Egress requests refused because the host is not in the registry (mode: forward_proxy, connect, host)",
@@ -170,10 +204,10 @@ impl Metrics {
         self.files_stale.set(stale_files as i64);
     }
 
-    /// The proxy's metric families, Envoy's per-cluster stats computed from `stats` first.
-    pub fn proxy_families(&self, stats: &StatsRegistry) -> Vec<MetricFamily> {
+    /// The proxy's registered metric families (Istio's, Envoy's HTTP ones, the process').
+    pub fn proxy_families(&self) -> Vec<MetricFamily> {
         let mut families = self.registry.gather();
-        families.extend(cluster_families(stats));
+        families.extend(memory_families());
         families
     }
 
@@ -183,88 +217,68 @@ impl Metrics {
     }
 }
 
-/// Envoy's cluster stats (`cluster.<name>.upstream_rq_total` ...) from the per-cluster counters,
-/// plus the requests that reused an upstream connection (Portcullis' own).
-fn cluster_families(stats: &StatsRegistry) -> Vec<MetricFamily> {
-    use crate::upstream::stats::ClusterStatsView as V;
-    type Field = fn(&V) -> u64;
-    const COUNTER: MetricType = MetricType::COUNTER;
-    const GAUGE: MetricType = MetricType::GAUGE;
-    let views = stats.views();
-    let fields: [(&str, &str, MetricType, Field); 9] = [
-        (
-            "envoy_cluster_upstream_rq_total",
-            "Requests sent to the cluster",
-            COUNTER,
-            |v| v.requests,
-        ),
-        (
-            "envoy_cluster_upstream_rq_active",
-            "Requests in flight",
-            GAUGE,
-            |v| v.active_requests,
-        ),
-        (
-            "envoy_cluster_upstream_rq_pending_overflow",
-            "Requests refused by a circuit breaker (UO)",
-            COUNTER,
-            |v| v.overflows,
-        ),
-        (
-            "envoy_cluster_upstream_cx_total",
-            "Upstream connections opened",
-            COUNTER,
-            |v| v.connections_opened,
-        ),
-        (
-            "envoy_cluster_upstream_cx_active",
-            "Upstream connections open",
-            GAUGE,
-            |v| v.connections_active,
-        ),
-        (
-            "envoy_cluster_upstream_cx_connect_fail",
-            "Upstream connection failures",
-            COUNTER,
-            |v| v.connect_failures,
-        ),
-        (
-            "envoy_cluster_ssl_handshake",
-            "TLS handshakes with the upstream",
-            COUNTER,
-            |v| v.tls_handshakes,
-        ),
-        (
-            "envoy_cluster_outlier_detection_ejections_enforced_total",
-            "Outlier ejections",
-            COUNTER,
-            |v| v.ejections,
-        ),
-        (
-            "portcullis_upstream_rq_reused_total",
-            "Requests served on a reused upstream connection",
-            COUNTER,
-            |v| v.reused_requests,
-        ),
-    ];
-    fields
-        .iter()
-        .filter(|_| !views.is_empty())
-        .map(|(name, help, kind, field)| {
-            family(
-                name,
-                help,
-                *kind,
-                views
-                    .iter()
-                    .map(|v| (vec![("cluster_name", v.cluster.clone())], field(v) as f64)),
-            )
-        })
-        .collect()
-}
-
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// Envoy's `server.memory_allocated`, `memory_heap_size` and `memory_physical_size` from the
+/// allocator: what mimalloc has committed and its resident estimate (0 when another allocator
+/// serves the process).
+fn memory_families() -> Vec<MetricFamily> {
+    let (mut rss, mut commit) = (0usize, 0usize);
+    let null = std::ptr::null_mut();
+    // SAFETY: mi_process_info writes only through the non-null out-pointers it is given.
+    unsafe {
+        libmimalloc_sys::mi_process_info(null, null, null, &mut rss, null, &mut commit, null, null)
+    };
+    let gauge = |name: &str, help: &str, v: usize| {
+        family(name, help, MetricType::GAUGE, [(vec![], v as f64)])
+    };
+    vec![
+        gauge(
+            "envoy_server_memory_allocated",
+            "Bytes the allocator has committed for the heap",
+            commit,
+        ),
+        gauge(
+            "envoy_server_memory_heap_size",
+            "Bytes the allocator has reserved for the heap",
+            commit,
+        ),
+        gauge(
+            "envoy_server_memory_physical_size",
+            "Resident bytes of the heap",
+            rss,
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Envoy conn_manager_impl.h ALL_HTTP_CONN_MAN_STATS: downstream_rq_total and
+    // downstream_rq_<N>xx; Istio's bootstrap tags the class as response_code_class="2xx".
+    #[test]
+    fn connection_manager_counts_requests_by_class() {
+        let m = Metrics::new();
+        let s = crate::telemetry::envoy::ConnManagerStats::new("outbound_0.0.0.0_8080".into());
+        s.record(&m.http, 200);
+        s.record(&m.http, 503);
+        s.record(&m.http, 0);
+        let out = super::super::stats::encode(&m.proxy_families());
+        assert!(
+            out.contains("envoy_http_downstream_rq_total{http_conn_manager_prefix=\"outbound_0.0.0.0_8080\"} 3"),
+            "{out}"
+        );
+        assert!(
+            out.contains("envoy_http_downstream_rq{http_conn_manager_prefix=\"outbound_0.0.0.0_8080\",response_code_class=\"5xx\"} 1"),
+            "{out}"
+        );
+        assert!(out.contains("istio_build{component=\"proxy\""), "{out}");
+        assert!(out.contains("process_cpu_seconds_total"), "{out}");
+        assert!(out.contains("envoy_server_memory_allocated "), "{out}");
     }
 }

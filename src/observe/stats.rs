@@ -6,15 +6,19 @@
 //!
 //! A family's Envoy name: a family listed in [`ENVOY_NAMES`] renders under Envoy's name with
 //! its labels put back where Istio's bootstrap tag extractors took them from
-//! (`tools/packaging/common/envoy_bootstrap.json` `stats_tags`: a cluster's stats are
-//! `cluster.<name>;.<stat>`, a listener's `listener.<address>.<stat>`); any other family renders
+//! (`tools/packaging/common/envoy_bootstrap.json` `stats_tags`, with `use_all_default_tags`
+//! off: a cluster's stats are `cluster.<name>;.<stat>`, an HTTP connection manager's
+//! `http.<prefix>;.<stat>`, a listener's `listener.<address>.<stat>`, and a response class
+//! `…_rq_2xx` becomes `…_rq{response_code_class="2xx"}`); any other family renders
 //! as Istio's own metrics do in Envoy's `/stats`: each label as `<label>=.=<value>;.;` before the
 //! metric name (`reporter=.=source;.;…;.;istio_requests_total`), no labels: the plain name.
 //! A developer adding an Envoy-named metric adds its row to [`ENVOY_NAMES`].
 
-use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::proto::{LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{Encoder, TextEncoder};
 use serde_json::{json, Value};
+
+pub use crate::telemetry::envoy::family;
 
 /// Prometheus family → Envoy stat name; `{label}` stands for that label's value.
 pub const ENVOY_NAMES: &[(&str, &str)] = &[
@@ -22,6 +26,16 @@ pub const ENVOY_NAMES: &[(&str, &str)] = &[
     ("envoy_server_state", "server.state"),
     ("envoy_server_uptime", "server.uptime"),
     ("envoy_server_concurrency", "server.concurrency"),
+    ("envoy_server_memory_allocated", "server.memory_allocated"),
+    ("envoy_server_memory_heap_size", "server.memory_heap_size"),
+    (
+        "envoy_server_memory_physical_size",
+        "server.memory_physical_size",
+    ),
+    (
+        "envoy_server_days_until_first_cert_expiring",
+        "server.days_until_first_cert_expiring",
+    ),
     ("envoy_server_total_connections", "server.total_connections"),
     (
         "envoy_listener_manager_total_listeners_active",
@@ -40,8 +54,40 @@ pub const ENVOY_NAMES: &[(&str, &str)] = &[
         "listener.{listener_address}.downstream_cx_total",
     ),
     (
+        "envoy_http_downstream_rq_total",
+        "http.{http_conn_manager_prefix};.downstream_rq_total",
+    ),
+    (
+        "envoy_http_downstream_rq",
+        "http.{http_conn_manager_prefix};.downstream_rq_{response_code_class}",
+    ),
+    (
+        "envoy_http_downstream_cx_active",
+        "http.{http_conn_manager_prefix};.downstream_cx_active",
+    ),
+    (
+        "envoy_http_downstream_cx_total",
+        "http.{http_conn_manager_prefix};.downstream_cx_total",
+    ),
+    (
         "envoy_cluster_upstream_rq_total",
         "cluster.{cluster_name};.upstream_rq_total",
+    ),
+    (
+        "envoy_cluster_upstream_rq",
+        "cluster.{cluster_name};.upstream_rq_{response_code_class}",
+    ),
+    (
+        "envoy_cluster_upstream_rq_completed",
+        "cluster.{cluster_name};.upstream_rq_completed",
+    ),
+    (
+        "envoy_cluster_upstream_rq_retry",
+        "cluster.{cluster_name};.upstream_rq_retry",
+    ),
+    (
+        "envoy_cluster_upstream_rq_timeout",
+        "cluster.{cluster_name};.upstream_rq_timeout",
     ),
     (
         "envoy_cluster_upstream_rq_active",
@@ -70,6 +116,10 @@ pub const ENVOY_NAMES: &[(&str, &str)] = &[
     (
         "envoy_cluster_outlier_detection_ejections_enforced_total",
         "cluster.{cluster_name};.outlier_detection.ejections_enforced_total",
+    ),
+    (
+        "envoy_cluster_outlier_detection_ejections_active",
+        "cluster.{cluster_name};.outlier_detection.ejections_active",
     ),
 ];
 
@@ -327,47 +377,6 @@ fn quantiles(m: &Metric) -> Option<Vec<f64>> {
         out.push(value);
     }
     Some(out)
-}
-
-/// A family of `kind` named `name` with one metric per `(labels, value)`.
-pub fn family(
-    name: &str,
-    help: &str,
-    kind: MetricType,
-    metrics: impl IntoIterator<Item = (Vec<(&'static str, String)>, f64)>,
-) -> MetricFamily {
-    let mut f = MetricFamily::default();
-    f.set_name(name.to_string());
-    f.set_help(help.to_string());
-    f.set_field_type(kind);
-    let metrics = metrics
-        .into_iter()
-        .map(|(labels, value)| {
-            let mut m = Metric::from_label(
-                labels
-                    .into_iter()
-                    .map(|(k, v)| {
-                        let mut l = LabelPair::default();
-                        l.set_name(k.to_string());
-                        l.set_value(v);
-                        l
-                    })
-                    .collect(),
-            );
-            if kind == MetricType::COUNTER {
-                let mut c = Counter::default();
-                c.set_value(value);
-                m.set_counter(c);
-            } else {
-                let mut g = Gauge::default();
-                g.set_value(value);
-                m.set_gauge(g);
-            }
-            m
-        })
-        .collect();
-    f.set_metric(metrics);
-    f
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use super::request::RequestCtx;
 use super::State;
 use crate::compile::reply::ResponseFlag;
 use crate::observe::access_entry::AccessLogEntry;
+use crate::telemetry::istio::{self, HttpKey, HttpSample};
 
 fn header_string(session: &Session, name: &str) -> Option<String> {
     session
@@ -100,25 +101,62 @@ pub fn finish(state: &State, session: &Session, e: Option<&Error>, ctx: &Request
         .access_log
         .log_http(&entry, Some(&req.headers), response);
 
+    record_metrics(state, session, ctx, status, flag);
+}
+
+/// Istio's request metrics and Envoy's connection manager and cluster counters, with the
+/// label sets compile resolved for the cluster (or for no cluster): only the response's labels
+/// vary per request.
+fn record_metrics(
+    state: &State,
+    session: &Session,
+    ctx: &RequestCtx,
+    status: u16,
+    flag: Option<ResponseFlag>,
+) {
+    let Some(snapshot) = ctx.snapshot.as_ref() else {
+        return;
+    };
+    let local = session.server_addr().and_then(|a| a.as_inet()).copied();
+    if let Some(l) = local.and_then(|a| snapshot.listener(a)) {
+        l.http_stats.record(&state.metrics.http, status);
+    }
     // Never label by the client's Host: it is attacker-controlled (cardinality).
-    let destination = cluster.map_or("unknown", |c| c.host.as_str());
-    let destination_name = cluster.map_or("unknown", |c| c.name.as_str());
-    let grpc = req
-        .headers
-        .get("content-type")
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-    let labels = [
-        "source",
-        if grpc { "grpc" } else { "http" },
-        &status.to_string(),
-        flag.map_or("-", ResponseFlag::as_str),
-        destination,
-        destination_name,
-    ];
-    state.metrics.requests.with_label_values(&labels).inc();
-    state
-        .metrics
-        .duration
-        .with_label_values(&labels)
-        .observe(ctx.start.elapsed().as_secs_f64() * 1000.0);
+    let labels = match &ctx.target {
+        Some(t) => {
+            if ctx.attempts > 0 {
+                let timed_out = flag == Some(ResponseFlag::UT);
+                t.cluster
+                    .stats
+                    .record_request(status, ctx.attempts - 1, timed_out);
+            }
+            t.cluster.telemetry.of(ctx.upstream_addr)
+        }
+        None if ctx.egress_refused => &snapshot.telemetry.blackhole,
+        None => &snapshot.telemetry.unknown,
+    };
+    let response = session.response_written();
+    let grpc = ctx.grpc.is_grpc();
+    let grpc_status = grpc.then(|| {
+        let header = response
+            .and_then(|r| r.headers.get("grpc-status"))
+            .and_then(|v| v.to_str().ok());
+        istio::grpc_status(ctx.grpc.trailer_status(), header, status)
+    });
+    let downstream = session.as_downstream();
+    let sample = HttpSample {
+        key: HttpKey {
+            grpc,
+            response_code: status,
+            grpc_status,
+            response_flags: flag.map_or("-", ResponseFlag::as_str),
+        },
+        duration_ms: ctx.start.elapsed().as_secs_f64() * 1000.0,
+        request_bytes: istio::request_head_len(session.req_header())
+            + downstream.body_bytes_read() as u64,
+        response_bytes: response.map_or(0, istio::response_head_len)
+            + downstream.body_bytes_sent() as u64,
+        messages: ctx.grpc.messages(),
+    };
+    labels.record_http(&state.metrics.istio, &sample);
 }

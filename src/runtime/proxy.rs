@@ -39,6 +39,7 @@ use super::State;
 use crate::compile::reply::LocalReply;
 use crate::compile::security::{Connection, Edit};
 use crate::compile::Role;
+use crate::observe::grpc::GrpcTelemetry;
 use crate::tls::upstream::SanCheck;
 use crate::upstream::outlier::Outcome;
 
@@ -169,6 +170,7 @@ impl ProxyHttp for Edge {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.snapshot = Some(self.state.snapshot.load_full());
+        ctx.grpc = GrpcTelemetry::of(session.req_header());
         session.enable_retry_buffering();
         Ok(())
     }
@@ -257,6 +259,7 @@ impl ProxyHttp for Edge {
         // Only the first attempt feeds the mirror copies; a retry abandons unfinished ones.
         if ctx.attempts <= 1 {
             ctx.body_bytes += body.as_ref().map_or(0, Bytes::len);
+            ctx.grpc.request_body(body.as_ref());
             feed_body(&mut ctx.mirror_feeds, body.as_ref(), end_of_stream);
         } else {
             ctx.mirror_feeds.clear();
@@ -272,10 +275,11 @@ impl ProxyHttp for Edge {
     fn response_body_filter(
         &self,
         _session: &mut Session,
-        _body: &mut Option<Bytes>,
+        body: &mut Option<Bytes>,
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
+        ctx.grpc.response_body(body.as_ref());
         // Istio's route timeout covers the whole response, not each read: a response still
         // streaming at the deadline is cut off (the status is already sent; the log says UT).
         if !end_of_stream && ctx.deadline.is_some_and(|d| Instant::now() >= d) {
@@ -307,6 +311,16 @@ impl ProxyHttp for Edge {
             }
             return Error::e_explain(HTTPStatus(status), "retrying on the upstream's status");
         }
+        Ok(())
+    }
+
+    fn upstream_response_trailer_filter(
+        &self,
+        _session: &mut Session,
+        trailers: &mut http::HeaderMap,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.grpc.trailers(trailers);
         Ok(())
     }
 

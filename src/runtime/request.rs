@@ -84,6 +84,8 @@ pub struct RequestCtx {
     pub mirror_feeds: Vec<super::mirror::MirrorFeed>,
     /// Request body bytes read from the client (first attempt).
     pub body_bytes: usize,
+    /// A gRPC request's messages and trailer status, for Istio's metrics.
+    pub grpc: crate::observe::grpc::GrpcTelemetry,
 }
 
 impl Default for RequestCtx {
@@ -116,6 +118,7 @@ impl Default for RequestCtx {
             set_cookie: None,
             mirror_feeds: Vec::new(),
             body_bytes: 0,
+            grpc: Default::default(),
         }
     }
 }

@@ -23,7 +23,7 @@ use super::listeners::{BindError, Listeners, Prepared};
 use super::proxy::Edge;
 use super::State;
 use crate::compile::Snapshot;
-use crate::observe::stats::family;
+use crate::telemetry::envoy::family;
 
 /// A gateway serving a snapshot; built inside a Tokio runtime.
 pub struct Gateway {
@@ -275,17 +275,57 @@ impl Gateway {
                     .iter()
                     .map(|(a, s)| (name(a), s.total.load(Relaxed) as f64)),
             ));
+            out.extend(http_connection_families(&self.state, &listeners));
         }
         out
     }
 }
 
-/// Istio's name for a gateway listener: `0.0.0.0_8080` (`[::]_8080` for IPv6).
-pub fn listener_name(addr: SocketAddr) -> String {
-    match addr {
-        SocketAddr::V4(a) => format!("{}_{}", a.ip(), a.port()),
-        SocketAddr::V6(a) => format!("[{}]_{}", a.ip(), a.port()),
-    }
+pub use crate::telemetry::envoy::listener_name;
+
+/// The HTTP connection managers' connection gauges (`http.outbound_<listener>;.downstream_cx_*`):
+/// a gateway listener serving HTTP has one connection manager, fed every connection.
+fn http_connection_families(
+    state: &State,
+    listeners: &[(SocketAddr, Arc<super::listeners::ListenerStats>)],
+) -> Vec<MetricFamily> {
+    use crate::compile::listener::ListenerKind;
+    use MetricType::{COUNTER, GAUGE};
+    let snapshot = state.snapshot.load();
+    let http: Vec<_> = listeners
+        .iter()
+        .filter(|(a, _)| {
+            snapshot
+                .listeners
+                .get(a)
+                .is_some_and(|l| !matches!(l.kind, ListenerKind::Tcp { .. }))
+        })
+        .map(|(a, s)| {
+            (
+                vec![(
+                    "http_conn_manager_prefix",
+                    format!("outbound_{}", listener_name(*a)),
+                )],
+                s,
+            )
+        })
+        .collect();
+    vec![
+        family(
+            "envoy_http_downstream_cx_active",
+            "Open connections",
+            GAUGE,
+            http.iter()
+                .map(|(l, s)| (l.clone(), s.active.load(Relaxed) as f64)),
+        ),
+        family(
+            "envoy_http_downstream_cx_total",
+            "Connections accepted",
+            COUNTER,
+            http.iter()
+                .map(|(l, s)| (l.clone(), s.total.load(Relaxed) as f64)),
+        ),
+    ]
 }
 
 /// HTTP/2 settings: Pingora's bounded defaults, with the request head limit advertised as

@@ -19,6 +19,7 @@ use super::outlier::{Outcome, OutlierPolicy};
 use super::peer::{PeerTemplate, Upstream};
 use super::stats::ClusterStats;
 use crate::dns::{DnsCache, DnsError};
+use crate::telemetry::istio::PeerLabels;
 
 /// What a cluster is made of; [`Cluster::new`] adds the runtime parts.
 #[derive(Debug)]
@@ -36,6 +37,8 @@ pub struct ClusterSpec {
     pub outlier: Option<OutlierPolicy>,
     pub circuit_breaker: CircuitBreaker,
     pub upstream: Upstream,
+    /// Istio's metric labels for requests to this cluster (decided when compiled).
+    pub telemetry: Arc<PeerLabels>,
 }
 
 #[derive(Debug, Serialize)]
@@ -62,6 +65,8 @@ pub struct Cluster {
     peer: PeerTemplate,
     #[serde(skip)]
     pub stats: Arc<ClusterStats>,
+    #[serde(skip)]
+    pub telemetry: Arc<PeerLabels>,
 }
 
 /// What a pick needs from the request.
@@ -127,6 +132,7 @@ impl Cluster {
             dns_weights,
             peer,
             stats,
+            telemetry: spec.telemetry,
         }
     }
 

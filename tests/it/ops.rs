@@ -3,11 +3,15 @@
 //! as Envoy runs it under istio-agent, and live log levels.
 //!
 //! Submodules: `ports` (the listeners and their addresses), `admin` (Envoy's admin paths),
-//! `drain` (SIGTERM, `/drain_listeners`, `/healthcheck/fail`, `/quitquitquit`), `logging`.
+//! `drain` (SIGTERM, `/drain_listeners`, `/healthcheck/fail`, `/quitquitquit`), `logging`,
+//! `metrics` (Istio's metrics and Envoy's stats through a real Prometheus), `envoy_names` (the
+//! Envoy-named stats beside a real Envoy's).
 
 mod admin;
 mod drain;
+mod envoy_names;
 mod logging;
+mod metrics;
 mod ports;
 
 use crate::support::gateway::http_request;

@@ -21,6 +21,8 @@ use crate::config::diag::Diagnostic;
 use crate::config::host::HostPattern;
 use crate::config::load::{Resource, Resources};
 use crate::config::types::VirtualService;
+use crate::telemetry::envoy::listener_name;
+use crate::telemetry::envoy::ConnManagerStats;
 use crate::tls::server::ServerTls;
 use crate::upstream::balancer::Weights;
 use crate::upstream::Cluster;
@@ -39,6 +41,9 @@ pub struct Listener {
     /// `Gateway ns/name servers[i] (PROTOCOL)` for each server merged here.
     pub servers: Vec<String>,
     pub kind: ListenerKind,
+    /// Its HTTP connection manager's request counters (`http.outbound_<address>;.*`).
+    #[serde(skip)]
+    pub http_stats: Arc<ConnManagerStats>,
 }
 
 #[derive(Debug, Serialize)]
@@ -243,6 +248,10 @@ pub fn build_listeners(
                 gateway_port,
                 servers: servers.iter().map(SelectedServer::describe).collect(),
                 kind,
+                http_stats: Arc::new(ConnManagerStats::new(format!(
+                    "outbound_{}",
+                    listener_name(address)
+                ))),
             }),
         );
     }

@@ -13,6 +13,7 @@ use super::State;
 use crate::compile::listener::TcpRoute;
 use crate::compile::reply::ResponseFlag;
 use crate::observe::access_entry::AccessLogEntry;
+use crate::telemetry::istio::Metered;
 use crate::tls::upstream::SanCheck;
 use crate::upstream::{Cluster, PickError, PickInput};
 
@@ -116,26 +117,33 @@ where
     let host = info.sni.clone().unwrap_or_else(|| cluster.host.clone());
     let mut entry = info.entry();
     entry.upstream_cluster = Some(cluster.name.clone());
-    let dest = cluster.host.as_str();
-    state.metrics.tcp_opened.with_label_values(&[dest]).inc();
+    // Istio's TCP metrics: opened and closed once, bytes as they flow (response flags as the
+    // connection ended: `UF` when no upstream connection was made).
+    let istio = &state.metrics.istio;
     match open(state, &cluster, &host, cluster.port, true).await {
         Ok((mut upstream, addr)) => {
             entry.upstream_host = Some(addr.to_string());
+            let tcp = cluster.telemetry.of(Some(addr)).tcp(istio, "-");
+            tcp.opened.inc();
+            let mut client = Metered::new(&mut client, &tcp);
             let (up, down) = tokio::io::copy_bidirectional(&mut client, &mut upstream)
                 .await
                 .unwrap_or((0, 0));
             entry.bytes_received = up;
             entry.bytes_sent = down;
-            let m = &state.metrics;
-            m.tcp_received.with_label_values(&[dest]).inc_by(up);
-            m.tcp_sent.with_label_values(&[dest]).inc_by(down);
+            tcp.closed.inc();
         }
         Err(reason) => {
+            let tcp = cluster
+                .telemetry
+                .of(None)
+                .tcp(istio, ResponseFlag::UF.as_str());
+            tcp.opened.inc();
+            tcp.closed.inc();
             entry.response_flags = Some(ResponseFlag::UF.as_str().into());
             entry.upstream_transport_failure_reason = Some(reason.to_string());
         }
     }
-    state.metrics.tcp_closed.with_label_values(&[dest]).inc();
     entry.duration = info.start.elapsed().as_millis() as u64;
     state.access_log.log(&entry);
 }

@@ -69,6 +69,7 @@ pub struct HarnessBuilder {
     args: Vec<String>,
     expect_exit: bool,
     open_files: Option<u64>,
+    env: Vec<(String, String)>,
 }
 
 impl HarnessBuilder {
@@ -141,6 +142,12 @@ impl HarnessBuilder {
         self
     }
 
+    /// Sets `key=value` in the gateway's environment (e.g. the pod's `POD_NAME`).
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
     /// Extra `portcullis run` arguments.
     pub fn args(mut self, args: &[&str]) -> Self {
         self.args.extend(args.iter().map(|a| a.to_string()));
@@ -181,6 +188,7 @@ impl HarnessBuilder {
             extra_args,
             wait_ready: !self.expect_exit,
             open_files: self.open_files,
+            env: self.env,
             ..GatewayOpts::new(config_path)
         })
         .await;

@@ -14,6 +14,7 @@
 //! - [`client`]: reqwest clients, TLS handshake probe, raw HTTP exchanges and their parsing.
 //! - [`config`]: temp config directories with atomic writes.
 //! - [`ports`]: free ports.
+//! - [`prometheus`]: a real Prometheus scraping the gateway, and a PromQL client.
 //! - [`security`]: JWT signers and JWKS, a JWKS server, an ext_authz server.
 //!
 //! Everything that waits is async (`tokio::time::sleep` polling); sync tests only compute.
@@ -29,6 +30,7 @@ pub mod gateway;
 pub mod harness;
 pub mod k8s;
 pub mod ports;
+pub mod prometheus;
 pub mod security;
 pub mod ws;
 pub mod yaml;
