@@ -19,6 +19,7 @@ use crate::config::mesh::{
 };
 use crate::observe::access_format::AccessFormat;
 use crate::observe::access_log::{AccessLogSettings, LogFormat, LogTarget};
+use crate::observe::tracing::Tracer;
 
 /// Flags given on the command line; each wins over the mesh file.
 #[derive(Debug, Clone, Default)]
@@ -78,13 +79,16 @@ impl Default for Topology {
     }
 }
 
-/// Tracing settings, parsed and validated for the tracing work to use.
+/// Tracing settings: what the mesh file says, and the tracer compiled from it (with the
+/// registry, after the snapshot: `compile::tracing::tracer`).
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TracingSettings {
     pub enabled: bool,
     /// Percentage of requests sampled (Istio's default 1.0).
     pub sampling: f64,
+    /// The tracer in force; `None`: no spans, trace headers pass through untouched.
+    pub tracer: Option<Arc<Tracer>>,
     #[serde(skip)]
     pub providers: Vec<ExtensionProvider>,
     pub provider_names: Vec<String>,
@@ -105,6 +109,7 @@ impl Default for MeshSettings {
             tracing: TracingSettings {
                 enabled: true,
                 sampling: 1.0,
+                tracer: None,
                 providers: Vec::new(),
                 provider_names: Vec::new(),
                 default_providers: DefaultProviders::default(),
@@ -190,6 +195,7 @@ impl MeshSettings {
                 tracing: TracingSettings {
                     enabled: m.enable_tracing.unwrap_or(true),
                     sampling: tracing.sampling.unwrap_or(1.0),
+                    tracer: None,
                     provider_names: m
                         .extension_providers
                         .iter()

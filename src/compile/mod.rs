@@ -16,6 +16,7 @@ pub mod registry;
 pub mod reply;
 pub mod route;
 pub mod security;
+pub mod tracing;
 pub mod vhost;
 
 use std::collections::{BTreeMap, HashMap};

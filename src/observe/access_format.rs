@@ -125,6 +125,7 @@ pub enum Op {
     DownstreamDirectRemoteAddressWithoutPort,
     RequestedServerName,
     RouteName,
+    TraceId,
     Hostname,
 }
 
@@ -173,6 +174,9 @@ impl Op {
             }
             "REQUESTED_SERVER_NAME" => Op::RequestedServerName,
             "ROUTE_NAME" => Op::RouteName,
+            // Envoy `%TRACE_ID%` (source/common/formatter/stream_info_formatter.cc): the
+            // active span's trace id, `-` without one.
+            "TRACE_ID" => Op::TraceId,
             "HOSTNAME" => {
                 // Read once, at compile: never a file read on a request worker.
                 let _ = hostname();
@@ -482,6 +486,7 @@ impl<'a> LogInput<'a> {
             }
             Op::RequestedServerName => opt(&e.requested_server_name),
             Op::RouteName => opt(&e.route_name),
+            Op::TraceId => opt(&e.trace_id),
             Op::Hostname => Val::Str(Cow::Borrowed(hostname())),
         }
     }

@@ -10,8 +10,8 @@
 use prometheus::proto::{MetricFamily, MetricType};
 use prometheus::{
     exponential_buckets, register_histogram_vec_with_registry,
-    register_int_counter_vec_with_registry, register_int_gauge_with_registry, HistogramVec,
-    IntCounterVec, IntGauge, Registry,
+    register_int_counter_vec_with_registry, register_int_counter_with_registry,
+    register_int_gauge_with_registry, HistogramVec, IntCounter, IntCounterVec, IntGauge, Registry,
 };
 
 use super::stats::family;
@@ -31,6 +31,8 @@ pub struct Metrics {
     pub egress_denied: IntCounterVec,
     pub reloads: IntCounterVec,
     pub config_generation: IntGauge,
+    /// Finished spans dropped because the export queue was full (`observe::tracing`).
+    pub tracing_dropped: IntCounter,
 }
 
 const REQUEST_LABELS: [&str; 6] = [
@@ -109,6 +111,12 @@ impl Metrics {
                 "portcullis_config_generation",
                 "Generation of the configuration being served",
                 &agent
+            )
+            .expect("metric names are unique"),
+            tracing_dropped: register_int_counter_with_registry!(
+                "portcullis_tracing_spans_dropped_total",
+                "Finished spans dropped because the export queue was full",
+                r
             )
             .expect("metric names are unique"),
             registry,

@@ -101,9 +101,16 @@ pub fn load_and_compile_cached(
     }
     instance.security.apply_mesh(&settings);
     let (mut snapshot, compile_diags) = compile(&resources, &instance, stats)?;
-    snapshot.mesh = std::sync::Arc::new(settings);
     let mut warnings = diags;
     warnings.0.extend(compile_diags.0);
+    let mut settings = settings;
+    settings.tracing.tracer = crate::compile::tracing::tracer(
+        mesh.as_ref(),
+        &snapshot.registry,
+        &instance,
+        &mut warnings.0,
+    );
+    snapshot.mesh = std::sync::Arc::new(settings);
     let mesh_text = mesh.as_ref().map(|m| m.origin.file.text.as_str());
     let mut fingerprints = fingerprints(&resources);
     if let Some(text) = mesh_text {

@@ -3,17 +3,19 @@
 //!
 //! - `early_request_filter`: take the snapshot the request keeps for its whole life.
 //! - `request_filter`: read the downstream request (edge hygiene: control headers removed, a
-//!   new request id; HTTP/1.0 refused unless accepted), route it, run the route's local actions
-//!   (fault, CORS preflight, redirect, direct response), choose the destination and pass its
-//!   circuit breaker, start the mirror copies; `Ok(true)` when the gateway answered itself.
+//!   new request id; the trace started; HTTP/1.0 refused unless accepted), route it, run the
+//!   route's local actions (fault, CORS preflight, redirect, direct response), choose the
+//!   destination and pass its circuit breaker, start the mirror copies; `Ok(true)` when the
+//!   gateway answered itself.
 //! - `upstream_peer`: wait the retry back-off, choose an endpoint and make the peer for this
 //!   attempt (once per try).
 //! - `request_body_filter`: the body goes to the mirror copies too (first attempt only).
 //! - `upstream_response_filter`: a retriable status is retried before anything went downstream.
 //! - `connected_to_upstream`: upstream certificate names, connection reuse accounting.
-//! - `upstream_request_filter` / `response_filter`: shape the request and the response.
+//! - `upstream_request_filter` / `response_filter`: shape the request (and carry the trace)
+//!   and the response.
 //! - `fail_to_connect` / `error_while_proxy`: retry decisions; `fail_to_proxy`: the answer.
-//! - `logging`: once at the end: outlier detection, access log, metrics.
+//! - `logging`: once at the end: outlier detection, access log, metrics, the trace's spans.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -349,6 +351,7 @@ impl ProxyHttp for Edge {
             Err(reply) => return self.reply(session, ctx, reply).await,
         };
         edge::clean_internal_headers(session.req_header_mut());
+        ctx.start_trace(session.req_header());
         if session.req_header().version == http::Version::HTTP_10
             && !self.state.options.accept_http10
         {
@@ -469,7 +472,8 @@ impl ProxyHttp for Edge {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        shape_request(upstream, ctx)
+        shape_request(upstream, ctx)?;
+        ctx.propagate_trace(upstream)
     }
 
     async fn request_body_filter(
@@ -631,5 +635,6 @@ impl ProxyHttp for Edge {
         ctx.admission = None;
         record_last_attempt(session, e, ctx);
         super::log::finish(&self.state, session, e, ctx);
+        super::trace::finish(&self.state, session, e, ctx);
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use http::{HeaderName, HeaderValue};
-use pingora::http::ResponseHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::tls::SslDigest;
 use pingora::{Error, ErrorSource, ErrorType};
 
@@ -18,6 +18,7 @@ use crate::compile::route::Route;
 use crate::compile::security::claims::Claims;
 use crate::compile::vhost::RouteTable;
 use crate::compile::Snapshot;
+use crate::observe::tracing::RequestTrace;
 use crate::tls::server::DownstreamTls;
 use crate::upstream::breaker::Admission;
 use crate::upstream::Cluster;
@@ -84,6 +85,8 @@ pub struct RequestCtx {
     pub mirror_feeds: Vec<super::mirror::MirrorFeed>,
     /// Request body bytes read from the client (first attempt).
     pub body_bytes: usize,
+    /// The request's trace, when the mesh settings name a tracer.
+    pub trace: Option<RequestTrace>,
 }
 
 impl Default for RequestCtx {
@@ -116,6 +119,7 @@ impl Default for RequestCtx {
             set_cookie: None,
             mirror_feeds: Vec::new(),
             body_bytes: 0,
+            trace: None,
         }
     }
 }
@@ -220,6 +224,32 @@ impl RequestCtx {
     pub fn retry_after_connect_failure(&self) -> bool {
         self.retry_policy()
             .on_reset(self.attempted(), Reset::ConnectFailure, false)
+    }
+
+    /// Starts the request's trace (the tracer of the request's snapshot): Envoy's sampling
+    /// decision marked in the request id, the incoming context continued.
+    pub fn start_trace(&mut self, req: &RequestHeader) {
+        let tracer = self
+            .snapshot
+            .as_ref()
+            .and_then(|s| s.mesh.tracing.tracer.as_ref());
+        self.trace =
+            tracer.and_then(|t| t.start(&req.headers, &mut self.request_id, self.start_time));
+    }
+
+    /// The trace context for this upstream attempt (a new span, child of the gateway's) and
+    /// the route's decorator, on the request to the upstream.
+    pub fn propagate_trace(&mut self, upstream: &mut RequestHeader) -> pingora::Result<()> {
+        let Some(trace) = self.trace.as_mut() else {
+            return Ok(());
+        };
+        let operation = self.routed.as_ref().map(|r| r.route().operation.as_str());
+        let mut headers = Vec::with_capacity(6);
+        trace.upstream_attempt(self.upstream_addr, operation, &mut headers);
+        for (name, value) in headers {
+            upstream.insert_header(name, value)?;
+        }
+        Ok(())
     }
 
     /// Whether this is a retry (Envoy's "retried and the latest reset reason").

@@ -14,6 +14,7 @@
 //! - [`client`]: reqwest clients, TLS handshake probe, raw HTTP exchanges and their parsing.
 //! - [`config`]: temp config directories with atomic writes.
 //! - [`ports`]: free ports.
+//! - [`otlp`]: a real OTLP (gRPC, HTTP/protobuf) and Zipkin span receiver.
 //! - [`security`]: JWT signers and JWKS, a JWKS server, an ext_authz server.
 //!
 //! Everything that waits is async (`tokio::time::sleep` polling); sync tests only compute.
@@ -28,6 +29,7 @@ pub mod envoy;
 pub mod gateway;
 pub mod harness;
 pub mod k8s;
+pub mod otlp;
 pub mod ports;
 pub mod security;
 pub mod ws;
