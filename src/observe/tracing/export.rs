@@ -106,7 +106,8 @@ impl SpanSink {
         }
     }
 
-    pub(crate) fn take_receiver(&self) -> Option<mpsc::Receiver<Vec<SpanRecord>>> {
+    /// The queue's receiving end, once (the export task takes it; tests and benches may instead).
+    pub fn take_receiver(&self) -> Option<mpsc::Receiver<Vec<SpanRecord>>> {
         self.rx.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 }
