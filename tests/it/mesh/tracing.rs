@@ -368,3 +368,32 @@ async fn a_mesh_file_edit_turns_tracing_on_live() {
         "only the traced request's spans: {spans:#?}"
     );
 }
+
+/// `x-client-trace-id` forces a trace whatever the sampling (Envoy `conn_manager_utility.cc`
+/// `mutateTracingRequestHeader`: `ClientForced`, with Istio's client sampling at 100 %); the
+/// request id says so (`b` at UUID digit 14) and the span carries `guid:x-client-trace-id`.
+/// Nothing was dropped, and the dropped-span counter is on `/metrics`.
+#[tokio::test]
+async fn x_client_trace_id_forces_a_trace() {
+    let receiver = SpanReceiver::grpc().await;
+    let mesh = MeshDir::new(&mesh_with(&otlp_grpc("127.0.0.1", receiver.port()), 0.001));
+    let h = gateway_with_mesh(&mesh, &[]).await;
+    let echo = traced_get(&h, &request_id(), &[("x-client-trace-id", "client-1")]).await;
+    let rid = one(&echo, "x-request-id");
+    assert_eq!(&rid[14..15], "b", "{rid}");
+    let tp = one(&echo, "traceparent");
+    assert!(tp.ends_with("-01"), "{tp}");
+    let trace = tp.split('-').nth(1).unwrap().to_string();
+    let spans = receiver.wait_trace(&trace, 2, EXPORTED).await;
+    let server = by_kind(&spans, "SERVER");
+    assert_eq!(server.attr("guid:x-client-trace-id"), "client-1");
+    assert_eq!(server.attr("guid:x-request-id"), rid);
+    let (code, metrics) = h.gw.admin_get("/metrics").await;
+    assert_eq!(code, 200);
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "portcullis_tracing_spans_dropped_total 0"),
+        "{metrics}"
+    );
+}
