@@ -336,6 +336,7 @@ pub const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[cfg(test)]
 mod tests {
+    use super::context::tests::headers;
     use super::*;
 
     pub(crate) fn tracer(propagation: Propagation, percent: f64) -> Arc<Tracer> {
@@ -357,17 +358,6 @@ mod tests {
                 headers: Vec::new(),
             },
         })
-    }
-
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.insert(
-                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                v.parse().unwrap(),
-            );
-        }
-        h
     }
 
     const ID: &str = "0000270f-1234-4abc-8def-0123456789ab";

@@ -61,6 +61,13 @@ async fn traced_get(h: &Harness, id: &str, headers: &[(&str, &str)]) -> Value {
     echo(resp).await
 }
 
+/// GET with a W3C parent (span `00f067aa0ba902b7`) of trace `trace`, sampled or not.
+async fn get_in_trace(h: &Harness, trace: &str, sampled: bool) -> Value {
+    let flags = if sampled { "01" } else { "00" };
+    let tp = format!("00-{trace}-00f067aa0ba902b7-{flags}");
+    traced_get(h, &request_id(), &[("traceparent", &tp)]).await
+}
+
 fn one(echo: &Value, name: &str) -> String {
     echoed_header(echo, name)
         .into_iter()
@@ -182,12 +189,7 @@ async fn unsampled_requests_propagate_context_but_export_nothing() {
     assert!(tp.ends_with("-00"), "{tp}");
     // A sampled one afterwards: once it is exported, the unsampled one would have been too.
     let sampled = "4bf92f3577b34da6a3ce929d0e0e4736";
-    traced_get(
-        &h,
-        &request_id(),
-        &[("traceparent", &format!("00-{sampled}-00f067aa0ba902b7-01"))],
-    )
-    .await;
+    get_in_trace(&h, sampled, true).await;
     receiver.wait_trace(sampled, 2, EXPORTED).await;
     let unsampled_trace = tp.split('-').nth(1).unwrap().to_string();
     assert!(receiver
@@ -199,23 +201,10 @@ async fn unsampled_requests_propagate_context_but_export_nothing() {
     mesh.write(&mesh_with(&otlp_grpc("127.0.0.1", receiver.port()), 100.0));
     h.wait_generation_after(generation, APPLY).await;
     let not_sampled = "5bf92f3577b34da6a3ce929d0e0e4736";
-    let echo = traced_get(
-        &h,
-        &request_id(),
-        &[(
-            "traceparent",
-            &format!("00-{not_sampled}-00f067aa0ba902b7-00"),
-        )],
-    )
-    .await;
+    let echo = get_in_trace(&h, not_sampled, false).await;
     assert!(one(&echo, "traceparent").ends_with("-00"));
     let marker = "6bf92f3577b34da6a3ce929d0e0e4736";
-    traced_get(
-        &h,
-        &request_id(),
-        &[("traceparent", &format!("00-{marker}-00f067aa0ba902b7-01"))],
-    )
-    .await;
+    get_in_trace(&h, marker, true).await;
     receiver.wait_trace(marker, 2, EXPORTED).await;
     assert!(receiver.spans().iter().all(|s| s.trace_id != not_sampled));
 }
