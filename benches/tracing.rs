@@ -21,6 +21,7 @@ fn tracer(propagation: Propagation, percent: f64) -> Arc<Tracer> {
         propagation,
         sampling: Sampling::from_percent(percent),
         max_path_tag_length: 256,
+        spawn_upstream: true,
         identity: Identity {
             service_name: "istio-ingressgateway.istio-system".into(),
             node_id: "router~10.0.0.1~gw-1.istio-system~istio-system.svc.cluster.local".into(),

@@ -100,6 +100,7 @@ pub fn tracer(
             propagation: Propagation::B3 { w3c: false },
             sampling: Sampling::from_percent(sampling),
             max_path_tag_length: path_tag_length(legacy.max_path_tag_length),
+            spawn_upstream: false,
             identity,
             exporter: ExporterConfig::Zipkin {
                 url: format!("http://{connect}/api/v2/spans"),
@@ -176,6 +177,7 @@ pub fn tracer(
         propagation,
         sampling: Sampling::from_percent(sampling),
         max_path_tag_length: path_tag_length(sp.max_tag_length.or(legacy.max_path_tag_length)),
+        spawn_upstream: true,
         identity,
         exporter,
     }))

@@ -51,6 +51,10 @@ pub struct Tracer {
     pub propagation: Propagation,
     pub sampling: Sampling,
     pub max_path_tag_length: usize,
+    /// Envoy's `spawn_upstream_span`: a CLIENT span per upstream attempt. Istio sets it for a
+    /// gateway's provider tracer (`tracing.go` `startChildSpan := proxy.Type == model.Router`);
+    /// the bootstrap Zipkin tracer of `defaultConfig.tracing.zipkin` runs without it.
+    pub spawn_upstream: bool,
     pub identity: Identity,
     pub exporter: ExporterConfig,
 }
@@ -198,23 +202,26 @@ impl RequestTrace {
         operation: Option<&str>,
         out: &mut Vec<(&'static str, String)>,
     ) {
-        let now = SystemTime::now();
-        if let Some(last) = self.attempts.last_mut() {
-            last.end.get_or_insert(now);
-        }
-        let span_id = new_span_id();
-        self.attempts.push(Attempt {
-            span_id,
-            start: now,
-            end: None,
-            upstream,
-        });
-        self.tracer.propagation.inject(
-            out,
-            (self.trace_id, span_id, Some(self.span_id)),
-            self.sampled,
-            self.tracestate.as_deref(),
-        );
+        let ids = if self.tracer.spawn_upstream {
+            let now = SystemTime::now();
+            if let Some(last) = self.attempts.last_mut() {
+                last.end.get_or_insert(now);
+            }
+            let span_id = new_span_id();
+            self.attempts.push(Attempt {
+                span_id,
+                start: now,
+                end: None,
+                upstream,
+            });
+            (self.trace_id, span_id, Some(self.span_id))
+        } else {
+            // No upstream span: the upstream's parent is the gateway's own (egress) span.
+            (self.trace_id, self.span_id, self.parent)
+        };
+        self.tracer
+            .propagation
+            .inject(out, ids, self.sampled, self.tracestate.as_deref());
         if let Some(op) = operation {
             out.push(("x-envoy-decorator-operation", op.to_string()));
         }
@@ -285,7 +292,14 @@ impl RequestTrace {
             trace_id: self.trace_id,
             span_id: self.span_id,
             parent: self.parent,
-            kind: Kind::Server,
+            // Envoy's span kind without an upstream span follows the traffic direction: a
+            // gateway listener is outbound (egress), so CLIENT (`getSpanKind` in
+            // `opentelemetry/tracer.cc`; the Zipkin tracer's `CLIENT_SEND` for egress).
+            kind: if self.tracer.spawn_upstream {
+                Kind::Server
+            } else {
+                Kind::Client
+            },
             name,
             start: self.start,
             end,
@@ -345,6 +359,7 @@ mod tests {
             propagation,
             sampling: Sampling::from_percent(percent),
             max_path_tag_length: 16,
+            spawn_upstream: true,
             identity: Identity {
                 service_name: "istio-ingressgateway.istio-system".into(),
                 node_id: "router~10.0.0.1~gw.istio-system~istio-system.svc.cluster.local".into(),
@@ -407,6 +422,43 @@ mod tests {
             out[2],
             ("x-envoy-decorator-operation", "be.svc.local:80/*".into())
         );
+    }
+
+    /// The bootstrap Zipkin tracer (no `spawn_upstream_span`): one span, CLIENT (a gateway
+    /// listener is egress), whose id the upstream receives, B3 parent = the caller's span.
+    #[test]
+    fn without_an_upstream_span_the_gateway_span_is_the_upstreams_parent() {
+        let mut t = (*tracer(Propagation::B3 { w3c: false }, 100.0)).clone();
+        t.spawn_upstream = false;
+        let t = Arc::new(t);
+        let h = headers(&[
+            ("x-b3-traceid", "64fe8b2a57d3eff7"),
+            ("x-b3-spanid", "e457b5a2e4d86bd1"),
+            ("x-b3-sampled", "1"),
+        ]);
+        let mut trace = t.start(&h, &mut ID.to_string(), SystemTime::now()).unwrap();
+        let mut out = Vec::new();
+        trace.upstream_attempt(None, None, &mut out);
+        assert_eq!(out[1], ("x-b3-spanid", format!("{:016x}", trace.span_id)));
+        assert_eq!(
+            out[2],
+            ("x-b3-parentspanid", "e457b5a2e4d86bd1".to_string())
+        );
+        let sink = SpanSink::new(prometheus::IntCounter::new("d", "d").unwrap());
+        let mut rx = sink.take_receiver().unwrap();
+        let span_id = trace.span_id;
+        trace.finish(
+            &Finished {
+                status: 200,
+                flags: "-",
+                ..Default::default()
+            },
+            &sink,
+        );
+        let spans = rx.try_recv().unwrap();
+        assert_eq!(spans.len(), 1);
+        assert_eq!((spans[0].kind, spans[0].span_id), (Kind::Client, span_id));
+        assert_eq!(spans[0].parent, Some(0xe457b5a2e4d86bd1));
     }
 
     #[test]

@@ -386,3 +386,37 @@ async fn x_client_trace_id_forces_a_trace() {
         "{metrics}"
     );
 }
+
+/// A collector that accepts connections and never answers holds no request: every request is
+/// served while the exporter waits, and the spans beyond the bounded queue are dropped and
+/// counted in `portcullis_tracing_spans_dropped_total` (Envoy's tracers likewise never make a
+/// request wait for the collector; their buffer is bounded by `min_flush_spans`).
+#[tokio::test]
+async fn a_stalled_collector_holds_no_request_and_dropped_spans_are_counted() {
+    // Never accepted: the kernel completes the handshakes, nobody ever answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let provider = format!(
+        "{}    grpc:\n      timeout: 300s\n",
+        otlp_grpc("127.0.0.1", port)
+    );
+    let mesh = MeshDir::new(&mesh_with(&provider, 100.0));
+    let h = std::sync::Arc::new(gateway_with_mesh(&mesh, &[]).await);
+    // More requests than the queue holds (2,048 requests' spans) plus one batch in flight.
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..32 {
+        let h = h.clone();
+        tasks.spawn(async move {
+            for i in 0..90 {
+                let resp = h.get("app.example.com", &format!("/w{worker}/{i}")).await;
+                assert_eq!(resp.status(), 200);
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    let dropped = h.metric("portcullis_tracing_spans_dropped_total").await;
+    assert!(dropped > 0.0, "no span dropped");
+    drop(silent);
+}
