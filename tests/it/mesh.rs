@@ -11,6 +11,7 @@ mod client_address;
 mod outbound;
 mod tls;
 mod tracing;
+mod tracing_envoy;
 
 use std::time::Duration;
 

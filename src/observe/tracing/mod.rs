@@ -140,12 +140,19 @@ impl Tracer {
             Incoming::Malformed => return None,
             Incoming::None => (fastrand::u128(1..), None, local, None),
             Incoming::SamplingOnly(s) => (fastrand::u128(1..), None, s, None),
-            Incoming::Parent(p) => (
-                p.trace_id,
-                Some(p.span_id),
-                p.sampled.unwrap_or(local),
-                p.tracestate,
-            ),
+            Incoming::Parent(p) => {
+                let sampled = match self.propagation {
+                    // Envoy's OpenTelemetry driver keeps the parent's flag but unsamples the
+                    // span when its own decision is "not traced" (`opentelemetry_tracer_impl.cc`
+                    // `Driver::startSpan`, `applyTracingDecision`): the gateway's sampling rate
+                    // also thins sampled traces, and never samples an unsampled one.
+                    Propagation::W3c => p.sampled.unwrap_or(local) && local,
+                    // The Zipkin driver: the caller's flag when it sent one, else the local
+                    // decision (`zipkin_tracer_impl.cc` `Driver::startSpan`).
+                    Propagation::B3 { .. } => p.sampled.unwrap_or(local),
+                };
+                (p.trace_id, Some(p.span_id), sampled, p.tracestate)
+            }
         };
         Some(RequestTrace {
             tracer: self.clone(),
@@ -378,30 +385,56 @@ mod tests {
     const ID: &str = "0000270f-1234-4abc-8def-0123456789ab";
 
     #[test]
-    fn an_incoming_sampled_flag_wins_over_the_sampling_rate() {
-        let t = tracer(Propagation::W3c, 0.0);
-        let h = headers(&[(
+    fn w3c_sampling_needs_both_the_parent_flag_and_the_local_decision() {
+        let sampled = headers(&[(
             "traceparent",
             "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
         )]);
-        let trace = t.start(&h, &mut ID.to_string(), SystemTime::now()).unwrap();
-        assert!(trace.sampled);
-        assert_eq!(trace.parent, Some(0xb7ad6b7169203331));
-        assert_eq!(trace.trace_id, 0x0af7651916cd43dd8448eb211c80319c);
-        let h = headers(&[(
+        let unsampled = headers(&[(
             "traceparent",
             "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00",
         )]);
-        let t = tracer(Propagation::W3c, 100.0);
-        assert!(
-            !t.start(&h, &mut ID.to_string(), SystemTime::now())
+        let start = |percent: f64, h: &HeaderMap| {
+            tracer(Propagation::W3c, percent)
+                .start(h, &mut ID.to_string(), SystemTime::now())
                 .unwrap()
-                .sampled
-        );
+        };
+        let trace = start(100.0, &sampled);
+        assert!(trace.sampled);
+        assert_eq!(trace.parent, Some(0xb7ad6b7169203331));
+        assert_eq!(trace.trace_id, 0x0af7651916cd43dd8448eb211c80319c);
+        assert!(!start(0.0, &sampled).sampled);
+        assert!(!start(100.0, &unsampled).sampled);
         let bad = headers(&[("traceparent", "garbage")]);
-        assert!(t
+        assert!(tracer(Propagation::W3c, 100.0)
             .start(&bad, &mut ID.to_string(), SystemTime::now())
             .is_none());
+    }
+
+    #[test]
+    fn a_b3_sampled_flag_wins_over_the_sampling_rate() {
+        let b3 = Propagation::B3 { w3c: false };
+        let with = |flag: &str| {
+            headers(&[
+                ("x-b3-traceid", "64fe8b2a57d3eff7"),
+                ("x-b3-spanid", "e457b5a2e4d86bd1"),
+                ("x-b3-sampled", flag),
+            ])
+        };
+        let start = |percent: f64, h: &HeaderMap| {
+            tracer(b3, percent)
+                .start(h, &mut ID.to_string(), SystemTime::now())
+                .unwrap()
+                .sampled
+        };
+        assert!(start(0.0, &with("1")));
+        assert!(!start(100.0, &with("0")));
+        let no_flag = headers(&[
+            ("x-b3-traceid", "64fe8b2a57d3eff7"),
+            ("x-b3-spanid", "e457b5a2e4d86bd1"),
+        ]);
+        assert!(start(100.0, &no_flag));
+        assert!(!start(0.0, &no_flag));
     }
 
     #[test]

@@ -83,17 +83,15 @@ fn by_kind<'a>(spans: &'a [ReceivedSpan], kind: &str) -> &'a ReceivedSpan {
 }
 
 /// W3C: the backend gets the client's trace id under a new span id (the gateway's CLIENT
-/// span), sampled as the client said although the gateway samples nothing itself; the SERVER
-/// span has the client's span as parent, the CLIENT span the SERVER span; name, attributes
-/// and resource as Istio's gateway reports them (Envoy `source/common/tracing/
-/// http_tracer_impl.cc` `finalizeDownstreamSpan`/`setCommonTags`, Istio `tracing.go`
-/// `buildServiceTags`, route decorator `route.go` `GetRouteOperation`), exported over
-/// OTLP/gRPC; the trace id in `%TRACE_ID%` (Envoy `stream_info_formatter.cc`).
+/// span), sampled; the SERVER span has the client's span as parent, the CLIENT span the
+/// SERVER span; name, attributes and resource as Istio's gateway reports them (Envoy
+/// `source/common/tracing/http_tracer_impl.cc` `finalizeDownstreamSpan`/`setCommonTags`,
+/// Istio `tracing.go` `buildServiceTags`, route decorator `route.go` `GetRouteOperation`),
+/// exported over OTLP/gRPC; the trace id in `%TRACE_ID%` (Envoy `stream_info_formatter.cc`).
 #[tokio::test]
 async fn a_w3c_trace_continues_across_the_gateway_over_otlp_grpc() {
     let receiver = SpanReceiver::grpc().await;
-    // 0.001% rounds to 0 of 10000 in Envoy's HCM (`random_sampling`): nothing sampled locally.
-    let mesh = MeshDir::new(&mesh_with(&otlp_grpc("127.0.0.1", receiver.port()), 0.001));
+    let mesh = MeshDir::new(&mesh_with(&otlp_grpc("127.0.0.1", receiver.port()), 100.0));
     let h = gateway_with_mesh(&mesh, &[]).await;
     let id = request_id();
     let echo = traced_get(
@@ -177,25 +175,41 @@ async fn a_request_without_context_starts_a_trace_at_full_sampling() {
     assert_eq!(by_kind(&spans, "CLIENT").span_id, parts[2]);
 }
 
-/// At 0% nothing is exported, but the context still goes on, unsampled (flags `00`); an
-/// incoming unsampled flag stays unsampled even at 100%.
+/// At 0% nothing is exported, but the context still goes on, unsampled (flags `00`), even
+/// for a client's sampled context: Envoy's OpenTelemetry driver unsamples a span its own
+/// decision does not trace (`opentelemetry_tracer_impl.cc` `Driver::startSpan`,
+/// `applyTracingDecision`; Envoy 1.40 does so). An incoming unsampled flag stays unsampled even
+/// at 100%.
 #[tokio::test]
 async fn unsampled_requests_propagate_context_but_export_nothing() {
     let receiver = SpanReceiver::grpc().await;
+    // 0.001% rounds to 0 of 10000 in Envoy's HCM (`random_sampling`): nothing sampled locally.
     let mesh = MeshDir::new(&mesh_with(&otlp_grpc("127.0.0.1", receiver.port()), 0.001));
     let h = gateway_with_mesh(&mesh, &[]).await;
     let echo = traced_get(&h, &request_id(), &[]).await;
     let tp = one(&echo, "traceparent");
     assert!(tp.ends_with("-00"), "{tp}");
-    // A sampled one afterwards: once it is exported, the unsampled one would have been too.
-    let sampled = "4bf92f3577b34da6a3ce929d0e0e4736";
-    get_in_trace(&h, sampled, true).await;
-    receiver.wait_trace(sampled, 2, EXPORTED).await;
+    let thinned = "7bf92f3577b34da6a3ce929d0e0e4736";
+    let echo = get_in_trace(&h, thinned, true).await;
+    let tp_thinned = one(&echo, "traceparent");
+    assert!(
+        tp_thinned.starts_with(&format!("00-{thinned}-")),
+        "{tp_thinned}"
+    );
+    assert!(tp_thinned.ends_with("-00"), "{tp_thinned}");
+    // A forced one afterwards: once it is exported, the unsampled ones would have been too.
+    let echo = traced_get(&h, &request_id(), &[("x-client-trace-id", "marker")]).await;
+    let forced = one(&echo, "traceparent")
+        .split('-')
+        .nth(1)
+        .unwrap()
+        .to_string();
+    receiver.wait_trace(&forced, 2, EXPORTED).await;
     let unsampled_trace = tp.split('-').nth(1).unwrap().to_string();
     assert!(receiver
         .spans()
         .iter()
-        .all(|s| s.trace_id != unsampled_trace));
+        .all(|s| s.trace_id != unsampled_trace && s.trace_id != thinned));
 
     let generation = h.generation().await;
     mesh.write(&mesh_with(&otlp_grpc("127.0.0.1", receiver.port()), 100.0));

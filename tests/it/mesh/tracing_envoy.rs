@@ -1,0 +1,243 @@
+//! The same traced request through a real Envoy configured as istiod configures
+//! istio-ingressgateway for an `opentelemetry` provider (`pilot/pkg/networking/core/tracing.go`:
+//! `spawn_upstream_span` for a router, client sampling 100 %, the node's cluster as the
+//! service name; an outbound listener; the UUID request id used for sampling; the route's
+//! decorator from `route.go` `GetRouteOperation`) and through Portcullis, each exporting to its
+//! own OTLP receiver: the spans (kind, name, parent chain, Envoy's attributes) and what the
+//! upstream receives must match.
+
+use std::collections::BTreeSet;
+use std::process::{Command, Stdio};
+
+use super::*;
+use crate::support::envoy::envoy_binary;
+use crate::support::otlp::{ReceivedSpan, SpanReceiver};
+use serde_json::Value;
+
+const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const PARENT: &str = "00f067aa0ba902b7";
+const OPERATION: &str = "be.svc.local:80/*";
+const CLUSTER: &str = "outbound|80||be.svc.local";
+
+/// Envoy as an Istio gateway with an OpenTelemetry tracer; killed on drop.
+struct IstioEnvoy {
+    child: std::process::Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for IstioEnvoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+use std::net::SocketAddr;
+
+async fn istio_envoy(backend: SocketAddr, collector: u16) -> IstioEnvoy {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let admin = free_port();
+    let config = format!(
+        r#"node:
+  id: router~127.0.0.1~istio-ingressgateway-1.istio-system~istio-system.svc.cluster.local
+  cluster: istio-ingressgateway.istio-system
+admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {admin}}}}}}}
+static_resources:
+  listeners:
+  - address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
+    traffic_direction: OUTBOUND
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: outbound_0.0.0.0_80
+          use_remote_address: true
+          request_id_extension:
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.request_id.uuid.v3.UuidRequestIdConfig
+              use_request_id_for_trace_sampling: true
+          tracing:
+            client_sampling: {{value: 100}}
+            random_sampling: {{value: 100}}
+            overall_sampling: {{value: 100}}
+            spawn_upstream_span: true
+            provider:
+              name: envoy.tracers.opentelemetry
+              typed_config:
+                "@type": type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig
+                grpc_service: {{envoy_grpc: {{cluster_name: otel}}}}
+                service_name: istio-ingressgateway.istio-system
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{prefix: "/"}}
+                decorator: {{operation: "{OPERATION}"}}
+                route: {{cluster: "{CLUSTER}", timeout: 0s}}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+  clusters:
+  - name: "{CLUSTER}"
+    type: STATIC
+    load_assignment:
+      cluster_name: "{CLUSTER}"
+      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {bport}}}}}}}}}]}}]
+  - name: otel
+    type: STATIC
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{http2_protocol_options: {{}}}}
+    load_assignment:
+      cluster_name: otel
+      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {collector}}}}}}}}}]}}]
+"#,
+        bport = backend.port(),
+    );
+    let path = dir.path().join("envoy.yaml");
+    std::fs::write(&path, &config).unwrap();
+    let bin = envoy_binary();
+    let child = Command::new(&bin)
+        .arg("-c")
+        .arg(&path)
+        .args(["-l", "error", "--base-id"])
+        .arg(port.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
+    let envoy = IstioEnvoy {
+        child,
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        _dir: dir,
+    };
+    let admin = SocketAddr::from(([127, 0, 0, 1], admin));
+    eventually(Duration::from_secs(30), "Envoy ready", async || {
+        matches!(
+            crate::support::gateway::http_get(admin, "/ready").await,
+            Ok((200, _))
+        )
+    })
+    .await;
+    envoy
+}
+
+/// The request both proxies get: a W3C parent (sampled: `flags` `01`), a user agent, a query.
+async fn send_traced(addr: SocketAddr, trace: &str, flags: &str) -> Value {
+    let resp = crate::support::client::http_client()
+        .get(format!("http://{addr}/shop?item=1"))
+        .header("host", "app.example.com")
+        .header("traceparent", format!("00-{trace}-{PARENT}-{flags}"))
+        .header("tracestate", "congo=t61rcWkgMzE")
+        .header("user-agent", "trace-compare/1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    echo(resp).await
+}
+
+fn span<'a>(spans: &'a [ReceivedSpan], kind: &str) -> &'a ReceivedSpan {
+    spans
+        .iter()
+        .find(|s| s.kind == kind)
+        .unwrap_or_else(|| panic!("no {kind} span in {spans:#?}"))
+}
+
+/// Attributes whose values depend on the proxy's own bytes or addresses, compared by name only.
+const BY_NAME: [&str; 6] = [
+    "node_id",
+    "guid:x-request-id",
+    "request_size",
+    "response_size",
+    "upstream_address",
+    "peer.address",
+];
+
+fn comparable(s: &ReceivedSpan) -> Vec<(String, String)> {
+    s.attributes
+        .iter()
+        .filter(|(k, _)| !k.starts_with("istio."))
+        .map(|(k, v)| {
+            let v = if BY_NAME.contains(&k.as_str()) {
+                "*".to_string()
+            } else {
+                v.clone()
+            };
+            (k.clone(), v)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn spans_match_envoys_at_an_istio_gateway() {
+    let envoy_receiver = SpanReceiver::grpc().await;
+    let ours = SpanReceiver::grpc().await;
+    let backend = Backend::http("be").await;
+    let envoy = istio_envoy(backend.addr(), envoy_receiver.port()).await;
+    let mesh = MeshDir::new(&format!(
+        "defaultConfig:\n  tracing:\n    sampling: 100\n\
+         extensionProviders:\n- name: otel\n  opentelemetry:\n    service: 127.0.0.1\n    port: {}\n\
+         defaultProviders:\n  tracing: [otel]\n",
+        ours.port()
+    ));
+    let h = gateway_with_mesh(&mesh, &[]).await;
+
+    // An unsampled parent stays unsampled at 100 %, through both.
+    let unsampled = "5bf92f3577b34da6a3ce929d0e0e4736";
+    for addr in [envoy.addr, h.addr()] {
+        let echo = send_traced(addr, unsampled, "00").await;
+        let tp = echoed_header(&echo, "traceparent").join(",");
+        assert!(tp.ends_with("-00"), "{addr}: {tp}");
+    }
+    let via_envoy = send_traced(envoy.addr, TRACE, "01").await;
+    let via_gateway = send_traced(h.addr(), TRACE, "01").await;
+    for name in ["tracestate", "x-envoy-decorator-operation"] {
+        assert_eq!(
+            echoed_header(&via_gateway, name),
+            echoed_header(&via_envoy, name),
+            "{name}"
+        );
+    }
+    let shape = |echo: &Value| {
+        let tp = echoed_header(echo, "traceparent").join(",");
+        let parts: Vec<String> = tp.split('-').map(str::to_string).collect();
+        (parts.len(), parts[1].clone(), parts[3].clone())
+    };
+    assert_eq!(shape(&via_gateway), shape(&via_envoy));
+
+    let expected = envoy_receiver
+        .wait_trace(TRACE, 2, Duration::from_secs(15))
+        .await;
+    let got = ours.wait_trace(TRACE, 2, Duration::from_secs(15)).await;
+    assert_eq!(got.len(), expected.len(), "{got:#?}\n{expected:#?}");
+    for kind in ["SERVER", "CLIENT"] {
+        let (e, g) = (span(&expected, kind), span(&got, kind));
+        assert_eq!(g.name, e.name, "{kind} name");
+        assert_eq!(g.service_name, e.service_name, "{kind} service.name");
+        assert_eq!(g.error, e.error, "{kind} status");
+        assert_eq!(comparable(g), comparable(e), "{kind} attributes");
+    }
+    for spans in [&expected, &got] {
+        let (server, client) = (span(spans, "SERVER"), span(spans, "CLIENT"));
+        assert_eq!(server.parent_span_id, PARENT);
+        assert_eq!(client.parent_span_id, server.span_id);
+    }
+    let upstream_parent = |echo: &Value, spans: &[ReceivedSpan]| {
+        let tp = echoed_header(echo, "traceparent").join(",");
+        tp.split('-').nth(2).map(str::to_string) == Some(span(spans, "CLIENT").span_id.clone())
+    };
+    assert!(upstream_parent(&via_envoy, &expected));
+    assert!(upstream_parent(&via_gateway, &got));
+    for receiver in [&envoy_receiver, &ours] {
+        assert!(receiver.spans().iter().all(|s| s.trace_id != unsampled));
+    }
+    let names: BTreeSet<&str> = got.iter().map(|s| s.name.as_str()).collect();
+    assert!(names.contains(OPERATION), "{names:?}");
+}
