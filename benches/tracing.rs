@@ -95,7 +95,7 @@ fn tracing(c: &mut Criterion) {
     let cases = [
         ("unsampled_new_trace", tracer(Propagation::W3c, 0.0), &none),
         ("sampled_new_trace", tracer(Propagation::W3c, 100.0), &none),
-        ("sampled_w3c_parent", tracer(Propagation::W3c, 0.0), &w3c),
+        ("sampled_w3c_parent", tracer(Propagation::W3c, 100.0), &w3c),
         (
             "sampled_b3_parent",
             tracer(Propagation::B3 { w3c: false }, 0.0),

@@ -111,7 +111,8 @@ impl Client {
         };
         let start = micros(s.start);
         let mut tags = Map::new();
-        for (k, v) in &s.tags {
+        // Envoy's Zipkin span keeps no tag with an empty value (`zone` without a zone).
+        for (k, v) in s.tags.iter().filter(|(_, v)| !v.is_empty()) {
             tags.insert((*k).to_string(), Value::String(v.clone()));
         }
         for (k, v) in &self.tags {

@@ -35,7 +35,33 @@ impl Drop for IstioEnvoy {
 
 use std::net::SocketAddr;
 
-async fn istio_envoy(backend: SocketAddr, collector: u16) -> IstioEnvoy {
+/// The provider block istiod writes for an `opentelemetry` provider (`tracing.go`).
+fn otel_provider() -> &'static str {
+    r#"              name: envoy.tracers.opentelemetry
+              typed_config:
+                "@type": type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig
+                grpc_service: {envoy_grpc: {cluster_name: collector}}
+                service_name: istio-ingressgateway.istio-system"#
+}
+
+/// The provider block istiod writes for a `zipkin` provider (`tracing.go` `zipkinConfig`).
+fn zipkin_provider() -> &'static str {
+    r#"              name: envoy.tracers.zipkin
+              typed_config:
+                "@type": type.googleapis.com/envoy.config.trace.v3.ZipkinConfig
+                collector_cluster: collector
+                collector_endpoint: /api/v2/spans
+                collector_endpoint_version: HTTP_JSON
+                trace_id_128bit: true
+                shared_span_context: false"#
+}
+
+async fn istio_envoy(backend: SocketAddr, collector: u16, provider: &str, h2: bool) -> IstioEnvoy {
+    let protocol = if h2 {
+        "explicit_http_config: {http2_protocol_options: {}}"
+    } else {
+        "explicit_http_config: {http_protocol_options: {}}"
+    };
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let admin = free_port();
@@ -65,11 +91,7 @@ static_resources:
             overall_sampling: {{value: 100}}
             spawn_upstream_span: true
             provider:
-              name: envoy.tracers.opentelemetry
-              typed_config:
-                "@type": type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig
-                grpc_service: {{envoy_grpc: {{cluster_name: otel}}}}
-                service_name: istio-ingressgateway.istio-system
+{provider}
           route_config:
             virtual_hosts:
             - name: all
@@ -87,14 +109,14 @@ static_resources:
     load_assignment:
       cluster_name: "{CLUSTER}"
       endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {bport}}}}}}}}}]}}]
-  - name: otel
+  - name: collector
     type: STATIC
     typed_extension_protocol_options:
       envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
         "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {{http2_protocol_options: {{}}}}
+        {protocol}
     load_assignment:
-      cluster_name: otel
+      cluster_name: collector
       endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {collector}}}}}}}}}]}}]
 "#,
         bport = backend.port(),
@@ -130,15 +152,23 @@ static_resources:
 
 /// The request both proxies get: a W3C parent (sampled: `flags` `01`), a user agent, a query.
 async fn send_traced(addr: SocketAddr, trace: &str, flags: &str) -> Value {
-    let resp = crate::support::client::http_client()
+    let tp = format!("00-{trace}-{PARENT}-{flags}");
+    send_with(
+        addr,
+        &[("traceparent", &tp), ("tracestate", "congo=t61rcWkgMzE")],
+    )
+    .await
+}
+
+async fn send_with(addr: SocketAddr, headers: &[(&str, &str)]) -> Value {
+    let mut req = crate::support::client::http_client()
         .get(format!("http://{addr}/shop?item=1"))
         .header("host", "app.example.com")
-        .header("traceparent", format!("00-{trace}-{PARENT}-{flags}"))
-        .header("tracestate", "congo=t61rcWkgMzE")
-        .header("user-agent", "trace-compare/1")
-        .send()
-        .await
-        .unwrap();
+        .header("user-agent", "trace-compare/1");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.unwrap();
     assert_eq!(resp.status(), 200);
     echo(resp).await
 }
@@ -180,7 +210,7 @@ async fn spans_match_envoys_at_an_istio_gateway() {
     let envoy_receiver = SpanReceiver::grpc().await;
     let ours = SpanReceiver::grpc().await;
     let backend = Backend::http("be").await;
-    let envoy = istio_envoy(backend.addr(), envoy_receiver.port()).await;
+    let envoy = istio_envoy(backend.addr(), envoy_receiver.port(), otel_provider(), true).await;
     let mesh = MeshDir::new(&format!(
         "defaultConfig:\n  tracing:\n    sampling: 100\n\
          extensionProviders:\n- name: otel\n  opentelemetry:\n    service: 127.0.0.1\n    port: {}\n\
@@ -240,4 +270,83 @@ async fn spans_match_envoys_at_an_istio_gateway() {
     }
     let names: BTreeSet<&str> = got.iter().map(|s| s.name.as_str()).collect();
     assert!(names.contains(OPERATION), "{names:?}");
+}
+
+/// B3 through Envoy's Zipkin tracer as istiod configures it (`zipkinConfig`: JSON v2, 128-bit
+/// trace ids, `shared_span_context: false`) and through Portcullis with a `zipkin` provider:
+/// the same B3 headers upstream (trace id kept, the CLIENT span as `x-b3-spanid`, the SERVER
+/// span as `x-b3-parentspanid`, the sampled flag) and the same spans at the Zipkin API.
+#[tokio::test]
+async fn b3_spans_match_envoys_zipkin_tracer_at_an_istio_gateway() {
+    let envoy_receiver = SpanReceiver::http().await;
+    let ours = SpanReceiver::http().await;
+    let backend = Backend::http("be").await;
+    let envoy = istio_envoy(
+        backend.addr(),
+        envoy_receiver.port(),
+        zipkin_provider(),
+        false,
+    )
+    .await;
+    let mesh = MeshDir::new(&format!(
+        "defaultConfig:\n  tracing:\n    sampling: 100\n\
+         extensionProviders:\n- name: zipkin\n  zipkin:\n    service: 127.0.0.1\n    port: {}\n\
+         defaultProviders:\n  tracing: [zipkin]\n",
+        ours.port()
+    ));
+    let h = gateway_with_mesh(&mesh, &[]).await;
+    let trace = "80f198ee56343ba864fe8b2a57d3eff7";
+    let b3 = [
+        ("x-b3-traceid", trace),
+        ("x-b3-spanid", "e457b5a2e4d86bd1"),
+        ("x-b3-sampled", "1"),
+    ];
+    let via_envoy = send_with(envoy.addr, &b3).await;
+    let via_gateway = send_with(h.addr(), &b3).await;
+    let b3_names = |echo: &Value| {
+        let names: BTreeSet<String> = echo["headers"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|k| k.starts_with("x-b3-") || *k == "b3" || *k == "traceparent")
+            .cloned()
+            .collect();
+        names
+    };
+    assert_eq!(b3_names(&via_gateway), b3_names(&via_envoy));
+    for name in [
+        "x-b3-traceid",
+        "x-b3-sampled",
+        "x-envoy-decorator-operation",
+    ] {
+        assert_eq!(
+            echoed_header(&via_gateway, name),
+            echoed_header(&via_envoy, name),
+            "{name}"
+        );
+    }
+    let expected = envoy_receiver
+        .wait_trace(trace, 2, Duration::from_secs(15))
+        .await;
+    let got = ours.wait_trace(trace, 2, Duration::from_secs(15)).await;
+    assert_eq!(got.len(), expected.len(), "{got:#?}\n{expected:#?}");
+    for kind in ["SERVER", "CLIENT"] {
+        let (e, g) = (span(&expected, kind), span(&got, kind));
+        assert_eq!(g.name, e.name, "{kind} name");
+        assert_eq!(g.service_name, e.service_name, "{kind} service name");
+        assert_eq!(comparable(g), comparable(e), "{kind} tags");
+    }
+    for (echo, spans) in [(&via_envoy, &expected), (&via_gateway, &got)] {
+        let (server, client) = (span(spans, "SERVER"), span(spans, "CLIENT"));
+        assert_eq!(server.parent_span_id, "e457b5a2e4d86bd1");
+        assert_eq!(client.parent_span_id, server.span_id);
+        assert_eq!(
+            echoed_header(echo, "x-b3-spanid"),
+            vec![client.span_id.clone()]
+        );
+        assert_eq!(
+            echoed_header(echo, "x-b3-parentspanid"),
+            vec![server.span_id.clone()]
+        );
+    }
 }
