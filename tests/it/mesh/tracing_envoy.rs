@@ -235,6 +235,9 @@ async fn spans_match_envoys_at_an_istio_gateway() {
             "{name}"
         );
     }
+    // The request id carries the same trace reason (UUID digit 14, `9`: sampled).
+    let reason = |echo: &Value| echoed_header(echo, "x-request-id").join(",")[14..15].to_string();
+    assert_eq!(reason(&via_gateway), reason(&via_envoy));
     let shape = |echo: &Value| {
         let tp = echoed_header(echo, "traceparent").join(",");
         let parts: Vec<String> = tp.split('-').map(str::to_string).collect();
