@@ -439,6 +439,7 @@ impl ProxyHttp for Edge {
         ctx.upstream_addr = Some(picked.address);
         ctx.tried.push(picked.address);
         ctx.upstream_start = Some(now);
+        ctx.trace_attempt();
         Ok(Box::new(cluster.peer(
             picked.address,
             &ctx.downstream.host,
@@ -527,6 +528,7 @@ impl ProxyHttp for Edge {
         upstream: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        ctx.trace_response(upstream);
         if let Some(start) = ctx.upstream_start {
             ctx.upstream_service_time = Some(start.elapsed().as_millis() as u64);
         }
@@ -566,6 +568,7 @@ impl ProxyHttp for Edge {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        ctx.trace_failure(&e);
         let mut reason = e.etype().as_str().to_string();
         if let Some(c) = &e.context {
             reason.push_str(&format!(": {c}"));
@@ -593,6 +596,7 @@ impl ProxyHttp for Edge {
         client_reused: bool,
     ) -> Box<Error> {
         let _ = client_reused;
+        ctx.trace_failure(&e);
         let mut e = e.more_context(format!("Peer: {peer}"));
         let replayable = self.replayable(session, ctx);
         let started = session.response_written().is_some();

@@ -237,15 +237,50 @@ impl RequestCtx {
             tracer.and_then(|t| t.start(&req.headers, &mut self.request_id, self.start_time));
     }
 
-    /// The trace context for this upstream attempt (a new span, child of the gateway's) and
-    /// the route's decorator, on the request to the upstream.
+    /// A new upstream attempt's span (the endpoint is chosen; Envoy spawns it before
+    /// connecting, so a connection failure has its span too).
+    pub fn trace_attempt(&mut self) {
+        if let Some(trace) = self.trace.as_mut() {
+            trace.begin_attempt(self.upstream_addr);
+        }
+    }
+
+    /// The current attempt's upstream response head (its status and protocol on its span).
+    pub fn trace_response(&mut self, resp: &ResponseHeader) {
+        if let Some(trace) = self.trace.as_mut() {
+            let protocol = match resp.version {
+                http::Version::HTTP_2 => "HTTP/2",
+                http::Version::HTTP_10 => "HTTP/1.0",
+                _ => "HTTP/1.1",
+            };
+            trace.attempt_response(resp.status.as_u16(), protocol);
+        }
+    }
+
+    /// The current attempt failed with this Pingora error (Envoy's reset reason on its span).
+    pub fn trace_failure(&mut self, e: &Error) {
+        let reason = match e.etype() {
+            ErrorType::ConnectTimedout => "connection timeout",
+            ErrorType::ConnectRefused
+            | ErrorType::ConnectNoRoute
+            | ErrorType::ConnectError
+            | ErrorType::TLSHandshakeFailure => "remote connection failure",
+            _ => "connection termination",
+        };
+        if let Some(trace) = self.trace.as_mut() {
+            trace.attempt_failed(reason);
+        }
+    }
+
+    /// The trace context of this upstream attempt (its span as the parent) and the route's
+    /// decorator, on the request to the upstream.
     pub fn propagate_trace(&mut self, upstream: &mut RequestHeader) -> pingora::Result<()> {
-        let Some(trace) = self.trace.as_mut() else {
+        let Some(trace) = self.trace.as_ref() else {
             return Ok(());
         };
         let operation = self.routed.as_ref().map(|r| r.route().operation.as_str());
         let mut headers = Vec::with_capacity(6);
-        trace.upstream_attempt(self.upstream_addr, operation, &mut headers);
+        trace.inject(operation, &mut headers);
         for (name, value) in headers {
             upstream.insert_header(name, value)?;
         }

@@ -92,6 +92,7 @@ pub struct SpanRecord {
     pub start: SystemTime,
     pub end: SystemTime,
     pub tags: Vec<(&'static str, String)>,
+    /// OTLP status ERROR (`status_error`).
     pub error: bool,
 }
 
@@ -102,6 +103,12 @@ struct Attempt {
     start: SystemTime,
     end: Option<SystemTime>,
     upstream: Option<SocketAddr>,
+    /// The upstream's response status (0: none came).
+    status: u16,
+    /// The upstream protocol, once connected (`HTTP/1.1`, `HTTP/2`).
+    protocol: Option<&'static str>,
+    /// Envoy's stream reset reason when the attempt failed (`error.reason`).
+    reset: Option<&'static str>,
 }
 
 /// A request's trace, from the request phase to the log phase.
@@ -200,31 +207,52 @@ impl RequestTrace {
         format!("{:032x}", self.trace_id)
     }
 
-    /// A new upstream attempt: its CLIENT span starts now (ending the previous attempt's) and
-    /// `out` gets the headers the upstream receives (this span as their parent), plus the
-    /// route's decorator as `x-envoy-decorator-operation`.
-    pub fn upstream_attempt(
-        &mut self,
-        upstream: Option<SocketAddr>,
-        operation: Option<&str>,
-        out: &mut Vec<(&'static str, String)>,
-    ) {
-        let ids = if self.tracer.spawn_upstream {
-            let now = SystemTime::now();
-            if let Some(last) = self.attempts.last_mut() {
-                last.end.get_or_insert(now);
-            }
-            let span_id = new_span_id();
-            self.attempts.push(Attempt {
-                span_id,
-                start: now,
-                end: None,
-                upstream,
-            });
-            (self.trace_id, span_id, Some(self.span_id))
-        } else {
+    /// A new upstream attempt, once its endpoint is chosen (before connecting, as Envoy spawns
+    /// the span with the `UpstreamRequest`): its CLIENT span starts now, ending the previous
+    /// attempt's. Without `spawn_upstream` nothing changes.
+    pub fn begin_attempt(&mut self, upstream: Option<SocketAddr>) {
+        if !self.tracer.spawn_upstream {
+            return;
+        }
+        let now = SystemTime::now();
+        if let Some(last) = self.attempts.last_mut() {
+            last.end.get_or_insert(now);
+        }
+        self.attempts.push(Attempt {
+            span_id: new_span_id(),
+            start: now,
+            end: None,
+            upstream,
+            status: 0,
+            protocol: None,
+            reset: None,
+        });
+    }
+
+    /// The current attempt's upstream response head arrived.
+    pub fn attempt_response(&mut self, status: u16, protocol: &'static str) {
+        if let Some(a) = self.attempts.last_mut() {
+            a.status = status;
+            a.protocol = Some(protocol);
+        }
+    }
+
+    /// The current attempt failed: Envoy's reset reason (`Http::Utility::resetReasonToString`,
+    /// e.g. `remote connection failure`), which it tags as `error.reason`.
+    pub fn attempt_failed(&mut self, reason: &'static str) {
+        if let Some(a) = self.attempts.last_mut() {
+            a.end.get_or_insert_with(SystemTime::now);
+            a.reset.get_or_insert(reason);
+        }
+    }
+
+    /// The headers the upstream receives for the current attempt (its span as their parent),
+    /// plus the route's decorator as `x-envoy-decorator-operation`.
+    pub fn inject(&self, operation: Option<&str>, out: &mut Vec<(&'static str, String)>) {
+        let ids = match self.attempts.last() {
+            Some(a) if self.tracer.spawn_upstream => (self.trace_id, a.span_id, Some(self.span_id)),
             // No upstream span: the upstream's parent is the gateway's own (egress) span.
-            (self.trace_id, self.span_id, self.parent)
+            _ => (self.trace_id, self.span_id, self.parent),
         };
         self.tracer
             .propagation
@@ -232,6 +260,17 @@ impl RequestTrace {
         if let Some(op) = operation {
             out.push(("x-envoy-decorator-operation", op.to_string()));
         }
+    }
+
+    /// [`begin_attempt`](Self::begin_attempt) then [`inject`](Self::inject).
+    pub fn upstream_attempt(
+        &mut self,
+        upstream: Option<SocketAddr>,
+        operation: Option<&str>,
+        out: &mut Vec<(&'static str, String)>,
+    ) {
+        self.begin_attempt(upstream);
+        self.inject(operation, out);
     }
 
     /// Ends the request's spans and hands them to `sink` if the trace is sampled.
@@ -265,24 +304,24 @@ impl RequestTrace {
         tags.push(("response_size", f.response_size.to_string()));
         common_tags(&mut tags, f, &status, error);
         let mut spans = Vec::with_capacity(1 + self.attempts.len());
-        let last = self.attempts.len().saturating_sub(1);
         for (i, a) in self.attempts.iter().enumerate() {
-            // An attempt that was retried failed; the last one ended with the response.
-            let (status, error) = if i == last {
-                (status.clone(), error)
-            } else {
-                ("0".to_string(), true)
-            };
-            let mut t: Vec<(&'static str, String)> = Vec::with_capacity(10);
-            t.push(("http.protocol", f.protocol.to_string()));
+            // Each upstream span reports its own upstream response (`finalizeUpstreamSpan` on
+            // the attempt's stream info): 0 and no protocol when none came.
+            let status = a.status.to_string();
+            let mut t: Vec<(&'static str, String)> = Vec::with_capacity(12);
+            t.push(("http.protocol", a.protocol.unwrap_or("-").to_string()));
             if let Some(u) = a.upstream {
                 t.push(("upstream_address", u.to_string()));
                 t.push(("peer.address", u.to_string()));
             }
             if i > 0 {
-                t.push(("retry_count", i.to_string()));
+                // `router/upstream_request.cc`: `retry.count` on every retry.
+                t.push(("retry.count", i.to_string()));
             }
-            common_tags(&mut t, f, &status, error);
+            if let Some(reason) = a.reset {
+                t.push(("error.reason", reason.to_string()));
+            }
+            common_tags(&mut t, f, &status, a.status == 0 || a.status >= 500);
             spans.push(SpanRecord {
                 trace_id: self.trace_id,
                 span_id: a.span_id,
@@ -292,9 +331,14 @@ impl RequestTrace {
                 start: a.start,
                 end: a.end.unwrap_or(end),
                 tags: t,
-                error,
+                error: status_error(Kind::Client, a.status),
             });
         }
+        let server_kind = if self.tracer.spawn_upstream {
+            Kind::Server
+        } else {
+            Kind::Client
+        };
         spans.push(SpanRecord {
             trace_id: self.trace_id,
             span_id: self.span_id,
@@ -302,16 +346,12 @@ impl RequestTrace {
             // Envoy's span kind without an upstream span follows the traffic direction: a
             // gateway listener is outbound (egress), so CLIENT (`getSpanKind` in
             // `opentelemetry/tracer.cc`; the Zipkin tracer's `CLIENT_SEND` for egress).
-            kind: if self.tracer.spawn_upstream {
-                Kind::Server
-            } else {
-                Kind::Client
-            },
+            kind: server_kind,
             name,
             start: self.start,
             end,
             tags,
-            error,
+            error: status_error(server_kind, f.status),
         });
         sink.submit(spans);
     }
@@ -330,6 +370,13 @@ impl RequestTrace {
         }
         format!("{}://{}{}", f.scheme, f.authority, path)
     }
+}
+
+/// The span's status: ERROR from its `http.status_code` as Envoy's OpenTelemetry span sets it
+/// (5xx; 4xx too on a CLIENT span), whatever the `error` tag says (a failed connection, status
+/// 0, is tagged `error` but keeps an unset status).
+fn status_error(kind: Kind, status: u16) -> bool {
+    status >= 500 || (kind == Kind::Client && status >= 400)
 }
 
 /// `HttpTracerUtility::setCommonTags` (the custom tags are added by the exporter).
@@ -532,7 +579,7 @@ mod tests {
         );
         assert_eq!(tag(server, "error").unwrap(), "true");
         assert_eq!(spans[0].name, "router outbound|80||be.svc.local egress");
-        assert_eq!(tag(&spans[1], "retry_count").unwrap(), "1");
+        assert_eq!(tag(&spans[1], "retry.count").unwrap(), "1");
         assert_eq!(spans[0].parent, Some(server.span_id));
     }
 }
