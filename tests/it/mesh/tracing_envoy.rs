@@ -204,6 +204,9 @@ fn span<'a>(spans: &'a [ReceivedSpan], kind: &str) -> &'a ReceivedSpan {
 }
 
 /// Attributes whose values depend on the proxy's own bytes or addresses, compared by name only.
+/// A span as compared: kind, name, ERROR status, comparable attributes.
+type SpanView = (String, String, bool, Vec<(String, String)>);
+
 const BY_NAME: [&str; 6] = [
     "node_id",
     "guid:x-request-id",
@@ -430,7 +433,7 @@ async fn failed_attempts_are_traced_as_envoy_traces_them() {
         assert_eq!(resp.status(), 404, "{addr}");
     }
     let view = |spans: &[ReceivedSpan]| {
-        let mut v: Vec<(String, String, bool, Vec<(String, String)>)> = spans
+        let mut v: Vec<SpanView> = spans
             .iter()
             .map(|s| {
                 let mut attrs = comparable(s);
