@@ -7,6 +7,7 @@
 //! upstream receives must match.
 
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 
 use super::*;
@@ -41,8 +42,6 @@ impl Drop for IstioEnvoy {
         let _ = self.child.wait();
     }
 }
-
-use std::net::SocketAddr;
 
 /// The provider block istiod writes for an `opentelemetry` provider (`tracing.go`).
 fn otel_provider() -> &'static str {
@@ -203,10 +202,10 @@ fn span<'a>(spans: &'a [ReceivedSpan], kind: &str) -> &'a ReceivedSpan {
         .unwrap_or_else(|| panic!("no {kind} span in {spans:#?}"))
 }
 
-/// Attributes whose values depend on the proxy's own bytes or addresses, compared by name only.
 /// A span as compared: kind, name, ERROR status, comparable attributes.
 type SpanView = (String, String, bool, Vec<(String, String)>);
 
+/// Attributes whose values depend on the proxy's own bytes or addresses, compared by name only.
 const BY_NAME: [&str; 6] = [
     "node_id",
     "guid:x-request-id",
