@@ -68,6 +68,7 @@ fn one_request(t: &Arc<Tracer>, headers: &HeaderMap, sink: &SpanSink) {
             request_size: 0,
             response_size: 512,
             end: None,
+            grpc: None,
         },
         sink,
     );

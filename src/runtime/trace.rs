@@ -8,7 +8,7 @@ use super::log::outcome;
 use super::request::RequestCtx;
 use super::State;
 use crate::compile::reply::ResponseFlag;
-use crate::observe::tracing::Finished;
+use crate::observe::tracing::{Finished, Grpc};
 
 /// Ends the request's spans (no-op without a trace).
 pub fn finish(state: &State, session: &Session, e: Option<&Error>, ctx: &mut RequestCtx) {
@@ -42,6 +42,21 @@ pub fn finish(state: &State, session: &Session, e: Option<&Error>, ctx: &mut Req
             request_size: down.body_bytes_read() as u64,
             response_size: down.body_bytes_sent() as u64,
             end: None,
+            grpc: header("content-type")
+                .filter(|c| Grpc::is_grpc(c))
+                .map(|content_type| {
+                    let resp = session.response_written();
+                    let resp_header = |name: &str| {
+                        resp.and_then(|r| r.headers.get(name))
+                            .and_then(|v| v.to_str().ok())
+                    };
+                    Grpc {
+                        content_type,
+                        timeout: header("grpc-timeout"),
+                        status: resp_header("grpc-status"),
+                        message: resp_header("grpc-message"),
+                    }
+                }),
         },
         &state.spans,
     );

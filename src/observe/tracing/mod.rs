@@ -199,6 +199,49 @@ pub struct Finished<'a> {
     pub request_size: u64,
     pub response_size: u64,
     pub end: Option<SystemTime>,
+    /// For a gRPC request (`content-type: application/grpc...`): its content type,
+    /// `grpc-timeout`, and the response's `grpc-status` / `grpc-message` when the response
+    /// head carries them.
+    pub grpc: Option<Grpc<'a>>,
+}
+
+/// What Envoy tags on a gRPC request's span (`addGrpcRequestTags`, `addGrpcResponseTags`).
+#[derive(Debug, Default)]
+pub struct Grpc<'a> {
+    pub content_type: &'a str,
+    pub timeout: Option<&'a str>,
+    pub status: Option<&'a str>,
+    pub message: Option<&'a str>,
+}
+
+impl Grpc<'_> {
+    /// `Grpc::Common::isGrpcRequestHeaders`: `application/grpc`, `+suffix` or `;params`.
+    pub fn is_grpc(content_type: &str) -> bool {
+        content_type
+            .strip_prefix("application/grpc")
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('+') || rest.starts_with(';'))
+    }
+
+    fn tag(&self, f: &Finished<'_>, tags: &mut Vec<(&'static str, String)>) {
+        tags.push(("grpc.path", f.path.to_string()));
+        tags.push(("grpc.authority", f.authority.to_string()));
+        tags.push(("grpc.content_type", self.content_type.to_string()));
+        if let Some(t) = self.timeout {
+            tags.push(("grpc.timeout", t.to_string()));
+        }
+        if let Some(code) = self.status {
+            tags.push(("grpc.status_code", code.to_string()));
+            if let Some(m) = self.message {
+                tags.push(("grpc.message", m.to_string()));
+            }
+            // Upstream errors (not the client's): Unknown, DeadlineExceeded, Unimplemented,
+            // ResourceExhausted, Internal, Unavailable, DataLoss.
+            let upstream_error = matches!(code, "2" | "4" | "8" | "12" | "13" | "14" | "15");
+            if upstream_error && !tags.iter().any(|(k, _)| *k == "error") {
+                tags.push(("error", "true".into()));
+            }
+        }
+    }
 }
 
 impl RequestTrace {
@@ -303,6 +346,9 @@ impl RequestTrace {
         tags.push(("request_size", f.request_size.to_string()));
         tags.push(("response_size", f.response_size.to_string()));
         common_tags(&mut tags, f, &status, error);
+        if let Some(g) = &f.grpc {
+            g.tag(f, &mut tags);
+        }
         let mut spans = Vec::with_capacity(1 + self.attempts.len());
         for (i, a) in self.attempts.iter().enumerate() {
             // Each upstream span reports its own upstream response (`finalizeUpstreamSpan` on
@@ -539,6 +585,37 @@ mod tests {
         assert_eq!(spans.len(), 1);
         assert_eq!((spans[0].kind, spans[0].span_id), (Kind::Client, span_id));
         assert_eq!(spans[0].parent, Some(0xe457b5a2e4d86bd1));
+    }
+
+    /// `addGrpcResponseTags`: an upstream gRPC error (Unavailable) marks the span `error`; a
+    /// client error (NotFound) does not.
+    #[test]
+    fn grpc_requests_get_envoys_grpc_tags() {
+        assert!(Grpc::is_grpc("application/grpc"));
+        assert!(Grpc::is_grpc("application/grpc+proto"));
+        assert!(!Grpc::is_grpc("application/grpc-web"));
+        let tags_for = |status: &str| {
+            let f = Finished {
+                path: "/pkg.Svc/Call",
+                authority: "api",
+                status: 200,
+                ..Default::default()
+            };
+            let g = Grpc {
+                content_type: "application/grpc",
+                timeout: Some("5S"),
+                status: Some(status),
+                message: Some("m"),
+            };
+            let mut tags = Vec::new();
+            g.tag(&f, &mut tags);
+            tags
+        };
+        let unavailable = tags_for("14");
+        assert!(unavailable.contains(&("grpc.status_code", "14".into())));
+        assert!(unavailable.contains(&("grpc.path", "/pkg.Svc/Call".into())));
+        assert!(unavailable.contains(&("error", "true".into())));
+        assert!(!tags_for("5").iter().any(|(k, _)| *k == "error"));
     }
 
     #[test]

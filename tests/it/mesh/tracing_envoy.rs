@@ -296,6 +296,30 @@ async fn spans_match_envoys_at_an_istio_gateway() {
     for receiver in [&envoy_receiver, &ours] {
         assert!(receiver.spans().iter().all(|s| s.trace_id != unsampled));
     }
+
+    // A gRPC request: Envoy's `grpc.*` tags (`addGrpcRequestTags`) on the SERVER span.
+    let grpc_trace = "cbf92f3577b34da6a3ce929d0e0e4736";
+    let tp = format!("00-{grpc_trace}-{PARENT}-01");
+    for addr in [envoy.addr, h.addr()] {
+        send_with(
+            addr,
+            &[
+                ("traceparent", &tp),
+                ("content-type", "application/grpc+proto"),
+                ("grpc-timeout", "5S"),
+            ],
+        )
+        .await;
+    }
+    let expected = envoy_receiver
+        .wait_trace(grpc_trace, 2, Duration::from_secs(15))
+        .await;
+    let got = ours
+        .wait_trace(grpc_trace, 2, Duration::from_secs(15))
+        .await;
+    let (e, g) = (span(&expected, "SERVER"), span(&got, "SERVER"));
+    assert_eq!(e.attr("grpc.timeout"), "5S", "{e:?}");
+    assert_eq!(comparable(g), comparable(e), "gRPC SERVER attributes");
     let names: BTreeSet<&str> = got.iter().map(|s| s.name.as_str()).collect();
     assert!(names.contains(OPERATION), "{names:?}");
 }
