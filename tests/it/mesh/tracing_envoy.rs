@@ -64,7 +64,15 @@ fn zipkin_provider() -> &'static str {
                 shared_span_context: false"#
 }
 
-async fn istio_envoy(backend: SocketAddr, collector: u16, provider: &str, h2: bool) -> IstioEnvoy {
+/// `spawn`: `spawn_upstream_span` (istiod sets it for a provider's tracer; the bootstrap
+/// tracer of `defaultConfig.tracing.zipkin` runs without it).
+async fn istio_envoy(
+    backend: SocketAddr,
+    collector: u16,
+    provider: &str,
+    h2: bool,
+    spawn: bool,
+) -> IstioEnvoy {
     // Istio's default retry policy on every route (`route/retry/retry.go` `DefaultPolicy`).
     let retry = "{retry_on: \"connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes\", \
                  num_retries: 2, retry_host_predicate: [{name: envoy.retry_host_predicates.previous_hosts, \
@@ -103,7 +111,7 @@ static_resources:
             client_sampling: {{value: 100}}
             random_sampling: {{value: 100}}
             overall_sampling: {{value: 100}}
-            spawn_upstream_span: true
+            spawn_upstream_span: {spawn}
             provider:
 {provider}
           route_config:
@@ -235,7 +243,14 @@ async fn spans_match_envoys_at_an_istio_gateway() {
     let envoy_receiver = SpanReceiver::grpc().await;
     let ours = SpanReceiver::grpc().await;
     let backend = Backend::http("be").await;
-    let envoy = istio_envoy(backend.addr(), envoy_receiver.port(), otel_provider(), true).await;
+    let envoy = istio_envoy(
+        backend.addr(),
+        envoy_receiver.port(),
+        otel_provider(),
+        true,
+        true,
+    )
+    .await;
     let mesh = MeshDir::new(&format!(
         "defaultConfig:\n  tracing:\n    sampling: 100\n\
          extensionProviders:\n- name: otel\n  opentelemetry:\n    service: 127.0.0.1\n    port: {}\n\
@@ -338,6 +353,7 @@ async fn b3_spans_match_envoys_zipkin_tracer_at_an_istio_gateway() {
         envoy_receiver.port(),
         zipkin_provider(),
         false,
+        true,
     )
     .await;
     let mesh = MeshDir::new(&format!(
@@ -412,7 +428,14 @@ async fn failed_attempts_are_traced_as_envoy_traces_them() {
     let envoy_receiver = SpanReceiver::grpc().await;
     let ours = SpanReceiver::grpc().await;
     let backend = Backend::http("be").await;
-    let envoy = istio_envoy(backend.addr(), envoy_receiver.port(), otel_provider(), true).await;
+    let envoy = istio_envoy(
+        backend.addr(),
+        envoy_receiver.port(),
+        otel_provider(),
+        true,
+        true,
+    )
+    .await;
     let mesh = MeshDir::new(&format!(
         "defaultConfig:\n  tracing:\n    sampling: 100\n\
          extensionProviders:\n- name: otel\n  opentelemetry:\n    service: 127.0.0.1\n    port: {}\n\
@@ -479,5 +502,62 @@ async fn failed_attempts_are_traced_as_envoy_traces_them() {
             .await;
         let got = ours.wait_trace(trace, n, Duration::from_secs(15)).await;
         assert_eq!(view(&got), view(&expected), "{trace}");
+    }
+}
+
+/// The bootstrap Zipkin tracer (`defaultConfig.tracing.zipkin.address`, no
+/// `defaultProviders.tracing`): Envoy spawns no upstream span, so one span per request, CLIENT
+/// (the gateway listener is outbound), whose id the upstream gets as `x-b3-spanid`.
+#[tokio::test]
+async fn the_bootstrap_zipkin_tracer_matches_envoys() {
+    let envoy_receiver = SpanReceiver::http().await;
+    let ours = SpanReceiver::http().await;
+    let backend = Backend::http("be").await;
+    let envoy = istio_envoy(
+        backend.addr(),
+        envoy_receiver.port(),
+        zipkin_provider(),
+        false,
+        false,
+    )
+    .await;
+    let mesh = MeshDir::new(&format!(
+        "defaultConfig:\n  tracing:\n    sampling: 100\n    zipkin:\n      address: 127.0.0.1:{}\n",
+        ours.port()
+    ));
+    let h = gateway_with_mesh(&mesh, &[]).await;
+    let trace = "90f198ee56343ba864fe8b2a57d3eff7";
+    let b3 = [
+        ("x-b3-traceid", trace),
+        ("x-b3-spanid", "e457b5a2e4d86bd1"),
+        ("x-b3-sampled", "1"),
+    ];
+    let via_envoy = send_with(envoy.addr, &b3).await;
+    let via_gateway = send_with(h.addr(), &b3).await;
+    let expected = envoy_receiver
+        .wait_trace(trace, 1, Duration::from_secs(15))
+        .await;
+    let got = ours.wait_trace(trace, 1, Duration::from_secs(15)).await;
+    assert_eq!(
+        (got.len(), expected.len()),
+        (1, 1),
+        "{got:#?}\n{expected:#?}"
+    );
+    let (e, g) = (&expected[0], &got[0]);
+    assert_eq!(
+        (g.kind.as_str(), g.name.as_str()),
+        (e.kind.as_str(), e.name.as_str())
+    );
+    assert_eq!(comparable(g), comparable(e), "tags");
+    for (echo, span) in [(&via_envoy, e), (&via_gateway, g)] {
+        assert_eq!(span.parent_span_id, "e457b5a2e4d86bd1");
+        assert_eq!(
+            echoed_header(echo, "x-b3-spanid"),
+            vec![span.span_id.clone()]
+        );
+        assert_eq!(
+            echoed_header(echo, "x-b3-parentspanid"),
+            vec!["e457b5a2e4d86bd1".to_string()]
+        );
     }
 }
