@@ -129,23 +129,21 @@ async fn a_w3c_trace_continues_across_the_gateway_over_otlp_grpc() {
     assert_eq!(client.name, "router outbound|80||be.svc.local egress");
     assert_eq!(server.service_name, "istio-ingressgateway.istio-system");
     assert_eq!(server.via, "grpc");
-    assert_eq!(server.attr("http.method"), "GET");
-    assert_eq!(
-        server.attr("http.url"),
-        "http://app.example.com/shop?item=1"
-    );
-    assert_eq!(server.attr("http.status_code"), "200");
-    assert_eq!(server.attr("response_flags"), "-");
-    assert_eq!(server.attr("upstream_cluster"), "outbound|80||be.svc.local");
-    assert_eq!(server.attr("component"), "proxy");
-    assert_eq!(server.attr("user_agent"), "trace-test/1");
-    assert_eq!(server.attr("peer.address"), "127.0.0.1");
-    assert_eq!(
-        server.attr("istio.canonical_service"),
-        "istio-ingressgateway"
-    );
-    assert_eq!(server.attr("istio.namespace"), "istio-system");
-    assert_eq!(server.attr("istio.mesh_id"), "cluster.local");
+    for (key, want) in [
+        ("http.method", "GET"),
+        ("http.url", "http://app.example.com/shop?item=1"),
+        ("http.status_code", "200"),
+        ("response_flags", "-"),
+        ("upstream_cluster", "outbound|80||be.svc.local"),
+        ("component", "proxy"),
+        ("user_agent", "trace-test/1"),
+        ("peer.address", "127.0.0.1"),
+        ("istio.canonical_service", "istio-ingressgateway"),
+        ("istio.namespace", "istio-system"),
+        ("istio.mesh_id", "cluster.local"),
+    ] {
+        assert_eq!(server.attr(key), want, "{key}");
+    }
     assert!(server.attr("node_id").starts_with("router~"), "{server:?}");
     let rid = one(&echo, "x-request-id");
     assert_eq!(server.attr("guid:x-request-id"), rid);

@@ -180,6 +180,70 @@ static_resources:
     envoy
 }
 
+/// Which tracer both proxies run.
+#[derive(Clone, Copy)]
+enum Tracer {
+    /// An `opentelemetry` provider (OTLP/gRPC).
+    Otel,
+    /// A `zipkin` provider.
+    Zipkin,
+    /// `defaultConfig.tracing.zipkin.address` (istio-agent's bootstrap tracer).
+    Bootstrap,
+}
+
+/// Envoy (with its receiver) beside a Portcullis mesh file for the same tracer (and its
+/// receiver), at 100 % sampling.
+struct SideBySide {
+    envoy_receiver: SpanReceiver,
+    ours: SpanReceiver,
+    envoy: IstioEnvoy,
+    mesh: MeshDir,
+    /// The backend Envoy routes to (Portcullis's gateway starts its own unless given this).
+    backend: Backend,
+}
+
+async fn side_by_side(tracer: Tracer) -> SideBySide {
+    let otlp = matches!(tracer, Tracer::Otel);
+    let (envoy_receiver, ours) = if otlp {
+        (SpanReceiver::grpc().await, SpanReceiver::grpc().await)
+    } else {
+        (SpanReceiver::http().await, SpanReceiver::http().await)
+    };
+    let backend = Backend::http("be").await;
+    let (provider, spawn) = match tracer {
+        Tracer::Otel => (otel_provider(), true),
+        Tracer::Zipkin => (zipkin_provider(), true),
+        Tracer::Bootstrap => (zipkin_provider(), false),
+    };
+    let envoy = istio_envoy(backend.addr(), envoy_receiver.port(), provider, otlp, spawn).await;
+    let port = ours.port();
+    let provider = match tracer {
+        Tracer::Otel => format!(
+            "extensionProviders:\n- name: p\n  opentelemetry:\n    service: 127.0.0.1\n    port: {port}\n\
+             defaultProviders:\n  tracing: [p]\n"
+        ),
+        Tracer::Zipkin => format!(
+            "extensionProviders:\n- name: p\n  zipkin:\n    service: 127.0.0.1\n    port: {port}\n\
+             defaultProviders:\n  tracing: [p]\n"
+        ),
+        Tracer::Bootstrap => String::new(),
+    };
+    let zipkin = match tracer {
+        Tracer::Bootstrap => format!("    zipkin:\n      address: 127.0.0.1:{port}\n"),
+        _ => String::new(),
+    };
+    let mesh = MeshDir::new(&format!(
+        "defaultConfig:\n  tracing:\n    sampling: 100\n{zipkin}{provider}"
+    ));
+    SideBySide {
+        envoy_receiver,
+        ours,
+        envoy,
+        mesh,
+        backend,
+    }
+}
+
 /// The request both proxies get: a W3C parent (sampled: `flags` `01`), a user agent, a query.
 async fn send_traced(addr: SocketAddr, trace: &str, flags: &str) -> Value {
     let tp = format!("00-{trace}-{PARENT}-{flags}");
@@ -240,23 +304,13 @@ fn comparable(s: &ReceivedSpan) -> Vec<(String, String)> {
 
 #[tokio::test]
 async fn spans_match_envoys_at_an_istio_gateway() {
-    let envoy_receiver = SpanReceiver::grpc().await;
-    let ours = SpanReceiver::grpc().await;
-    let backend = Backend::http("be").await;
-    let envoy = istio_envoy(
-        backend.addr(),
-        envoy_receiver.port(),
-        otel_provider(),
-        true,
-        true,
-    )
-    .await;
-    let mesh = MeshDir::new(&format!(
-        "defaultConfig:\n  tracing:\n    sampling: 100\n\
-         extensionProviders:\n- name: otel\n  opentelemetry:\n    service: 127.0.0.1\n    port: {}\n\
-         defaultProviders:\n  tracing: [otel]\n",
-        ours.port()
-    ));
+    let SideBySide {
+        envoy_receiver,
+        ours,
+        envoy,
+        mesh,
+        backend: _backend,
+    } = side_by_side(Tracer::Otel).await;
     let h = gateway_with_mesh(&mesh, &[]).await;
 
     // An unsampled parent stays unsampled at 100 %, through both.
@@ -345,23 +399,13 @@ async fn spans_match_envoys_at_an_istio_gateway() {
 /// span as `x-b3-parentspanid`, the sampled flag) and the same spans at the Zipkin API.
 #[tokio::test]
 async fn b3_spans_match_envoys_zipkin_tracer_at_an_istio_gateway() {
-    let envoy_receiver = SpanReceiver::http().await;
-    let ours = SpanReceiver::http().await;
-    let backend = Backend::http("be").await;
-    let envoy = istio_envoy(
-        backend.addr(),
-        envoy_receiver.port(),
-        zipkin_provider(),
-        false,
-        true,
-    )
-    .await;
-    let mesh = MeshDir::new(&format!(
-        "defaultConfig:\n  tracing:\n    sampling: 100\n\
-         extensionProviders:\n- name: zipkin\n  zipkin:\n    service: 127.0.0.1\n    port: {}\n\
-         defaultProviders:\n  tracing: [zipkin]\n",
-        ours.port()
-    ));
+    let SideBySide {
+        envoy_receiver,
+        ours,
+        envoy,
+        mesh,
+        backend: _backend,
+    } = side_by_side(Tracer::Zipkin).await;
     let h = gateway_with_mesh(&mesh, &[]).await;
     let trace = "80f198ee56343ba864fe8b2a57d3eff7";
     let b3 = [
@@ -425,23 +469,13 @@ async fn b3_spans_match_envoys_zipkin_tracer_at_an_istio_gateway() {
 /// from the upstream.
 #[tokio::test]
 async fn failed_attempts_are_traced_as_envoy_traces_them() {
-    let envoy_receiver = SpanReceiver::grpc().await;
-    let ours = SpanReceiver::grpc().await;
-    let backend = Backend::http("be").await;
-    let envoy = istio_envoy(
-        backend.addr(),
-        envoy_receiver.port(),
-        otel_provider(),
-        true,
-        true,
-    )
-    .await;
-    let mesh = MeshDir::new(&format!(
-        "defaultConfig:\n  tracing:\n    sampling: 100\n\
-         extensionProviders:\n- name: otel\n  opentelemetry:\n    service: 127.0.0.1\n    port: {}\n\
-         defaultProviders:\n  tracing: [otel]\n",
-        ours.port()
-    ));
+    let SideBySide {
+        envoy_receiver,
+        ours,
+        envoy,
+        mesh,
+        backend,
+    } = side_by_side(Tracer::Otel).await;
     let path = mesh.path();
     let h = IngressBuilder::new()
         .backend(backend)
@@ -510,21 +544,13 @@ async fn failed_attempts_are_traced_as_envoy_traces_them() {
 /// (the gateway listener is outbound), whose id the upstream gets as `x-b3-spanid`.
 #[tokio::test]
 async fn the_bootstrap_zipkin_tracer_matches_envoys() {
-    let envoy_receiver = SpanReceiver::http().await;
-    let ours = SpanReceiver::http().await;
-    let backend = Backend::http("be").await;
-    let envoy = istio_envoy(
-        backend.addr(),
-        envoy_receiver.port(),
-        zipkin_provider(),
-        false,
-        false,
-    )
-    .await;
-    let mesh = MeshDir::new(&format!(
-        "defaultConfig:\n  tracing:\n    sampling: 100\n    zipkin:\n      address: 127.0.0.1:{}\n",
-        ours.port()
-    ));
+    let SideBySide {
+        envoy_receiver,
+        ours,
+        envoy,
+        mesh,
+        backend: _backend,
+    } = side_by_side(Tracer::Bootstrap).await;
     let h = gateway_with_mesh(&mesh, &[]).await;
     let trace = "90f198ee56343ba864fe8b2a57d3eff7";
     let b3 = [
