@@ -304,23 +304,17 @@ fn comparable(s: &ReceivedSpan) -> Vec<(String, String)> {
 
 #[tokio::test]
 async fn spans_match_envoys_at_an_istio_gateway() {
-    let SideBySide {
-        envoy_receiver,
-        ours,
-        envoy,
-        mesh,
-        backend: _backend,
-    } = side_by_side(Tracer::Otel).await;
-    let h = gateway_with_mesh(&mesh, &[]).await;
+    let p = side_by_side(Tracer::Otel).await;
+    let h = gateway_with_mesh(&p.mesh, &[]).await;
 
     // An unsampled parent stays unsampled at 100 %, through both.
     let unsampled = "5bf92f3577b34da6a3ce929d0e0e4736";
-    for addr in [envoy.addr, h.addr()] {
+    for addr in [p.envoy.addr, h.addr()] {
         let echo = send_traced(addr, unsampled, "00").await;
         let tp = echoed_header(&echo, "traceparent").join(",");
         assert!(tp.ends_with("-00"), "{addr}: {tp}");
     }
-    let via_envoy = send_traced(envoy.addr, TRACE, "01").await;
+    let via_envoy = send_traced(p.envoy.addr, TRACE, "01").await;
     let via_gateway = send_traced(h.addr(), TRACE, "01").await;
     for name in ["tracestate", "x-envoy-decorator-operation"] {
         assert_eq!(
@@ -339,10 +333,11 @@ async fn spans_match_envoys_at_an_istio_gateway() {
     };
     assert_eq!(shape(&via_gateway), shape(&via_envoy));
 
-    let expected = envoy_receiver
+    let expected = p
+        .envoy_receiver
         .wait_trace(TRACE, 2, Duration::from_secs(15))
         .await;
-    let got = ours.wait_trace(TRACE, 2, Duration::from_secs(15)).await;
+    let got = p.ours.wait_trace(TRACE, 2, Duration::from_secs(15)).await;
     assert_eq!(got.len(), expected.len(), "{got:#?}\n{expected:#?}");
     for kind in ["SERVER", "CLIENT"] {
         let (e, g) = (span(&expected, kind), span(&got, kind));
@@ -362,14 +357,14 @@ async fn spans_match_envoys_at_an_istio_gateway() {
     };
     assert!(upstream_parent(&via_envoy, &expected));
     assert!(upstream_parent(&via_gateway, &got));
-    for receiver in [&envoy_receiver, &ours] {
+    for receiver in [&p.envoy_receiver, &p.ours] {
         assert!(receiver.spans().iter().all(|s| s.trace_id != unsampled));
     }
 
     // A gRPC request: Envoy's `grpc.*` tags (`addGrpcRequestTags`) on the SERVER span.
     let grpc_trace = "cbf92f3577b34da6a3ce929d0e0e4736";
     let tp = format!("00-{grpc_trace}-{PARENT}-01");
-    for addr in [envoy.addr, h.addr()] {
+    for addr in [p.envoy.addr, h.addr()] {
         send_with(
             addr,
             &[
@@ -380,10 +375,12 @@ async fn spans_match_envoys_at_an_istio_gateway() {
         )
         .await;
     }
-    let expected = envoy_receiver
+    let expected = p
+        .envoy_receiver
         .wait_trace(grpc_trace, 2, Duration::from_secs(15))
         .await;
-    let got = ours
+    let got = p
+        .ours
         .wait_trace(grpc_trace, 2, Duration::from_secs(15))
         .await;
     let (e, g) = (span(&expected, "SERVER"), span(&got, "SERVER"));
@@ -399,21 +396,15 @@ async fn spans_match_envoys_at_an_istio_gateway() {
 /// span as `x-b3-parentspanid`, the sampled flag) and the same spans at the Zipkin API.
 #[tokio::test]
 async fn b3_spans_match_envoys_zipkin_tracer_at_an_istio_gateway() {
-    let SideBySide {
-        envoy_receiver,
-        ours,
-        envoy,
-        mesh,
-        backend: _backend,
-    } = side_by_side(Tracer::Zipkin).await;
-    let h = gateway_with_mesh(&mesh, &[]).await;
+    let p = side_by_side(Tracer::Zipkin).await;
+    let h = gateway_with_mesh(&p.mesh, &[]).await;
     let trace = "80f198ee56343ba864fe8b2a57d3eff7";
     let b3 = [
         ("x-b3-traceid", trace),
         ("x-b3-spanid", "e457b5a2e4d86bd1"),
         ("x-b3-sampled", "1"),
     ];
-    let via_envoy = send_with(envoy.addr, &b3).await;
+    let via_envoy = send_with(p.envoy.addr, &b3).await;
     let via_gateway = send_with(h.addr(), &b3).await;
     let b3_names = |echo: &Value| {
         let names: BTreeSet<String> = echo["headers"]
@@ -437,10 +428,11 @@ async fn b3_spans_match_envoys_zipkin_tracer_at_an_istio_gateway() {
             "{name}"
         );
     }
-    let expected = envoy_receiver
+    let expected = p
+        .envoy_receiver
         .wait_trace(trace, 2, Duration::from_secs(15))
         .await;
-    let got = ours.wait_trace(trace, 2, Duration::from_secs(15)).await;
+    let got = p.ours.wait_trace(trace, 2, Duration::from_secs(15)).await;
     assert_eq!(got.len(), expected.len(), "{got:#?}\n{expected:#?}");
     for kind in ["SERVER", "CLIENT"] {
         let (e, g) = (span(&expected, kind), span(&got, kind));
@@ -469,16 +461,10 @@ async fn b3_spans_match_envoys_zipkin_tracer_at_an_istio_gateway() {
 /// from the upstream.
 #[tokio::test]
 async fn failed_attempts_are_traced_as_envoy_traces_them() {
-    let SideBySide {
-        envoy_receiver,
-        ours,
-        envoy,
-        mesh,
-        backend,
-    } = side_by_side(Tracer::Otel).await;
-    let path = mesh.path();
+    let p = side_by_side(Tracer::Otel).await;
+    let path = p.mesh.path();
     let h = IngressBuilder::new()
-        .backend(backend)
+        .backend(p.backend)
         .service_at("dead", dead_port())
         .routes(vec![
             when_to(Match::new().uri(prefix("/down")), "dead"),
@@ -489,7 +475,7 @@ async fn failed_attempts_are_traced_as_envoy_traces_them() {
         .await;
     let trace = "9bf92f3577b34da6a3ce929d0e0e4736";
     let tp = format!("00-{trace}-{PARENT}-01");
-    for addr in [envoy.addr, h.addr()] {
+    for addr in [p.envoy.addr, h.addr()] {
         let resp = crate::support::client::http_client()
             .get(format!("http://{addr}/down"))
             .header("host", "app.example.com")
@@ -502,7 +488,7 @@ async fn failed_attempts_are_traced_as_envoy_traces_them() {
     // And a 4xx from the upstream (its CLIENT span's status as Envoy sets it).
     let not_found = "abf92f3577b34da6a3ce929d0e0e4736";
     let tp404 = format!("00-{not_found}-{PARENT}-01");
-    for addr in [envoy.addr, h.addr()] {
+    for addr in [p.envoy.addr, h.addr()] {
         let resp = crate::support::client::http_client()
             .get(format!("http://{addr}/status/404"))
             .header("host", "app.example.com")
@@ -531,10 +517,11 @@ async fn failed_attempts_are_traced_as_envoy_traces_them() {
         v
     };
     for (trace, n) in [(trace, 4), (not_found, 2)] {
-        let expected = envoy_receiver
+        let expected = p
+            .envoy_receiver
             .wait_trace(trace, n, Duration::from_secs(15))
             .await;
-        let got = ours.wait_trace(trace, n, Duration::from_secs(15)).await;
+        let got = p.ours.wait_trace(trace, n, Duration::from_secs(15)).await;
         assert_eq!(view(&got), view(&expected), "{trace}");
     }
 }
@@ -544,26 +531,21 @@ async fn failed_attempts_are_traced_as_envoy_traces_them() {
 /// (the gateway listener is outbound), whose id the upstream gets as `x-b3-spanid`.
 #[tokio::test]
 async fn the_bootstrap_zipkin_tracer_matches_envoys() {
-    let SideBySide {
-        envoy_receiver,
-        ours,
-        envoy,
-        mesh,
-        backend: _backend,
-    } = side_by_side(Tracer::Bootstrap).await;
-    let h = gateway_with_mesh(&mesh, &[]).await;
+    let p = side_by_side(Tracer::Bootstrap).await;
+    let h = gateway_with_mesh(&p.mesh, &[]).await;
     let trace = "90f198ee56343ba864fe8b2a57d3eff7";
     let b3 = [
         ("x-b3-traceid", trace),
         ("x-b3-spanid", "e457b5a2e4d86bd1"),
         ("x-b3-sampled", "1"),
     ];
-    let via_envoy = send_with(envoy.addr, &b3).await;
+    let via_envoy = send_with(p.envoy.addr, &b3).await;
     let via_gateway = send_with(h.addr(), &b3).await;
-    let expected = envoy_receiver
+    let expected = p
+        .envoy_receiver
         .wait_trace(trace, 1, Duration::from_secs(15))
         .await;
-    let got = ours.wait_trace(trace, 1, Duration::from_secs(15)).await;
+    let got = p.ours.wait_trace(trace, 1, Duration::from_secs(15)).await;
     assert_eq!(
         (got.len(), expected.len()),
         (1, 1),
