@@ -338,7 +338,7 @@ async fn the_provider_service_is_resolved_through_a_service_entry() {
 }
 
 /// Tracing off (`enableTracing: false`): trace headers pass through untouched and nothing is
-/// exported; a mesh-file edit turns it on without a restart.
+/// exported; a mesh-file edit turns it on without a restart, another moves it to a new collector.
 #[tokio::test]
 async fn a_mesh_file_edit_turns_tracing_on_live() {
     let receiver = SpanReceiver::grpc().await;
@@ -368,6 +368,17 @@ async fn a_mesh_file_edit_turns_tracing_on_live() {
         2,
         "only the traced request's spans: {spans:#?}"
     );
+
+    // Another edit re-points the exporter: the next spans go to the new collector, over HTTP.
+    let second = SpanReceiver::http().await;
+    let generation = h.generation().await;
+    mesh.write(&mesh_with(&otlp_http(second.port()), 100.0));
+    h.wait_generation_after(generation, APPLY).await;
+    let moved = "8bf92f3577b34da6a3ce929d0e0e4736";
+    get_in_trace(&h, moved, true).await;
+    let spans = second.wait_trace(moved, 2, EXPORTED).await;
+    assert_eq!(spans[0].via, "http");
+    assert!(receiver.spans().iter().all(|s| s.trace_id != moved));
 }
 
 /// `x-client-trace-id` forces a trace whatever the sampling (Envoy `conn_manager_utility.cc`
