@@ -147,6 +147,10 @@ async fn serve(
     state.metrics.config_generation.set(1);
     let (kinds, parts, stale) = &loaded_counts;
     state.metrics.left_out(kinds, *parts, *stale);
+    // The span exporter follows the mesh settings (each reload below re-points it).
+    state
+        .spans
+        .configure(state.snapshot.load().mesh.tracing.tracer.clone());
     // jwksUri keys: fetched and refreshed in the background, never on the request path.
     source.instance.security.jwks.spawn();
 
@@ -248,11 +252,13 @@ impl Reloader {
                 let applied = Applied::of(&mut loaded);
                 let snapshot = loaded.snapshot;
                 let access_log = snapshot.mesh.access_log.clone();
+                let tracer = snapshot.mesh.tracing.tracer.clone();
                 let drain = drain_settings(&snapshot.mesh, self.drain_flags);
                 self.gateway
                     .apply(snapshot)
                     .map(|()| {
                         state.access_log.configure(access_log);
+                        state.spans.configure(tracer);
                         state.drain.set_settings(drain);
                         applied
                     })

@@ -132,6 +132,7 @@ pub enum Op {
     DownstreamDirectRemoteAddressWithoutPort,
     RequestedServerName,
     RouteName,
+    TraceId,
     Hostname,
 }
 
@@ -180,6 +181,9 @@ impl Op {
             }
             "REQUESTED_SERVER_NAME" => Op::RequestedServerName,
             "ROUTE_NAME" => Op::RouteName,
+            // Envoy `%TRACE_ID%` (source/common/formatter/stream_info_formatter.cc): the
+            // active span's trace id, `-` without one.
+            "TRACE_ID" => Op::TraceId,
             "HOSTNAME" => {
                 // Read once, at compile: never a file read on a request worker.
                 let _ = hostname();

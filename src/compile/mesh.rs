@@ -18,6 +18,7 @@ use crate::config::mesh::{
     AccessLogEncoding, DefaultProviders, ExtensionProvider, ForwardClientCert, MeshFile,
     OutboundMode,
 };
+use crate::telemetry::tracing::Tracer;
 
 /// Flags given on the command line; each wins over the mesh file.
 #[derive(Debug, Clone, Default)]
@@ -77,13 +78,16 @@ impl Default for Topology {
     }
 }
 
-/// Tracing settings, parsed and validated for the tracing work to use.
+/// Tracing settings: what the mesh file says, and the tracer compiled from it (with the
+/// registry, after the snapshot: `compile::tracing::tracer`).
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TracingSettings {
     pub enabled: bool,
     /// Percentage of requests sampled (Istio's default 1.0).
     pub sampling: f64,
+    /// The tracer in force; `None`: no spans, trace headers pass through untouched.
+    pub tracer: Option<Arc<Tracer>>,
     #[serde(skip)]
     pub providers: Vec<ExtensionProvider>,
     pub provider_names: Vec<String>,
@@ -104,6 +108,7 @@ impl Default for MeshSettings {
             tracing: TracingSettings {
                 enabled: true,
                 sampling: 1.0,
+                tracer: None,
                 providers: Vec::new(),
                 provider_names: Vec::new(),
                 default_providers: DefaultProviders::default(),
@@ -189,6 +194,7 @@ impl MeshSettings {
                 tracing: TracingSettings {
                     enabled: m.enable_tracing.unwrap_or(true),
                     sampling: tracing.sampling.unwrap_or(1.0),
+                    tracer: None,
                     provider_names: m
                         .extension_providers
                         .iter()

@@ -18,6 +18,7 @@ pub mod reply;
 pub mod route;
 pub mod security;
 pub mod telemetry;
+pub mod tracing;
 pub mod vhost;
 
 use std::collections::{BTreeMap, HashMap};

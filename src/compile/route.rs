@@ -16,6 +16,7 @@ use super::cluster::ClusterBuilder;
 use super::delegate::merge_http_route;
 use super::error::CompileError;
 use super::matcher::{RequestMatch, RequestView};
+use super::tracing::operation;
 use crate::config::load::Resource;
 use crate::config::resolve::{resolve_gateway_name, MESH};
 use crate::config::types::{HttpMatchRequest, HttpRoute, RedirectPortSelection, VirtualService};
@@ -41,6 +42,9 @@ pub struct Route {
     pub fault: Option<Fault>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cors: Option<Cors>,
+    /// The span name (Istio's route decorator, `compile::tracing::operation`).
+    #[serde(skip)]
+    pub operation: String,
 }
 
 impl Route {
@@ -146,7 +150,13 @@ pub fn compile_http_routes(
                 clusters,
                 errors,
             ) {
-                Ok(route) => {
+                Ok(mut route) => {
+                    route.operation = operation(
+                        route.match_spec.as_ref(),
+                        &route.action,
+                        &vs.meta.name,
+                        server.gateway_port,
+                    );
                     let catch_all = route.is_catch_all();
                     out.push(route);
                     if catch_all {
@@ -200,7 +210,13 @@ fn compile_delegate(
                 clusters,
                 errors,
             ) {
-                Ok(route) => {
+                Ok(mut route) => {
+                    route.operation = operation(
+                        route.match_spec.as_ref(),
+                        &route.action,
+                        &root.meta.name,
+                        server.gateway_port,
+                    );
                     let catch_all = route.is_catch_all();
                     out.push(route);
                     if catch_all {
@@ -411,6 +427,7 @@ fn compile_route(
         response_headers,
         fault: rule.fault.as_ref().and_then(Fault::compile),
         cors: rule.cors_policy.as_ref().map(Cors::compile).transpose()?,
+        operation: String::new(),
     })
 }
 

@@ -42,6 +42,9 @@ pub struct AccessLogEntry {
     /// `%UPSTREAM_REQUEST_ATTEMPT_COUNT%`.
     #[serde(skip)]
     pub attempts: Option<u32>,
+    /// `%TRACE_ID%`: the request's trace, when tracing is on.
+    #[serde(skip)]
+    pub trace_id: Option<String>,
 }
 
 impl AccessLogEntry {
@@ -74,6 +77,7 @@ impl AccessLogEntry {
             scheme: None,
             downstream_direct_remote_address: None,
             attempts: None,
+            trace_id: None,
         }
     }
 }

@@ -191,6 +191,7 @@ impl<'a> LogInput<'a> {
             }
             Op::RequestedServerName => opt(&e.requested_server_name),
             Op::RouteName => opt(&e.route_name),
+            Op::TraceId => opt(&e.trace_id),
             Op::Hostname => Val::Str(Cow::Borrowed(hostname())),
         }
     }

@@ -11,8 +11,8 @@
 use prometheus::proto::{MetricFamily, MetricType};
 use prometheus::{
     register_histogram_vec_with_registry, register_int_counter_vec_with_registry,
-    register_int_gauge_vec_with_registry, register_int_gauge_with_registry, IntCounterVec,
-    IntGauge, IntGaugeVec, Registry,
+    register_int_counter_with_registry, register_int_gauge_vec_with_registry,
+    register_int_gauge_with_registry, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry,
 };
 
 use crate::telemetry::envoy::{family, ConnManagerMetrics};
@@ -31,6 +31,8 @@ pub struct Metrics {
     resources_rejected: IntGaugeVec,
     parts_rejected: IntGauge,
     files_stale: IntGauge,
+    /// Finished spans dropped because the export queue was full (`telemetry::tracing`).
+    pub tracing_dropped: IntCounter,
 }
 
 /// The kinds `portcullis_config_resources_rejected` always reports, 0 included.
@@ -176,6 +178,12 @@ impl Metrics {
                 "portcullis_config_files_stale",
                 "Config files (and the mesh file) served from their last good contents because the current file does not parse or cannot be read",
                 &agent
+            )
+            .expect("metric names are unique"),
+            tracing_dropped: register_int_counter_with_registry!(
+                "portcullis_tracing_spans_dropped_total",
+                "Finished spans dropped because the export queue was full",
+                r
             )
             .expect("metric names are unique"),
             registry,

@@ -24,6 +24,7 @@ use crate::compile::mesh::MeshSettings;
 use crate::compile::{compile, Instance, Snapshot};
 use crate::config::diag::{Diagnostic, Diagnostics, Scope, Severity};
 use crate::config::load::{ParseCache, Resource, Resources, StaleFile};
+use crate::config::mesh::MeshFile;
 use crate::config::validate::{admitted, analyze, webhook, Target};
 use crate::upstream::StatsRegistry;
 
@@ -137,6 +138,8 @@ pub struct Pipeline {
 struct GoodMesh {
     settings: MeshSettings,
     text: Option<String>,
+    /// The parsed file: the tracer is resolved against each load's registry.
+    file: Option<MeshFile>,
 }
 
 impl GoodMesh {
@@ -214,7 +217,8 @@ impl Pipeline {
         if refused(&diags, source.strict) {
             return refuse(diags);
         }
-        let (mut snapshot, compiled) = match compile(&kept, &good_mesh.instance(source), stats) {
+        let instance = good_mesh.instance(source);
+        let (mut snapshot, compiled) = match compile(&kept, &instance, stats) {
             Ok(c) => c,
             Err(e) => {
                 diags.0.extend(e.0);
@@ -225,7 +229,14 @@ impl Pipeline {
         if refused(&diags, source.strict) {
             return refuse(diags);
         }
-        snapshot.mesh = Arc::new(good_mesh.settings.clone());
+        let mut settings = good_mesh.settings.clone();
+        settings.tracing.tracer = crate::compile::tracing::tracer(
+            good_mesh.file.as_ref(),
+            &snapshot.registry,
+            &instance,
+            &mut diags.0,
+        );
+        snapshot.mesh = Arc::new(settings);
         diags.sort();
         diags.dedup();
         let mut left_out = left_out(&diags, &restored, self.cache.stale.clone());
@@ -253,9 +264,13 @@ impl Pipeline {
     fn mesh(&self, source: &ConfigSource) -> MeshLoad {
         let (settings, file, mut diags) = load_mesh_settings(source);
         if let Some(settings) = settings {
-            let text = file.map(|m| m.origin.file.text.clone());
+            let text = file.as_ref().map(|m| m.origin.file.text.clone());
             return MeshLoad {
-                good: Some(GoodMesh { settings, text }),
+                good: Some(GoodMesh {
+                    settings,
+                    text,
+                    file,
+                }),
                 diags,
                 stale: None,
             };

@@ -98,6 +98,7 @@ pub async fn next_peer(
     ctx.upstream_addr = Some(picked.address);
     ctx.tried.push(picked.address);
     ctx.upstream_start = Some(now);
+    ctx.trace_attempt();
     Ok(Box::new(cluster.peer(
         picked.address,
         &ctx.downstream.host,

@@ -20,9 +20,12 @@ fn header_string(session: &Session, name: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Logs the finished request and counts it.
-pub fn finish(state: &State, session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
-    let req = session.req_header();
+/// The status sent (0: none) and Envoy's response flag.
+pub fn outcome(
+    session: &Session,
+    e: Option<&Error>,
+    ctx: &RequestCtx,
+) -> (u16, Option<ResponseFlag>) {
     let status = session
         .response_written()
         .map(|r| r.status.as_u16())
@@ -36,6 +39,13 @@ pub fn finish(state: &State, session: &Session, e: Option<&Error>, ctx: &Request
             ResponseFlag::UC
         })
     });
+    (status, flag)
+}
+
+/// Logs the finished request and counts it.
+pub fn finish(state: &State, session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
+    let req = session.req_header();
+    let (status, flag) = outcome(session, e, ctx);
     let cluster = ctx.target.as_ref().map(|t| &t.cluster);
     let client = session.client_addr();
     let client_ip = client.and_then(|a| a.as_inet()).map(|a| a.ip());
@@ -92,6 +102,7 @@ pub fn finish(state: &State, session: &Session, e: Option<&Error>, ctx: &Request
     entry.scheme = Some(ctx.downstream.scheme.to_string());
     entry.attempts = (ctx.attempts > 0).then_some(ctx.attempts);
     entry.requested_server_name = ctx.downstream_tls().and_then(|t| t.sni.clone());
+    entry.trace_id = ctx.trace.as_ref().map(|t| t.trace_id_hex());
     entry.route_name = ctx
         .route()
         .map(|r| r.name.clone())

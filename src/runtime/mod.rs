@@ -21,6 +21,7 @@ pub mod request;
 pub mod rescue;
 pub mod routing;
 pub mod server;
+pub mod trace;
 pub mod tunnel;
 
 use std::collections::HashSet;
@@ -36,6 +37,7 @@ use crate::compile::Snapshot;
 use crate::dns::DnsCache;
 use crate::observe::access_log::AccessLog;
 use crate::observe::metrics::Metrics;
+use crate::telemetry::tracing::SpanSink;
 use crate::upstream::StatsRegistry;
 pub use drain::{Drain, DrainPhase, DrainSettings};
 use limits::DownstreamLimits;
@@ -68,6 +70,8 @@ pub struct State {
     pub dns: Arc<DnsCache>,
     pub metrics: Metrics,
     pub access_log: AccessLog,
+    /// Finished spans on their way to the tracing exporter.
+    pub spans: SpanSink,
     pub stats: Arc<StatsRegistry>,
     pub options: RuntimeOptions,
     pub connector: TransportConnector,
@@ -94,10 +98,12 @@ impl State {
     ) -> Result<State, crate::tls::TlsError> {
         let settings = options.drain;
         let overload = Overload::new(&options.limits, Default::default());
+        let metrics = Metrics::new();
         Ok(State {
             snapshot: ArcSwap::from_pointee(snapshot),
             dns: Arc::new(DnsCache::from_system()),
-            metrics: Metrics::new(),
+            spans: SpanSink::new(metrics.tracing_dropped.clone()),
+            metrics,
             access_log,
             stats,
             options,

@@ -3,17 +3,19 @@
 //!
 //! - `early_request_filter`: take the snapshot the request keeps for its whole life.
 //! - `request_filter`: read the downstream request (edge hygiene: control headers removed, a
-//!   new request id; HTTP/1.0 refused unless accepted), route it, run the route's local actions
-//!   (fault, CORS preflight, redirect, direct response), choose the destination and pass its
-//!   circuit breaker (`routing.rs`), start the mirror copies; `Ok(true)` when the gateway answered itself.
+//!   new request id; the trace started; HTTP/1.0 refused unless accepted), route it, run the
+//!   route's local actions (fault, CORS preflight, redirect, direct response), choose the
+//!   destination and pass its circuit breaker (`routing.rs`), start the mirror copies;
+//!   `Ok(true)` when the gateway answered itself.
 //! - `upstream_peer`: the next attempt (`attempt.rs`, once per try): the retry back-off, the
 //!   endpoint, the peer.
 //! - `request_body_filter`: the body goes to the mirror copies too (first attempt only).
 //! - `upstream_response_filter`: a retriable status is retried before anything went downstream.
 //! - `connected_to_upstream`: upstream certificate names, connection reuse accounting.
-//! - `upstream_request_filter` / `response_filter`: shape the request and the response.
+//! - `upstream_request_filter` / `response_filter`: shape the request (and carry the trace)
+//!   and the response.
 //! - `fail_to_connect` / `error_while_proxy`: retry decisions; `fail_to_proxy`: the answer.
-//! - `logging`: once at the end: outlier detection, access log, metrics.
+//! - `logging`: once at the end: outlier detection, access log, metrics, the trace's spans.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -191,6 +193,7 @@ impl ProxyHttp for Edge {
             Err(reply) => return self.reply(session, ctx, reply).await,
         };
         edge::clean_internal_headers(session.req_header_mut());
+        ctx.start_trace(session.req_header());
         if session.req_header().version == http::Version::HTTP_10
             && !self.state.options.accept_http10
         {
@@ -242,7 +245,8 @@ impl ProxyHttp for Edge {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        shape_request(upstream, ctx)
+        shape_request(upstream, ctx)?;
+        ctx.propagate_trace(upstream)
     }
 
     async fn request_body_filter(
@@ -298,6 +302,7 @@ impl ProxyHttp for Edge {
         upstream: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        ctx.trace_response(upstream);
         if let Some(start) = ctx.upstream_start {
             ctx.upstream_service_time = Some(start.elapsed().as_millis() as u64);
         }
@@ -347,6 +352,7 @@ impl ProxyHttp for Edge {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        ctx.trace_failure(&e);
         connect_failed(ctx, &e);
         e.set_retry(ctx.retry_after_connect_failure());
         e
@@ -361,6 +367,7 @@ impl ProxyHttp for Edge {
         client_reused: bool,
     ) -> Box<Error> {
         let _ = client_reused;
+        ctx.trace_failure(&e);
         let mut e = e.more_context(format!("Peer: {peer}"));
         let replayable = self.replayable(session, ctx);
         let started = session.response_written().is_some();
@@ -403,5 +410,6 @@ impl ProxyHttp for Edge {
         ctx.admission = None;
         record_last_attempt(session, e, ctx);
         super::log::finish(&self.state, session, e, ctx);
+        super::trace::finish(&self.state, session, e, ctx);
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use http::{HeaderName, HeaderValue};
-use pingora::http::ResponseHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::tls::SslDigest;
 use pingora::{Error, ErrorSource, ErrorType};
 
@@ -18,6 +18,7 @@ use crate::compile::route::Route;
 use crate::compile::security::claims::Claims;
 use crate::compile::vhost::RouteTable;
 use crate::compile::Snapshot;
+use crate::telemetry::tracing::RequestTrace;
 use crate::tls::server::DownstreamTls;
 use crate::upstream::breaker::Admission;
 use crate::upstream::Cluster;
@@ -86,6 +87,8 @@ pub struct RequestCtx {
     pub body_bytes: usize,
     /// A gRPC request's messages and trailer status, for Istio's metrics.
     pub grpc: crate::observe::grpc::GrpcTelemetry,
+    /// The request's trace, when the mesh settings name a tracer.
+    pub trace: Option<RequestTrace>,
 }
 
 impl Default for RequestCtx {
@@ -119,6 +122,7 @@ impl Default for RequestCtx {
             mirror_feeds: Vec::new(),
             body_bytes: 0,
             grpc: Default::default(),
+            trace: None,
         }
     }
 }
@@ -223,6 +227,67 @@ impl RequestCtx {
     pub fn retry_after_connect_failure(&self) -> bool {
         self.retry_policy()
             .on_reset(self.attempted(), Reset::ConnectFailure, false)
+    }
+
+    /// Starts the request's trace (the tracer of the request's snapshot): Envoy's sampling
+    /// decision marked in the request id, the incoming context continued.
+    pub fn start_trace(&mut self, req: &RequestHeader) {
+        let tracer = self
+            .snapshot
+            .as_ref()
+            .and_then(|s| s.mesh.tracing.tracer.as_ref());
+        self.trace =
+            tracer.and_then(|t| t.start(&req.headers, &mut self.request_id, self.start_time));
+    }
+
+    /// A new upstream attempt's span (the endpoint is chosen; Envoy spawns it before
+    /// connecting, so a connection failure has its span too).
+    pub fn trace_attempt(&mut self) {
+        if let Some(trace) = self.trace.as_mut() {
+            trace.begin_attempt(self.upstream_addr);
+        }
+    }
+
+    /// The current attempt's upstream response head (its status and protocol on its span).
+    pub fn trace_response(&mut self, resp: &ResponseHeader) {
+        if let Some(trace) = self.trace.as_mut() {
+            let protocol = match resp.version {
+                http::Version::HTTP_2 => "HTTP/2",
+                http::Version::HTTP_10 => "HTTP/1.0",
+                _ => "HTTP/1.1",
+            };
+            trace.attempt_response(resp.status.as_u16(), protocol);
+        }
+    }
+
+    /// The current attempt failed with this Pingora error (Envoy's reset reason on its span).
+    pub fn trace_failure(&mut self, e: &Error) {
+        let reason = match e.etype() {
+            ErrorType::ConnectTimedout => "connection timeout",
+            ErrorType::ConnectRefused
+            | ErrorType::ConnectNoRoute
+            | ErrorType::ConnectError
+            | ErrorType::TLSHandshakeFailure => "remote connection failure",
+            _ => "connection termination",
+        };
+        if let Some(trace) = self.trace.as_mut() {
+            trace.attempt_failed(reason);
+        }
+    }
+
+    /// The trace context of this upstream attempt (its span as the parent) and the route's
+    /// decorator, on the request to the upstream.
+    pub fn propagate_trace(&mut self, upstream: &mut RequestHeader) -> pingora::Result<()> {
+        let Some(trace) = self.trace.as_ref() else {
+            return Ok(());
+        };
+        let operation = self.routed.as_ref().map(|r| r.route().operation.as_str());
+        let mut headers = Vec::with_capacity(6);
+        trace.inject(operation, &mut headers);
+        for (name, value) in headers {
+            upstream.insert_header(name, value)?;
+        }
+        Ok(())
     }
 
     /// Whether this is a retry (Envoy's "retried and the latest reset reason").

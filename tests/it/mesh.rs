@@ -3,12 +3,15 @@
 //! JSON, Envoy's format operators), a mesh-file edit taking effect, a broken mesh file keeping
 //! the last good settings, `check --mesh`; the real client address (`numTrustedProxies`) and
 //! PROXY protocol from real senders (HAProxy, curl) in `client_address`; `outbound`:
-//! outboundTrafficPolicy; `tls`: PROXY protocol before TLS and the XFCC modes.
+//! outboundTrafficPolicy; `tls`: PROXY protocol before TLS and the XFCC modes; `tracing`: spans
+//! exported over OTLP or to Zipkin from the tracing provider the mesh file names.
 
 mod access_log;
 mod client_address;
 mod outbound;
 mod tls;
+mod tracing;
+mod tracing_envoy;
 
 use std::time::Duration;
 

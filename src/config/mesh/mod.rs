@@ -208,6 +208,8 @@ pub struct ServiceProvider {
     pub log_format: Option<serde_yaml::Value>,
     pub path: Option<String>,
     pub trace_id128bit: Option<bool>,
+    /// Zipkin: `USE_B3` (default) or `USE_B3_WITH_W3C_PROPAGATION`.
+    pub trace_context_option: Option<String>,
     pub enable_64bit_trace_id: Option<bool>,
     pub timeout: Option<Duration>,
     pub headers: Option<serde_yaml::Value>,

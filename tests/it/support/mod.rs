@@ -15,6 +15,7 @@
 //! - [`config`]: temp config directories with atomic writes.
 //! - [`ports`]: free ports.
 //! - [`prometheus`]: a real Prometheus scraping the gateway, and a PromQL client.
+//! - [`otlp`]: a real OTLP (gRPC, HTTP/protobuf) and Zipkin span receiver.
 //! - [`security`]: JWT signers and JWKS, a JWKS server, an ext_authz server.
 //!
 //! Everything that waits is async (`tokio::time::sleep` polling); sync tests only compute.
@@ -29,6 +30,7 @@ pub mod envoy;
 pub mod gateway;
 pub mod harness;
 pub mod k8s;
+pub mod otlp;
 pub mod ports;
 pub mod prometheus;
 pub mod security;
