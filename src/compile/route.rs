@@ -141,7 +141,7 @@ pub fn compile_http_routes(
             if !block_applies(block, vs, server) {
                 continue;
             }
-            match compile_route(
+            let built = compile_route(
                 rule,
                 block,
                 &source,
@@ -149,21 +149,9 @@ pub fn compile_http_routes(
                 server,
                 clusters,
                 errors,
-            ) {
-                Ok(mut route) => {
-                    route.operation = operation(
-                        route.match_spec.as_ref(),
-                        &route.action,
-                        &vs.meta.name,
-                        server.gateway_port,
-                    );
-                    let catch_all = route.is_catch_all();
-                    out.push(route);
-                    if catch_all {
-                        return out;
-                    }
-                }
-                Err(e) => errors.push(format!("{source}: {e}")),
+            );
+            if push_route(built, &vs.meta.name, server, &source, errors, &mut out) {
+                return out;
             }
         }
     }
@@ -201,7 +189,7 @@ fn compile_delegate(
             if !block_applies(block, root, server) {
                 continue;
             }
-            match compile_route(
+            let built = compile_route(
                 &merged,
                 block,
                 &source,
@@ -209,25 +197,43 @@ fn compile_delegate(
                 server,
                 clusters,
                 errors,
-            ) {
-                Ok(mut route) => {
-                    route.operation = operation(
-                        route.match_spec.as_ref(),
-                        &route.action,
-                        &root.meta.name,
-                        server.gateway_port,
-                    );
-                    let catch_all = route.is_catch_all();
-                    out.push(route);
-                    if catch_all {
-                        return true;
-                    }
-                }
-                Err(e) => errors.push(format!("{source}: {e}")),
+            );
+            if push_route(built, &root.meta.name, server, &source, errors, out) {
+                return true;
             }
         }
     }
     false
+}
+
+/// Keeps a built route with its operation name (Istio's `GetRouteOperation`, named after the
+/// root VirtualService) or reports why it could not be built. True when it is a catch-all: no
+/// later rule can match.
+fn push_route(
+    built: Result<Route, CompileError>,
+    vs_name: &str,
+    server: &ServerContext<'_>,
+    source: &str,
+    errors: &mut Vec<String>,
+    out: &mut Vec<Route>,
+) -> bool {
+    match built {
+        Ok(mut route) => {
+            route.operation = operation(
+                route.match_spec.as_ref(),
+                &route.action,
+                vs_name,
+                server.gateway_port,
+            );
+            let catch_all = route.is_catch_all();
+            out.push(route);
+            catch_all
+        }
+        Err(e) => {
+            errors.push(format!("{source}: {e}"));
+            false
+        }
+    }
 }
 
 /// `match.gateways`, `match.port` and `sourceLabels` decide at build time whether a block is

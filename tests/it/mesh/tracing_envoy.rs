@@ -8,11 +8,10 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 
 use super::*;
 use crate::ingress::when_to;
-use crate::support::envoy::envoy_binary;
+use crate::support::envoy::Envoy;
 use crate::support::otlp::{ReceivedSpan, SpanReceiver};
 use crate::support::yaml::{prefix, Match};
 use serde_json::Value;
@@ -30,19 +29,6 @@ fn dead_port() -> u16 {
 }
 
 /// Envoy as an Istio gateway with an OpenTelemetry tracer; killed on drop.
-struct IstioEnvoy {
-    child: std::process::Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for IstioEnvoy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The provider block istiod writes for an `opentelemetry` provider (`tracing.go`).
 fn otel_provider() -> &'static str {
     r#"              name: envoy.tracers.opentelemetry
@@ -72,7 +58,7 @@ async fn istio_envoy(
     provider: &str,
     h2: bool,
     spawn: bool,
-) -> IstioEnvoy {
+) -> Envoy {
     // Istio's default retry policy on every route (`route/retry/retry.go` `DefaultPolicy`).
     let retry = "{retry_on: \"connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes\", \
                  num_retries: 2, retry_host_predicate: [{name: envoy.retry_host_predicates.previous_hosts, \
@@ -151,33 +137,7 @@ static_resources:
 "#,
         bport = backend.port(),
     );
-    let path = dir.path().join("envoy.yaml");
-    std::fs::write(&path, &config).unwrap();
-    let bin = envoy_binary();
-    let child = Command::new(&bin)
-        .arg("-c")
-        .arg(&path)
-        .args(["-l", "error", "--base-id"])
-        .arg(port.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
-    let envoy = IstioEnvoy {
-        child,
-        addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        _dir: dir,
-    };
-    let admin = SocketAddr::from(([127, 0, 0, 1], admin));
-    eventually(Duration::from_secs(30), "Envoy ready", async || {
-        matches!(
-            crate::support::gateway::http_get(admin, "/ready").await,
-            Ok((200, _))
-        )
-    })
-    .await;
-    envoy
+    Envoy::start_config(dir, port, admin, &config).await
 }
 
 /// Which tracer both proxies run.
@@ -196,7 +156,7 @@ enum Tracer {
 struct SideBySide {
     envoy_receiver: SpanReceiver,
     ours: SpanReceiver,
-    envoy: IstioEnvoy,
+    envoy: Envoy,
     mesh: MeshDir,
     /// The backend Envoy routes to (Portcullis's gateway starts its own unless given this).
     backend: Backend,
