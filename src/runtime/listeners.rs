@@ -105,6 +105,29 @@ pub fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> 
     socket.listen(1024)
 }
 
+/// The local address of a connection accepted on `listener`: the listener's own when it is
+/// bound to one address; the kernel is asked only behind a wildcard bind.
+fn local_address(tcp: &TcpStream, listener: SocketAddr) -> SocketAddr {
+    if listener.ip().is_unspecified() {
+        tcp.local_addr().unwrap_or(listener)
+    } else {
+        listener
+    }
+}
+
+/// Gives Pingora the addresses the accept loop already knows (after the PROXY protocol chose the
+/// peer), so it never asks the kernel (`getpeername`, `getsockname`) for them. Pingora's own
+/// listener fills the peer the same way (`pingora-core` `protocols/l4/listener.rs`), and
+/// leaves the local address as a TODO there.
+fn known_addresses(stream: &L4Stream, peer: SocketAddr, local: SocketAddr) {
+    use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
+    if let Some(digest) = stream.get_socket_digest() {
+        // Already set when the PROXY protocol header named the source: that one stays.
+        let _ = digest.peer_addr.set(Some(PingoraAddr::Inet(peer)));
+        let _ = digest.local_addr.set(Some(PingoraAddr::Inet(local)));
+    }
+}
+
 /// Wraps an accepted socket the way Pingora's own listeners do.
 fn pingora_stream(tcp: TcpStream) -> L4Stream {
     use std::os::unix::io::AsRawFd;
@@ -364,7 +387,7 @@ async fn serve(
     let Some(listener) = snapshot.listeners.get(&addr).cloned() else {
         return;
     };
-    let local = tcp.local_addr().unwrap_or(addr);
+    let local = local_address(&tcp, addr);
     // The first request head's deadline runs from here (its first bytes included).
     let accepted = std::time::Instant::now();
     let first_bytes = (state.options.limits.request_headers_timeout).unwrap_or(FIRST_BYTES_TIMEOUT);
@@ -372,16 +395,17 @@ async fn serve(
     let Some(client) = proxy_protocol_peer(&snapshot, &mut stream, client).await else {
         return;
     };
+    known_addresses(&stream, client, local);
     match &listener.kind {
         ListenerKind::Http { .. } => {
             if snapshot.instance.role == Role::Egress {
                 match starts_with_connect(&mut stream, first_bytes).await {
                     Some(true) => {
-                        tunnel::connect::connect_tunnel(
+                        Box::pin(tunnel::connect::connect_tunnel(
                             state,
                             Box::new(stream),
                             ConnInfo::new(client, local),
-                        )
+                        ))
                         .await;
                         return;
                     }
@@ -395,7 +419,9 @@ async fn serve(
                 accepted,
             };
             match h2c_preface(&mut stream, first_bytes).await {
-                Some(true) => serve_http(&http, Box::new(stream), &goaway_watch(&drain)).await,
+                Some(true) => {
+                    Box::pin(serve_http(&http, Box::new(stream), &goaway_watch(&drain))).await
+                }
                 Some(false) => {
                     let stream = Box::new(stream);
                     http1::serve(&state, &http, stream, peer, &drain, &close_idle).await
@@ -405,7 +431,8 @@ async fn serve(
         }
         ListenerKind::Tcp { route } => {
             if let Some(route) = route {
-                tunnel::proxy_route(&state, route, stream, ConnInfo::new(client, local)).await;
+                let info = ConnInfo::new(client, local);
+                Box::pin(tunnel::proxy_route(&state, route, stream, info)).await;
             }
         }
         ListenerKind::Tls(chains) => {
@@ -429,16 +456,16 @@ async fn serve(
             let Some((chain_index, chain)) = chains.select(sni.as_deref()) else {
                 state.unknown_sni(sni.as_deref(), local);
                 // Fails the handshake with an `unrecognized_name` alert.
-                let _ = tokio::time::timeout(
+                let _ = Box::pin(tokio::time::timeout(
                     TLS_HANDSHAKE_TIMEOUT,
                     pingora::protocols::tls::server::handshake(&state.reject_sni, stream),
-                )
+                ))
                 .await;
                 return;
             };
             match &chain.action {
                 ChainAction::Passthrough { route } => {
-                    tunnel::proxy_route(&state, route, stream, info).await
+                    Box::pin(tunnel::proxy_route(&state, route, stream, info)).await
                 }
                 ChainAction::TerminateHttp { tls, routes } => {
                     let callbacks = ChainHandshake {
@@ -446,17 +473,18 @@ async fn serve(
                         chain: chain_index,
                         route_table: routes.name.clone(),
                     };
-                    let hs = tokio::time::timeout(
+                    let hs = Box::pin(tokio::time::timeout(
                         TLS_HANDSHAKE_TIMEOUT,
                         handshake_with_callback(&tls.acceptor, stream, &callbacks),
-                    )
+                    ))
                     .await;
                     match hs {
                         Ok(Ok(tls_stream)) => {
                             use pingora::protocols::{Ssl, ALPN};
                             let h2 = matches!(tls_stream.selected_alpn_proto(), Some(ALPN::H2));
                             if h2 {
-                                serve_http(&http, Box::new(tls_stream), &goaway_watch(&drain)).await
+                                let stream = Box::new(tls_stream);
+                                Box::pin(serve_http(&http, stream, &goaway_watch(&drain))).await
                             } else {
                                 let peer = Peer {
                                     client,
@@ -477,13 +505,13 @@ async fn serve(
                         chain: chain_index,
                         route_table: chain.name.as_str().into(),
                     };
-                    let hs = tokio::time::timeout(
+                    let hs = Box::pin(tokio::time::timeout(
                         TLS_HANDSHAKE_TIMEOUT,
                         handshake_with_callback(&tls.acceptor, stream, &callbacks),
-                    )
+                    ))
                     .await;
                     if let (Ok(Ok(tls_stream)), Some(route)) = (hs, route) {
-                        tunnel::proxy_route(&state, route, tls_stream, info).await;
+                        Box::pin(tunnel::proxy_route(&state, route, tls_stream, info)).await;
                     }
                 }
             }

@@ -2,6 +2,7 @@
 //! request; [`server::Gateway`] builds the proxy and the listener set, applies new snapshots
 //! and drains on shutdown. It knows nothing of the CLI, the watcher or the admin endpoints.
 
+pub mod buffers;
 pub mod destination;
 pub mod downstream;
 pub mod drain;

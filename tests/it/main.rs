@@ -17,4 +17,5 @@ mod ops;
 mod reload;
 mod security;
 mod support_selftest;
+mod syscalls;
 mod tls;
