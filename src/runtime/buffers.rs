@@ -250,7 +250,12 @@ mod tests {
     #[tokio::test]
     async fn a_head_and_a_small_body_leave_in_one_write_at_the_flush() {
         let (mut b, mut w) = (WriteBuffer::default(), Writes::default());
-        write_all(&mut b, &mut w, b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n").await;
+        write_all(
+            &mut b,
+            &mut w,
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n",
+        )
+        .await;
         write_all(&mut b, &mut w, b"hello").await;
         assert!(w.calls.is_empty(), "nothing written before the flush");
         poll_fn(|cx| b.poll_flush(&mut w, cx)).await.unwrap();

@@ -118,11 +118,52 @@ async fn a_response_head_and_its_body_leave_the_gateway_in_one_write() {
         .lines()
         .filter(|l| l.contains("HTTP/1.1 200") && l.contains("content-length: 100"))
         .collect();
-    assert!(heads.len() >= 10, "the responses' writes were traced:\n{text}");
+    assert!(
+        heads.len() >= 10,
+        "the responses' writes were traced:\n{text}"
+    );
     for write in heads {
         assert!(
             write.contains(body),
             "a response head was written without its body:\n{write}"
         );
     }
+}
+
+#[tokio::test]
+async fn the_gateway_never_asks_the_kernel_for_addresses_its_accept_loop_knows() {
+    let h = gateway().await;
+    let addr = h.addr();
+    // The upstream connection is open and pooled before the trace starts.
+    raw_http(addr, get_request("a.example", "/", "", true)).await;
+    let trace = Strace::attach(h.gw.pid(), "getpeername,getsockname,sendto,writev,write");
+    trace
+        .ready("GET /probe", async || {
+            raw_http(addr, get_request("a.example", "/probe", "", true)).await;
+        })
+        .await;
+    let before = trace.text().len();
+    // New connections (the access log names each client and local address) and keep-alive
+    // requests on them.
+    for _ in 0..5 {
+        let mut conn = TcpStream::connect(addr).await.unwrap();
+        for _ in 0..3 {
+            let resp = raw_exchange(
+                &mut conn,
+                get_request("a.example", "/", "", false).as_bytes(),
+            )
+            .await;
+            assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+        }
+    }
+    let text = trace.finish();
+    let asked: Vec<&str> = text[before..]
+        .lines()
+        .filter(|l| l.contains("getpeername(") || l.contains("getsockname("))
+        .collect();
+    assert!(
+        asked.is_empty(),
+        "the gateway asked the kernel for addresses it knew:\n{}",
+        asked.join("\n")
+    );
 }
