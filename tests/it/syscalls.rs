@@ -13,7 +13,6 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 
 use crate::support::client::{get_request, raw_exchange, raw_http};
-use crate::support::yaml::*;
 use crate::support::*;
 
 /// strace attached to every thread of a process, writing the given calls to a file.
@@ -73,22 +72,9 @@ impl Strace {
     }
 }
 
+/// One HTTP server for every host, routed to backend `be`.
 async fn gateway() -> Harness {
-    Harness::builder()
-        .port(80)
-        .backend(Backend::http("be").await)
-        .resources(
-            "routes.yaml",
-            &[
-                &Gateway::new("gw").server(Server::http(80)),
-                &VirtualService::new("all")
-                    .hosts(&["*"])
-                    .gateways(&["gw"])
-                    .http(HttpRoute::new().to(&svc("be"))),
-            ],
-        )
-        .start()
-        .await
+    crate::ops::start(&[]).await
 }
 
 #[tokio::test]
