@@ -451,11 +451,11 @@ def ratio(a, b):
 
 def report(title, table, extra_cols=()):
     log(f"\n## {title}")
-    log(f"{'proxy':<11}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'cpu µs/req':>12}{'vs floor':>10}"
+    log(f"{'proxy':<17}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'cpu µs/req':>12}{'vs floor':>10}"
         f"{'vs envoy':>10}{'errors':>8}")
     floor, envoy = table.get("floor", {}).get("cpu_us"), table.get("envoy", {}).get("cpu_us")
     for p, r in table.items():
-        log(f"{p:<11}{fmt(r['rps'], 0):>9}{fmt(r['p50'], 2):>9}{fmt(r['p99'], 2):>9}"
+        log(f"{p:<17}{fmt(r['rps'], 0):>9}{fmt(r['p50'], 2):>9}{fmt(r['p99'], 2):>9}"
             f"{fmt(r['cpu_us']):>12}{fmt(ratio(r['cpu_us'], floor), 2):>10}"
             f"{fmt(ratio(r['cpu_us'], envoy), 2):>10}{r['errors']:>8}")
 
@@ -533,11 +533,11 @@ def scenario_egress(rig):
     results["scenarios"]["egress"] = table
     log(f"\n## Egress: {EGRESS_CALLS} sequential calls, each on a new plain client connection; the proxy "
         f"originates TLS on a pooled connection (median of {RUNS})")
-    log(f"{'proxy':<11}{'p50 ms':>9}{'p99 ms':>9}{'cpu µs/call':>13}{'vs nginx':>10}{'p50 vs nginx':>14}"
+    log(f"{'proxy':<17}{'p50 ms':>9}{'p99 ms':>9}{'cpu µs/call':>13}{'vs nginx':>10}{'p50 vs nginx':>14}"
         f"{'origin TLS handshakes/call':>28}{'errors':>8}")
     ng = table.get("nginx", {})
     for p, r in table.items():
-        log(f"{p:<11}{fmt(r['p50'], 3):>9}{fmt(r['p99'], 3):>9}{fmt(r['cpu_us']):>13}"
+        log(f"{p:<17}{fmt(r['p50'], 3):>9}{fmt(r['p99'], 3):>9}{fmt(r['cpu_us']):>13}"
             f"{fmt(ratio(r['cpu_us'], ng.get('cpu_us')), 2):>10}{fmt(ratio(r['p50'], ng.get('p50')), 2):>14}"
             f"{fmt(r['handshakes'] / EGRESS_CALLS * 100, 2) + ' %':>28}{r['errors']:>8}")
 
@@ -599,7 +599,7 @@ def scenario_syscalls(rig):
             per = {k: v / max(reqs, 1) for k, v in counts.items()}
             out[key][p] = {"total": sum(per.values()), "per_request": per, "requests": reqs}
             top = sorted(((v, k) for k, v in per.items() if v >= 0.05), reverse=True)
-            log(f"{p:<11}{sum(per.values()):6.2f} total: " + ", ".join(f"{k} {v:.2f}" for v, k in top))
+            log(f"{p:<17}{sum(per.values()):6.2f} total: " + ", ".join(f"{k} {v:.2f}" for v, k in top))
     results["scenarios"]["syscalls"] = out
 
 
@@ -614,7 +614,7 @@ def scenario_memory(rig):
     client = os.path.join(HERE, "idle_conns.py")
     out = {}
     log(f"\n## Memory: RSS per idle keep-alive connection ({IDLE_CONNS:,} connections, one request each, then idle)")
-    log(f"{'proxy':<11}{'HTTP/1.1 KiB':>14}{'HTTP/2 (TLS) KiB':>18}{'RSS before MiB':>16}")
+    log(f"{'proxy':<17}{'HTTP/1.1 KiB':>14}{'HTTP/2 (TLS) KiB':>18}{'RSS before MiB':>16}")
     for p in PROXIES:
         row = {}
         for proto, url in (("h1", f"http://127.0.0.1:{rig.http[p]}/"),
@@ -638,7 +638,7 @@ def scenario_memory(rig):
                 log(f"  {p} {proto}: only {opened} of {IDLE_CONNS} connections served ({line})")
             time.sleep(2.0)  # closed connections go away
         out[p] = row
-        log(f"{p:<11}{fmt(row['h1'], 2):>14}{fmt(row['h2'], 2):>18}{fmt(row['rss_before_kib'] / 1024, 1):>16}")
+        log(f"{p:<17}{fmt(row['h1'], 2):>14}{fmt(row['h2'], 2):>18}{fmt(row['rss_before_kib'] / 1024, 1):>16}")
     results["scenarios"]["memory"] = out
 
 
@@ -647,7 +647,7 @@ def scenario_scaling(rig):
     out = {}
     log(f"\n## Scaling: HTTP/1.1 keep-alive with 1 and 2 workers (proxy and origin on core {PROXY_CPU}, "
         f"wrk alone on core {LOAD_CPU}), median of {RUNS}")
-    log(f"{'proxy':<11}{'workers':>8}{'req/s':>9}{'p99 ms':>9}{'cpu µs/req':>12}")
+    log(f"{'proxy':<17}{'workers':>8}{'req/s':>9}{'p99 ms':>9}{'cpu µs/req':>12}")
     for threads in (1, 2):
         for p in names:
             if rig.threads[p] != threads:
@@ -659,7 +659,7 @@ def scenario_scaling(rig):
         for p in names:
             row = {k: median(runs[p], k) for k in ("rps", "p99", "cpu_us")}
             out.setdefault(p, {})[threads] = row
-            log(f"{p:<11}{threads:>8}{fmt(row['rps'], 0):>9}{fmt(row['p99'], 2):>9}{fmt(row['cpu_us']):>12}")
+            log(f"{p:<17}{threads:>8}{fmt(row['rps'], 0):>9}{fmt(row['p99'], 2):>9}{fmt(row['cpu_us']):>12}")
     for p in names:
         rig.restart_proxy(p, 1)
     results["scenarios"]["scaling"] = out
