@@ -35,6 +35,7 @@ use pingora_proxy::HttpProxy;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 
+use super::buffers::{self, WriteBuffer};
 use super::limits::DownstreamLimits;
 use super::overload::{HeadMemory, Refusal};
 use super::proxy::Edge;
@@ -106,12 +107,14 @@ enum Allow {
     Open,
 }
 
-/// The client stream as Pingora's HTTP/1 session sees it: one request at a time.
+/// The client stream as Pingora's HTTP/1 session sees it: one request at a time; its writes
+/// coalesced (see [`buffers`]).
 pub struct Gated {
     inner: Stream,
     /// Read from the client, not yet given to Pingora.
     pending: BytesMut,
     allow: Allow,
+    out: WriteBuffer,
 }
 
 impl std::fmt::Debug for Gated {
@@ -195,6 +198,15 @@ impl Gated {
             inner,
             pending: BytesMut::new(),
             allow: Allow::Open,
+            out: WriteBuffer::default(),
+        }
+    }
+
+    /// Between requests: frees the buffers an idle connection does not need.
+    fn release(&mut self) {
+        self.out.release();
+        if self.pending.is_empty() {
+            self.pending = BytesMut::new();
         }
     }
 
@@ -234,9 +246,8 @@ impl Gated {
             }
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             // Never read much past the limit: one byte over is enough to refuse.
-            let want = (max + 1 - self.pending.len()).min(16 * 1024) as u64;
-            let mut limited = (&mut self.inner).take(want);
-            let read = limited.read_buf(&mut self.pending);
+            let want = (max + 1 - self.pending.len()).min(buffers::READ_CHUNK);
+            let read = buffers::fill(&mut self.inner, &mut self.pending, want);
             let n = if first {
                 let idle = left.map_or(limits.http1_idle_timeout, |l| {
                     l.min(limits.http1_idle_timeout)
@@ -372,7 +383,8 @@ impl AsyncWrite for Gated {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        this.out.poll_write(&mut this.inner, cx, buf)
     }
 
     fn poll_write_vectored(
@@ -380,25 +392,31 @@ impl AsyncWrite for Gated {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        this.out.poll_write_vectored(&mut this.inner, cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        true
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        this.out.poll_flush(&mut this.inner, cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        this.out.poll_shutdown(&mut this.inner, cx)
     }
 }
 
 #[async_trait::async_trait]
 impl Shutdown for Gated {
     async fn shutdown(&mut self) {
+        // What is held goes out first (Pingora's own buffered stream flushes on shutdown too).
+        let this = &mut *self;
+        let _ = std::future::poll_fn(|cx| this.out.poll_write_held(&mut this.inner, cx)).await;
         Shutdown::shutdown(&mut *self.inner).await
     }
 }
@@ -493,12 +511,15 @@ pub async fn serve(
             .read_head(limits, deadline.take(), &mut memory, &mut drained)
             .await;
         if let Err(e) = head {
-            refuse(state, &mut gated.inner, peer, &e).await;
+            // Boxed: a rare path whose future should not size every connection's task.
+            Box::pin(refuse(state, &mut gated.inner, peer, &e)).await;
             return;
         }
         drop(memory);
         let session = ServerSession::new_http1(Box::new(gated));
-        let Some(reused) = http.process_new_http(session, drain).await else {
+        // Boxed: Pingora's request future is large, and an idle connection (waiting in
+        // `read_head`) should not carry its space.
+        let Some(reused) = Box::pin(http.process_new_http(session, drain)).await else {
             return;
         };
         let (stream, _settings) = reused.consume();
@@ -510,6 +531,7 @@ pub async fn serve(
             // A passed-through request leaves no known boundary behind it.
             return;
         }
+        gated.release();
     }
 }
 
@@ -541,7 +563,9 @@ async fn refuse(state: &State, stream: &mut Stream, peer: Peer, e: &HeadError) {
 /// Reads and discards what the client still sends (briefly, boundedly) before closing, so the
 /// answer is not lost to a reset for unread bytes (what nginx calls a lingering close).
 pub async fn linger<S: AsyncRead + Unpin>(s: &mut S) {
-    let mut sink = [0u8; 8192];
+    // On the heap, and only while lingering: an array here would sit in every connection's task
+    // (an async fn's locals are part of its future, allocated when the connection is accepted).
+    let mut sink = vec![0u8; 8192];
     let mut left: usize = 1024 * 1024;
     let until = Instant::now() + Duration::from_secs(2);
     while left > 0 {

@@ -3,6 +3,7 @@
 //! and drains on shutdown. It knows nothing of the CLI, the watcher or the admin endpoints.
 
 pub mod attempt;
+pub mod buffers;
 pub mod destination;
 pub mod downstream;
 pub mod drain;

@@ -19,4 +19,5 @@ mod ops;
 mod reload;
 mod security;
 mod support_selftest;
+mod syscalls;
 mod tls;
