@@ -9,6 +9,8 @@
 #   benches/load.sh                                   # everything (about 15 minutes)
 #   DURATION=5 RUNS=3 SCENARIOS="http tls" benches/load.sh
 #   PROXIES="floor portcullis portcullis:before" BIN_BEFORE=/path/to/old/portcullis benches/load.sh
+#   PROXIES="portcullis portcullis+ipallow portcullis+jwt portcullis+trace0 portcullis+trace100" \
+#     SCENARIOS=http benches/load.sh          # what a feature costs per request (load/variants.py)
 #
 # Scenarios: http, tls, newconn, h2, egress, syscalls, memory, scaling (and tlsnew: a full TLS
 # handshake per request). Knobs and method: benches/load/bench.py; figures: docs/benchmarks.md.

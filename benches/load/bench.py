@@ -15,6 +15,8 @@ envoy"), SCENARIOS ("http tls newconn h2 egress syscalls memory scaling"; also "
 the floor and Portcullis, and "tlsnew"), PROFILE_TOP (40), IDLE_CONNS (5000),
 EGRESS_CALLS (2000), SYSCALL_SECONDS (3), MAX_MINUTES (60), RESULTS (a JSON file to write),
 PORTCULLIS, FLOOR, ENVOY (binaries; load.sh sets them), KEEP=1 (keep the work directory).
+A Portcullis entry of PROXIES may name one feature to turn on (`portcullis+jwt`: see variants.py
+for ipallow, jwt, trace0, trace100), to measure what it costs beside `portcullis`.
 """
 import json
 import os
@@ -29,6 +31,11 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from variants import FEATURES, Variants  # noqa: E402  (Portcullis with one feature on)
+
+# Extra request headers per proxy process (a feature's token), added by wrk() and h2load().
+HEADERS = {}
 DURATION = int(os.environ.get("DURATION", "10"))
 RUNS = int(os.environ.get("RUNS", "3"))
 CONNS = int(os.environ.get("CONNS", "50"))
@@ -101,9 +108,9 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_http(port, what, tls=False):
+def wait_http(port, what, tls=False, headers=()):
     for _ in range(200):
-        r = subprocess.run(["curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}",
+        r = subprocess.run(["curl", "-sk", *headers, "-o", "/dev/null", "-w", "%{http_code}",
                             f"{'https' if tls else 'http'}://127.0.0.1:{port}/"],
                            capture_output=True, text=True)
         if r.stdout == "200":
@@ -177,6 +184,7 @@ def certificates():
 class Rig:
     def __init__(self):
         self.origin, self.origin_tls = free_port(), free_port()
+        self.variants = Variants(work)
         self.http = {p: free_port() for p in PROXIES}
         self.https = {p: free_port() for p in PROXIES}
         self.egress = {p: free_port() for p in PROXIES if not p.startswith("floor")}
@@ -232,8 +240,11 @@ http {{
 }}""")
 
     def portcullis_config(self, name):
-        sub = "gateways-" + name.replace(":", "-")
+        sub = "gateways-" + name.replace(":", "-").replace("+", "-")
         os.makedirs(os.path.join(work, sub), exist_ok=True)
+        feature = name.split(":")[0].partition("+")[2]
+        if feature:
+            self.write(f"{sub}/feature.yaml", self.variants.config(feature))
         self.write(f"{sub}/bench.yaml", f"""apiVersion: networking.istio.io/v1
 kind: Gateway
 metadata: {{name: bench}}
@@ -346,6 +357,9 @@ admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {free_port
 
     def start_proxy(self, name, threads=1, cpus=PROXY_CPU):
         kind, _, label = name.partition(":")
+        kind, _, feature = kind.partition("+")
+        if feature and (kind != "portcullis" or feature not in FEATURES):
+            raise SystemExit(f"{name}: features ({', '.join(FEATURES)}) are for Portcullis only")
         binary = os.environ.get(f"BIN_{label.upper()}") if label else None
         if label and kind not in ("floor", "portcullis"):
             raise SystemExit(f"{name}: only the floor and Portcullis take another build")
@@ -367,6 +381,9 @@ admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {free_port
                    "--status-addr", f"127.0.0.1:{free_port()}",
                    "--prometheus-addr", f"127.0.0.1:{free_port()}",
                    "--merged-prometheus-addr", f"127.0.0.1:{free_port()}"]
+            mesh = self.variants.mesh(feature, free_port) if feature else None
+            if mesh:
+                cmd += ["--mesh", mesh]
         elif kind == "envoy":
             cmd = [self.envoy, "-c", self.envoy_conf(), "--concurrency", str(threads), "-l", "error",
                    "--disable-hot-restart"]
@@ -375,8 +392,9 @@ admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {free_port
         # Portcullis writes its access log to stdout: formatted and written, then discarded.
         p = start(cmd, name.replace(":", "-"), cpus, quiet_stdout=kind == "portcullis")
         self.proc[name], self.pid[name], self.threads[name] = p, p.pid, threads
-        wait_http(self.http[name], name)
-        wait_http(self.https[name], name, tls=True)
+        HEADERS[p.pid] = [a for h in self.variants.headers(feature) for a in ("-H", h)] if feature else []
+        wait_http(self.http[name], name, headers=HEADERS[p.pid])
+        wait_http(self.https[name], name, tls=True, headers=HEADERS[p.pid])
 
     def restart_proxy(self, name, threads, cpus=PROXY_CPU):
         stop(self.proc[name])
@@ -396,7 +414,7 @@ def ms(value):
 def wrk(pid, url, duration, extra=()):
     before = cpu_ns(pid)
     out = subprocess.run(["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{CONNS}", f"-d{duration}s",
-                          "--latency", *extra, url], capture_output=True, text=True,
+                          "--latency", *HEADERS.get(pid, []), *extra, url], capture_output=True, text=True,
                          timeout=duration + 60).stdout
     cpu = cpu_ns(pid) - before
     reqs = int(re.search(r"(\d+) requests in", out).group(1))
@@ -416,7 +434,7 @@ def h2load(pid, url, duration):
     logf = os.path.join(work, "h2load.tsv")
     before = cpu_ns(pid)
     out = subprocess.run(["taskset", "-c", LOAD_CPU, "h2load", f"-c{CONNS}", "-m10", f"-D{duration}",
-                          f"--log-file={logf}", url], capture_output=True, text=True,
+                          f"--log-file={logf}", *HEADERS.get(pid, []), url], capture_output=True, text=True,
                          timeout=duration + 60).stdout
     cpu = cpu_ns(pid) - before
     m = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
