@@ -9,6 +9,7 @@ pub mod cli;
 pub mod compile;
 pub mod config;
 pub mod dns;
+pub mod http_client;
 pub mod observe;
 pub mod reload;
 pub mod runtime;

@@ -206,7 +206,7 @@ fn no_import_cycle_between_top_level_modules() {
 /// A stage's later stages; `telemetry`, `upstream` and `tls` share `compile`'s.
 const LATER: &[&str] = &["runtime", "reload", "observe", "admin", "app", "cli"];
 
-const NEVER: [(&str, &[&str]); 8] = [
+const NEVER: [(&str, &[&str]); 9] = [
     (
         "config",
         &[
@@ -226,6 +226,7 @@ const NEVER: [(&str, &[&str]); 8] = [
     ("telemetry", LATER),
     ("upstream", LATER),
     ("tls", LATER),
+    ("http_client", LATER),
     ("runtime", &["reload", "admin", "app", "cli"]),
     ("observe", &["runtime", "reload", "admin", "app", "cli"]),
     ("reload", &["runtime", "admin", "app", "cli"]),

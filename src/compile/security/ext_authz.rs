@@ -13,8 +13,8 @@ use std::time::Duration;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use serde::Serialize;
 
-use super::http::send;
 use crate::compile::reply::{LocalReply, ResponseFlag};
+use crate::http_client::send;
 
 /// `envoyExtAuthzHttp`: the fields a gateway uses.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -221,7 +221,7 @@ impl ExtAuthzHttp {
                 ))
             }
         };
-        let resp = match send(method, &url, out, self.timeout).await {
+        let resp = match send(method, &url, out, bytes::Bytes::new(), self.timeout).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(provider = %self.name, error = %e, "ext_authz check failed");

@@ -281,7 +281,7 @@ impl RemoteJwks {
 #[derive(Debug, thiserror::Error)]
 enum FetchError {
     #[error(transparent)]
-    Http(#[from] super::http::HttpError),
+    Http(#[from] crate::http_client::HttpError),
     #[error("status {0}")]
     Status(http::StatusCode),
     #[error(transparent)]
@@ -289,7 +289,14 @@ enum FetchError {
 }
 
 async fn fetch(uri: &str, timeout: Duration) -> Result<KeySet, FetchError> {
-    let resp = super::http::send(http::Method::GET, uri, http::HeaderMap::new(), timeout).await?;
+    let resp = crate::http_client::send(
+        http::Method::GET,
+        uri,
+        http::HeaderMap::new(),
+        bytes::Bytes::new(),
+        timeout,
+    )
+    .await?;
     if !resp.status.is_success() {
         return Err(FetchError::Status(resp.status));
     }

@@ -8,7 +8,6 @@
 
 pub mod claims;
 pub mod ext_authz;
-pub mod http;
 pub mod jwks;
 pub mod jwt;
 pub mod matchers;

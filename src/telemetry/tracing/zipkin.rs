@@ -6,35 +6,29 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use serde_json::{json, Map, Value};
 
 use super::{Identity, Kind, SpanRecord};
+use crate::http_client::{send, HttpError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ZipkinError {
     #[error("collector URL `{0}` is not http://HOST:PORT/PATH")]
     Url(String),
-    #[error("connecting to {0}: {1}")]
-    Connect(String, std::io::Error),
-    #[error("HTTP: {0}")]
-    Http(#[from] hyper::Error),
-    #[error("request: {0}")]
-    Request(#[from] http::Error),
-    #[error("timed out after {0:?}")]
-    Timeout(Duration),
+    #[error(transparent)]
+    Http(#[from] HttpError),
     #[error("collector answered {0}")]
     Status(http::StatusCode),
 }
 
 /// Posts span batches to one collector.
 pub struct Client {
-    /// `host:port` to connect to.
-    address: String,
-    path: String,
-    host: String,
+    /// `http://ADDRESS/PATH`: the address resolved from the provider's service.
+    url: String,
     timeout: Duration,
-    headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// The provider's headers, `Host` (the service's name) and the JSON content type.
+    headers: HeaderMap,
     service_name: String,
     tags: Vec<(String, String)>,
 }
@@ -47,27 +41,29 @@ impl Client {
         headers: &[(String, String)],
         identity: &Identity,
     ) -> Result<Client, ZipkinError> {
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| ZipkinError::Url(url.into()))?;
-        let (address, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
+        if !url.starts_with("http://") {
+            return Err(ZipkinError::Url(url.into()));
+        }
+        let mut request_headers: HeaderMap = headers
+            .iter()
+            .filter_map(|(k, v)| {
+                Some((
+                    HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()).ok()?,
+                    HeaderValue::from_str(v).ok()?,
+                ))
+            })
+            .collect();
+        if let Ok(h) = HeaderValue::from_str(host) {
+            request_headers.insert(http::header::HOST, h);
+        }
+        request_headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         Ok(Client {
-            address: address.to_string(),
-            path: path.to_string(),
-            host: host.to_string(),
+            url: url.to_string(),
             timeout,
-            headers: headers
-                .iter()
-                .filter_map(|(k, v)| {
-                    Some((
-                        http::HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()).ok()?,
-                        http::HeaderValue::from_str(v).ok()?,
-                    ))
-                })
-                .collect(),
+            headers: request_headers,
             service_name: identity.service_name.clone(),
             tags: identity.tags.clone(),
         })
@@ -76,31 +72,18 @@ impl Client {
     pub async fn export(&self, spans: &[SpanRecord]) -> Result<(), ZipkinError> {
         let body: Vec<Value> = spans.iter().map(|s| self.encode(s)).collect();
         let body = Bytes::from(Value::Array(body).to_string());
-        match tokio::time::timeout(self.timeout, self.post(body)).await {
-            Ok(r) => r,
-            Err(_) => Err(ZipkinError::Timeout(self.timeout)),
-        }
-    }
-
-    async fn post(&self, body: Bytes) -> Result<(), ZipkinError> {
-        let stream = tokio::net::TcpStream::connect(&self.address)
-            .await
-            .map_err(|e| ZipkinError::Connect(self.address.clone(), e))?;
-        let (mut send, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-        tokio::spawn(conn);
-        let mut req = http::Request::post(self.path.as_str())
-            .header(http::header::HOST, self.host.as_str())
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(body))?;
-        for (k, v) in &self.headers {
-            req.headers_mut().insert(k.clone(), v.clone());
-        }
-        let resp = send.send_request(req).await?;
-        if resp.status().is_success() {
+        let resp = send(
+            Method::POST,
+            &self.url,
+            self.headers.clone(),
+            body,
+            self.timeout,
+        )
+        .await?;
+        if resp.status.is_success() {
             Ok(())
         } else {
-            Err(ZipkinError::Status(resp.status()))
+            Err(ZipkinError::Status(resp.status))
         }
     }
 
@@ -156,8 +139,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            (c.address.as_str(), c.path.as_str()),
-            ("127.0.0.1:9411", "/api/v2/spans")
+            (
+                c.url.as_str(),
+                c.headers.get(http::header::HOST).unwrap().to_str().unwrap()
+            ),
+            ("http://127.0.0.1:9411/api/v2/spans", "zipkin")
         );
         let t = SystemTime::now();
         let v = c.encode(&SpanRecord {

@@ -8,11 +8,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use super::*;
-use crate::support::envoy::envoy_binary;
+use crate::support::envoy::Envoy;
 use crate::support::ports::free_port;
 
 /// `# TYPE` and the label-name sets of every sample, per family.
@@ -41,15 +39,7 @@ fn families(text: &str) -> BTreeMap<String, (String, BTreeSet<Vec<String>>)> {
 }
 
 /// Envoy proxying `127.0.0.1:<port>` to `backend`, named and tag-extracted as Istio's gateway.
-async fn start_envoy(
-    backend: SocketAddr,
-    cluster: &str,
-) -> (
-    std::process::Child,
-    SocketAddr,
-    SocketAddr,
-    tempfile::TempDir,
-) {
+async fn start_envoy(backend: SocketAddr, cluster: &str) -> (Envoy, SocketAddr) {
     let port = free_port();
     let admin = free_port();
     let config = format!(
@@ -95,28 +85,8 @@ static_resources:
         ip = backend.ip(),
         bport = backend.port(),
     );
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("envoy.yaml");
-    std::fs::write(&path, &config).unwrap();
-    let child = Command::new(envoy_binary())
-        .arg("-c")
-        .arg(&path)
-        .args(["-l", "error", "--base-id"])
-        .arg(port.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let admin = SocketAddr::from(([127, 0, 0, 1], admin));
-    eventually(Duration::from_secs(30), "Envoy ready", async || {
-        matches!(
-            crate::support::gateway::http_get(admin, "/ready").await,
-            Ok((200, _))
-        )
-    })
-    .await;
-    (child, SocketAddr::from(([127, 0, 0, 1], port)), admin, dir)
+    let envoy = Envoy::start_config(tempfile::tempdir().unwrap(), port, admin, &config).await;
+    (envoy, SocketAddr::from(([127, 0, 0, 1], admin)))
 }
 
 // Envoy: source/common/upstream/upstream_impl.h ALL_CLUSTER_STATS, outlier_detection_impl.h,
@@ -125,16 +95,15 @@ static_resources:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envoy_named_stats_match_a_real_envoys_names_types_and_labels() {
     let h = start(&[]).await;
-    let (mut child, envoy, admin, _dir) = start_envoy(h.backend("be").addr(), &cluster()).await;
+    let (envoy, admin) = start_envoy(h.backend("be").addr(), &cluster()).await;
     for path in ["/status/200", "/status/503", "/nothing"] {
-        let _ = get(envoy, path).await;
+        let _ = get(envoy.addr, path).await;
         let _ = h.get("a.example.com", path).await;
     }
     let (_, theirs) = crate::support::gateway::http_get(admin, "/stats/prometheus")
         .await
         .unwrap();
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(envoy);
     let theirs = families(&theirs);
     let (_, ours) = get(h.gw.prometheus_addr(), "/stats/prometheus").await;
     let ours = families(&ours);

@@ -1,7 +1,8 @@
-//! A small HTTP/1.1 client for the gateway's own calls (JWKS fetches, ext_authz checks):
-//! hyper's connection API over a tokio TCP stream, TLS by OpenSSL (the library Pingora already
-//! links) with the system's roots and host-name verification. One connection per call: these
-//! calls are rare (JWKS every 20 minutes) or go to a local authorization server.
+//! A small HTTP/1.1 client for the gateway's own calls (JWKS fetches, ext_authz checks, Zipkin
+//! span batches): hyper's connection API over a tokio TCP stream, TLS by OpenSSL (the library
+//! Pingora already links) with the system's roots and host-name verification. One connection
+//! per call: these calls are rare (JWKS every 20 minutes, spans every few seconds) or go to a
+//! local server.
 
 use std::time::Duration;
 
@@ -40,14 +41,20 @@ pub async fn send(
     method: Method,
     url: &str,
     headers: HeaderMap,
+    body: Bytes,
     timeout: Duration,
 ) -> Result<Response, HttpError> {
-    tokio::time::timeout(timeout, exchange(method, url, headers))
+    tokio::time::timeout(timeout, exchange(method, url, headers, body))
         .await
         .map_err(|_| HttpError::Timeout(timeout))?
 }
 
-async fn exchange(method: Method, url: &str, headers: HeaderMap) -> Result<Response, HttpError> {
+async fn exchange(
+    method: Method,
+    url: &str,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, HttpError> {
     let uri: Uri = url.parse().map_err(|_| HttpError::Url(url.to_string()))?;
     let https = match uri.scheme_str() {
         Some("https") => true,
@@ -83,7 +90,7 @@ async fn exchange(method: Method, url: &str, headers: HeaderMap) -> Result<Respo
             }
         }
     }
-    let req = req.body(Full::new(Bytes::new()))?;
+    let req = req.body(Full::new(body))?;
     if https {
         let tls = tls_stream(tcp, &host).await?;
         round_trip(TokioIo::new(tls), req).await
