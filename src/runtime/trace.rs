@@ -10,9 +10,10 @@ use super::State;
 use crate::compile::reply::ResponseFlag;
 use crate::telemetry::tracing::{Finished, Grpc};
 
-/// Ends the request's spans (no-op without a trace).
+/// Ends the request's spans (no-op without a sampled trace).
 pub fn finish(state: &State, session: &Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-    let Some(trace) = ctx.trace.take() else {
+    // An unsampled trace exports nothing: skip gathering what its spans would say.
+    let Some(trace) = ctx.trace.take().filter(|t| t.sampled) else {
         return;
     };
     let (status, flag) = outcome(session, e, ctx);
